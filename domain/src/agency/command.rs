@@ -1,0 +1,36 @@
+use super::{AgencyName, AgencyStatus};
+use crate::AgencyId;
+
+/// What may be asked of an agency. Names are already parsed: a command cannot carry an
+/// invalid one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgencyCommand {
+    Create {
+        id: AgencyId,
+        name: AgencyName,
+    },
+    Rename {
+        name: AgencyName,
+    },
+    Suspend,
+    Reactivate,
+    /// A partial update (HTTP PATCH): every requested change is decided together and
+    /// committed as one unit, or none is. Asking for the current value changes nothing.
+    Amend {
+        name: Option<AgencyName>,
+        status: Option<AgencyStatus>,
+    },
+}
+
+impl AgencyCommand {
+    /// The command's name as recorded in event metadata.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Create { .. } => "CreateAgency",
+            Self::Rename { .. } => "RenameAgency",
+            Self::Suspend => "SuspendAgency",
+            Self::Reactivate => "ReactivateAgency",
+            Self::Amend { .. } => "AmendAgency",
+        }
+    }
+}

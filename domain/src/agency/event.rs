@@ -1,0 +1,30 @@
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::AgencyId;
+
+/// What happened to an agency. Names are stored as plain strings: history is immutable and
+/// must still load if the naming rules change later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgencyEvent {
+    AgencyCreated { id: AgencyId, name: String },
+    AgencyRenamed { name: String },
+    AgencySuspended,
+    AgencyReactivated,
+}
+
+impl DomainEvent for AgencyEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::AgencyCreated { .. } => "AgencyCreated",
+            Self::AgencyRenamed { .. } => "AgencyRenamed",
+            Self::AgencySuspended => "AgencySuspended",
+            Self::AgencyReactivated => "AgencyReactivated",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}

@@ -1,0 +1,10 @@
+//! ERIOP's domain: the aggregates, their commands and events, and the value types they are
+//! made of. Pure by design: no I/O, no clock, no randomness. Whatever changes over time
+//! (the current time, new ids) is passed in by the caller, so every rule here is testable
+//! with plain values.
+
+pub mod agency;
+pub mod ids;
+pub mod metadata;
+
+pub use ids::AgencyId;

@@ -1,0 +1,188 @@
+//! Building the gateway: the one path from [`Settings`] to a listening server, used by
+//! `main.rs` and by the end-to-end tests alike (which bind port 0 and read [`App::port`]).
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::routing::get;
+use axum::{middleware, Router};
+use eriop_nats::{connect, Settings, Topology};
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::error::ApiError;
+use crate::relay::{Relay, RelayStatus};
+use crate::state::{AppState, Inner};
+use crate::{agencies, edge, health};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("ERIOP_DATABASE_URL is not a valid PostgreSQL URL ({0})")]
+    DatabaseUrl(String),
+    #[error("ERIOP_REDIS_URL is not a valid Redis URL ({0})")]
+    RedisUrl(String),
+    #[error("ERIOP_NATS_URL is not usable ({0})")]
+    NatsUrl(String),
+    #[error("ERIOP_CORS_ALLOWED_ORIGINS: `{0}` is not an origin such as https://ops.city.example")]
+    CorsOrigin(String),
+    #[error(
+        "cannot listen on {addr} ({reason}). Is another process using it? Set ERIOP_HTTP_ADDR"
+    )]
+    Listen { addr: String, reason: String },
+}
+
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    relay: Option<Relay>,
+    relay_status: Option<Arc<RelayStatus>>,
+}
+
+impl App {
+    /// Connects lazily to every dependency (the gateway starts, and says it is not ready,
+    /// while one is down) and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let connect = PgConnectOptions::from_str(settings.database_url.expose_secret())
+            .map_err(|e| StartupError::DatabaseUrl(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.database_max_connections)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(connect);
+        let redis = redis::Client::open(settings.redis_url.expose_secret())
+            .map_err(|e| StartupError::RedisUrl(e.to_string()))?;
+        let nats = connect::nats(settings.nats_url.expose_secret(), "eriop-gateway")
+            .await
+            .map_err(|e| StartupError::NatsUrl(e.to_string()))?;
+        let relay = settings.relay_enabled.then(|| {
+            Relay::new(
+                pool.clone(),
+                connect::jetstream(
+                    nats.clone(),
+                    Duration::from_millis(settings.nats_request_timeout_ms),
+                ),
+                Topology::new(settings.nats_prefix.clone()),
+                settings.relay_batch_size,
+            )
+        });
+        let relay_status = relay.as_ref().map(Relay::status);
+        let state = AppState::new(Inner {
+            agencies: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
+            pool,
+            nats,
+            redis,
+            bootstrap_token: settings.bootstrap_token.clone(),
+            read_your_writes_timeout: Duration::from_millis(settings.read_your_writes_timeout_ms),
+        });
+        if settings.bootstrap_token.is_none() {
+            tracing::warn!("ERIOP_BOOTSTRAP_TOKEN is not set: the agency routes are closed");
+        }
+        let router = router(&settings, state)?;
+        let listener =
+            TcpListener::bind(settings.http_addr)
+                .await
+                .map_err(|e| StartupError::Listen {
+                    addr: settings.http_addr.to_string(),
+                    reason: e.to_string(),
+                })?;
+        Ok(Self {
+            listener,
+            router,
+            relay,
+            relay_status,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The relay's state, when this gateway runs one.
+    pub fn relay_status(&self) -> Option<Arc<RelayStatus>> {
+        self.relay_status.clone()
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let relay = self.relay.map(|relay| tokio::spawn(relay.run()));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        // The relay is crash-safe by construction (acks before deletes): just stop it.
+        if let Some(relay) = relay {
+            relay.abort();
+        }
+        served
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(eriop_nats::shutdown_signal()).await
+    }
+}
+
+fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> {
+    let api = &settings.api_v1_prefix;
+    let router = Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route(
+            &format!("{api}/agencies"),
+            get(agencies::list).post(agencies::create),
+        )
+        .route(
+            &format!("{api}/agencies/{{id}}"),
+            get(agencies::get).patch(agencies::patch),
+        )
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("this route does not accept that method".into())
+        })
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
+    let router = match cors(&settings.cors_allowed_origins)? {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    Ok(router
+        .layer(middleware::from_fn(edge::request_context))
+        .with_state(state))
+}
+
+/// CORS for the configured origins only; none configured: no CORS headers (same origin).
+fn cors(origins: &str) -> Result<Option<CorsLayer>, StartupError> {
+    let origins = origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| HeaderValue::from_str(o).map_err(|_| StartupError::CorsOrigin(o.to_owned())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PATCH,
+                Method::PUT,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static(edge::REQUEST_ID_HEADER),
+            ])
+            .expose_headers([HeaderName::from_static(edge::REQUEST_ID_HEADER)])
+            .max_age(Duration::from_secs(600)),
+    ))
+}

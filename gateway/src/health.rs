@@ -1,0 +1,104 @@
+//! Liveness (the process answers) and readiness (each dependency answers, within a second).
+//! Readiness names every dependency and its state, so an operator sees at once which is down.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+
+use crate::state::AppState;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Serialize)]
+pub struct Check {
+    status: &'static str,
+    latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    checks: BTreeMap<&'static str, Check>,
+}
+
+pub async fn live() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "live" }))
+}
+
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let (postgres, redis, nats) = tokio::join!(
+        check(async {
+            sqlx::query("SELECT 1")
+                .execute(state.pool())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
+        check(async {
+            let mut conn = state
+                .redis()
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
+        check(async {
+            let client = state.nats();
+            if client.connection_state() != async_nats::connection::State::Connected {
+                return Err("not connected".to_owned());
+            }
+            client.flush().await.map_err(|e| e.to_string())
+        }),
+    );
+    let checks = BTreeMap::from([("postgres", postgres), ("redis", redis), ("nats", nats)]);
+    let all_up = checks.values().all(|c| c.status == "up");
+    for (name, c) in checks.iter().filter(|(_, c)| c.status != "up") {
+        tracing::warn!(
+            dependency = name,
+            error = c.error.as_deref().unwrap_or(""),
+            "not ready"
+        );
+    }
+    let code = if all_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let status = if all_up { "ready" } else { "unavailable" };
+    (code, Json(Readiness { status, checks }))
+}
+
+async fn check(probe: impl Future<Output = Result<(), String>>) -> Check {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, probe).await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match outcome {
+        Ok(Ok(())) => Check {
+            status: "up",
+            latency_ms,
+            error: None,
+        },
+        Ok(Err(error)) => Check {
+            status: "down",
+            latency_ms,
+            error: Some(error),
+        },
+        Err(_) => Check {
+            status: "down",
+            latency_ms,
+            error: Some(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+        },
+    }
+}

@@ -1,0 +1,15 @@
+//! ERIOP's gateway: the REST API (command and query side), its edge (request ids, access
+//! log, problem+json errors, CORS, body limits, health) and the relay that publishes the
+//! event store to NATS.
+
+mod agencies;
+pub mod app;
+mod edge;
+mod error;
+mod extract;
+mod health;
+pub mod relay;
+mod state;
+
+pub use app::{App, StartupError};
+pub use edge::REQUEST_ID_HEADER;

@@ -1,0 +1,59 @@
+//! What every handler may reach: shared, cheap to clone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::CqrsFramework;
+use eriop_domain::agency::Agency;
+use postgres_es::PostgresEventRepository;
+use secrecy::SecretString;
+use sqlx::PgPool;
+
+pub type AgencyCqrs = CqrsFramework<Agency, PersistedEventStore<PostgresEventRepository, Agency>>;
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub pool: PgPool,
+    pub agencies: AgencyCqrs,
+    pub nats: async_nats::Client,
+    pub redis: redis::Client,
+    pub bootstrap_token: Option<SecretString>,
+    pub read_your_writes_timeout: Duration,
+}
+
+impl AppState {
+    pub(crate) fn new(inner: Inner) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub fn agencies(&self) -> &AgencyCqrs {
+        &self.inner.agencies
+    }
+
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.inner.nats
+    }
+
+    pub fn redis(&self) -> &redis::Client {
+        &self.inner.redis
+    }
+
+    pub fn bootstrap_token(&self) -> Option<&SecretString> {
+        self.inner.bootstrap_token.as_ref()
+    }
+
+    pub fn read_your_writes_timeout(&self) -> Duration {
+        self.inner.read_your_writes_timeout
+    }
+}

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS agencies;
+DROP TABLE IF EXISTS projection_checkpoints;

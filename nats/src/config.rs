@@ -1,0 +1,496 @@
+//! Configuration, in layers: built-in defaults, then the development profile's overrides
+//! (when `ERIOP_PROFILE=development`, the default), then an optional TOML file
+//! (`ERIOP_CONFIG_FILE`), then `ERIOP_*` environment variables, then secrets read from
+//! files named by `ERIOP_*_FILE` (the Docker/Kubernetes secrets convention).
+//!
+//! Secrets are [`SecretString`]s: they print as `[REDACTED]` and are only exposed where a
+//! connection is made. Unknown `ERIOP_*` variables are an error, so a typo is caught at
+//! start-up instead of silently falling back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The settings that may also be given as `ERIOP_<NAME>_FILE=/path/to/secret`.
+pub const SECRET_SETTINGS: [&str; 7] = [
+    "secret_key",
+    "database_url",
+    "timescale_url",
+    "redis_url",
+    "mqtt_password",
+    "bootstrap_token",
+    "nats_url",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Local development and tests: plain MQTT on 1883, readable logs allowed, a missing
+    /// `SECRET_KEY` tolerated.
+    #[default]
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub profile: Profile,
+    #[serde(default = "defaults::app_name")]
+    pub app_name: String,
+    #[serde(default)]
+    pub debug: bool,
+    #[serde(default = "defaults::api_v1_prefix")]
+    pub api_v1_prefix: String,
+    /// Server key (JWT HS256 secret, encryption of TOTP secrets). Required in production.
+    #[serde(default)]
+    pub secret_key: Option<SecretString>,
+    #[serde(default = "defaults::jwt_algorithm")]
+    pub jwt_algorithm: String,
+    #[serde(default = "defaults::access_token_expire_minutes")]
+    pub access_token_expire_minutes: u32,
+    #[serde(default = "defaults::refresh_token_expire_days")]
+    pub refresh_token_expire_days: u32,
+
+    #[serde(default = "defaults::database_url")]
+    pub database_url: SecretString,
+    #[serde(default = "defaults::database_max_connections")]
+    pub database_max_connections: u32,
+    /// Telemetry may live in its own (TimescaleDB) database; defaults to `database_url`.
+    #[serde(default)]
+    pub timescale_url: Option<SecretString>,
+    #[serde(default = "defaults::redis_url")]
+    pub redis_url: SecretString,
+    /// Every Redis key this deployment writes starts with this (tests use their own).
+    #[serde(default = "defaults::redis_key_prefix")]
+    pub redis_key_prefix: String,
+
+    #[serde(default = "defaults::nats_url")]
+    pub nats_url: SecretString,
+    /// Namespace of stream names and subjects. Empty in a deployment; tests set their own so
+    /// they can share one server.
+    #[serde(default)]
+    pub nats_prefix: String,
+    #[serde(default = "defaults::nats_request_timeout_ms")]
+    pub nats_request_timeout_ms: u64,
+
+    #[serde(default = "defaults::mqtt_broker_host")]
+    pub mqtt_broker_host: String,
+    #[serde(default = "defaults::mqtt_broker_port")]
+    pub mqtt_broker_port: u16,
+    #[serde(default = "defaults::yes")]
+    pub mqtt_use_tls: bool,
+    #[serde(default = "defaults::mqtt_client_id")]
+    pub mqtt_client_id: String,
+    #[serde(default)]
+    pub mqtt_username: Option<String>,
+    #[serde(default)]
+    pub mqtt_password: Option<SecretString>,
+    /// CA bundle for the broker's certificate; the system roots when unset.
+    #[serde(default)]
+    pub mqtt_ca_file: Option<PathBuf>,
+
+    #[serde(default = "defaults::http_addr")]
+    pub http_addr: SocketAddr,
+    /// Until authentication lands, the agency routes need `Authorization: Bearer <this>`.
+    /// Unset: those routes are closed.
+    #[serde(default)]
+    pub bootstrap_token: Option<SecretString>,
+    /// Comma-separated origins allowed by CORS (e.g. `https://ops.city.example`). Empty: none.
+    #[serde(default)]
+    pub cors_allowed_origins: String,
+    #[serde(default = "defaults::body_limit_bytes")]
+    pub body_limit_bytes: usize,
+    /// How long a command's response waits for the read model to show it (DESIGN.md rule 3).
+    #[serde(default = "defaults::read_your_writes_timeout_ms")]
+    pub read_your_writes_timeout_ms: u64,
+
+    /// Run the event-store relay in this gateway (several may; one is active at a time).
+    #[serde(default = "defaults::yes")]
+    pub relay_enabled: bool,
+    #[serde(default = "defaults::relay_batch_size")]
+    pub relay_batch_size: u32,
+
+    #[serde(default)]
+    pub log_format: LogFormat,
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+}
+
+mod defaults {
+    use secrecy::SecretString;
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    pub fn app_name() -> String {
+        "ERIOP".into()
+    }
+    pub fn api_v1_prefix() -> String {
+        "/api/v1".into()
+    }
+    pub fn jwt_algorithm() -> String {
+        "EdDSA".into()
+    }
+    pub fn access_token_expire_minutes() -> u32 {
+        15
+    }
+    pub fn refresh_token_expire_days() -> u32 {
+        7
+    }
+    pub fn database_url() -> SecretString {
+        "postgres://postgres@127.0.0.1:5432/eriop".into()
+    }
+    pub fn database_max_connections() -> u32 {
+        10
+    }
+    pub fn redis_url() -> SecretString {
+        "redis://127.0.0.1:6379".into()
+    }
+    pub fn redis_key_prefix() -> String {
+        "eriop:".into()
+    }
+    /// The project's own current nats-server (see Makefile), not Debian's 2.9 on 4222.
+    pub fn nats_url() -> SecretString {
+        "nats://127.0.0.1:4223".into()
+    }
+    pub fn nats_request_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn mqtt_broker_host() -> String {
+        "127.0.0.1".into()
+    }
+    pub fn mqtt_broker_port() -> u16 {
+        8883
+    }
+    pub fn mqtt_client_id() -> String {
+        "eriop-bridge".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn http_addr() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))
+    }
+    pub fn body_limit_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn read_your_writes_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn relay_batch_size() -> u32 {
+        500
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+}
+
+/// Overrides of the development profile: the local broker speaks plain MQTT on 1883.
+#[derive(Serialize)]
+struct DevelopmentOverrides {
+    mqtt_broker_port: u16,
+    mqtt_use_tls: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}. Fix the ERIOP_* environment variable or the file named by ERIOP_CONFIG_FILE; .env.example lists every setting")]
+    Invalid(String),
+    #[error("configuration: {var}={path} cannot be read ({reason}). Fix the path or unset {var}")]
+    SecretFile {
+        var: String,
+        path: String,
+        reason: String,
+    },
+    #[error("configuration: {0}")]
+    Missing(String),
+}
+
+impl Settings {
+    /// Loads the settings of this process: defaults, profile, `ERIOP_CONFIG_FILE`, `ERIOP_*`.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var_os("ERIOP_CONFIG_FILE").map(PathBuf::from);
+        Self::load_from(file.as_deref())
+    }
+
+    fn load_from(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let sources = |base: Figment| {
+            let base = match file {
+                Some(path) => base.merge(Toml::file_exact(path)),
+                None => base,
+            };
+            base.merge(
+                Env::prefixed("ERIOP_")
+                    .ignore(&["config_file"])
+                    .filter(|key| {
+                        let key = key.as_str().to_ascii_lowercase();
+                        // ERIOP_TEST_* belong to the test suite, *_FILE are read below.
+                        !key.starts_with("test_") && !key.ends_with("_file")
+                    }),
+            )
+        };
+        let profile: Profile = sources(Figment::new())
+            .extract_inner("profile")
+            .unwrap_or_default();
+        let mut figment = Figment::new();
+        if profile == Profile::Development {
+            figment = figment.merge(Serialized::defaults(DevelopmentOverrides {
+                mqtt_broker_port: 1883,
+                mqtt_use_tls: false,
+            }));
+        }
+        let mut figment = sources(figment);
+        for name in SECRET_SETTINGS {
+            let var = format!("ERIOP_{}_FILE", name.to_uppercase());
+            if let Some(path) = std::env::var_os(&var) {
+                let value = read_secret_file(&var, Path::new(&path))?;
+                figment = figment.merge(Serialized::default(name, value));
+            }
+        }
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.profile == Profile::Production {
+            match &self.secret_key {
+                None => {
+                    return Err(ConfigError::Missing(
+                        "ERIOP_SECRET_KEY is required in production. Generate one with \
+                         `openssl rand -base64 48` and set ERIOP_SECRET_KEY or ERIOP_SECRET_KEY_FILE"
+                            .into(),
+                    ))
+                }
+                Some(key) if key.expose_secret().len() < 32 => {
+                    return Err(ConfigError::Invalid(
+                        "ERIOP_SECRET_KEY must be at least 32 bytes (try `openssl rand -base64 48`)"
+                            .into(),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(token) = &self.bootstrap_token {
+            if token.expose_secret().len() < 32 {
+                return Err(ConfigError::Invalid(
+                    "ERIOP_BOOTSTRAP_TOKEN must be at least 32 characters (try `openssl rand -hex 32`)"
+                        .into(),
+                ));
+            }
+        }
+        if !self.api_v1_prefix.starts_with('/') || self.api_v1_prefix.ends_with('/') {
+            return Err(ConfigError::Invalid(
+                "ERIOP_API_V1_PREFIX must start with '/' and not end with one, e.g. /api/v1".into(),
+            ));
+        }
+        if !matches!(self.jwt_algorithm.as_str(), "EdDSA" | "HS256") {
+            return Err(ConfigError::Invalid(
+                "ERIOP_JWT_ALGORITHM must be EdDSA (default) or HS256".into(),
+            ));
+        }
+        if !self
+            .nats_prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(ConfigError::Invalid(
+                "ERIOP_NATS_PREFIX may hold only lower-case letters and digits".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database of the telemetry table: `timescale_url`, else `database_url`.
+    pub fn telemetry_database_url(&self) -> &SecretString {
+        self.timescale_url.as_ref().unwrap_or(&self.database_url)
+    }
+
+    /// Settings for a local run: the defaults of the development profile, no file, no
+    /// environment. Tests start from this and change what they need.
+    pub fn development() -> Self {
+        // Deserializing an empty map fills every field from its default.
+        let empty = Figment::new().merge(Serialized::defaults(DevelopmentOverrides {
+            mqtt_broker_port: 1883,
+            mqtt_use_tls: false,
+        }));
+        match empty.extract() {
+            Ok(settings) => settings,
+            // Unreachable: every field has a default. Kept total instead of panicking.
+            Err(_) => Self::fallback(),
+        }
+    }
+
+    fn fallback() -> Self {
+        Self {
+            profile: Profile::Development,
+            app_name: defaults::app_name(),
+            debug: false,
+            api_v1_prefix: defaults::api_v1_prefix(),
+            secret_key: None,
+            jwt_algorithm: defaults::jwt_algorithm(),
+            access_token_expire_minutes: defaults::access_token_expire_minutes(),
+            refresh_token_expire_days: defaults::refresh_token_expire_days(),
+            database_url: defaults::database_url(),
+            database_max_connections: defaults::database_max_connections(),
+            timescale_url: None,
+            redis_url: defaults::redis_url(),
+            redis_key_prefix: defaults::redis_key_prefix(),
+            nats_url: defaults::nats_url(),
+            nats_prefix: String::new(),
+            nats_request_timeout_ms: defaults::nats_request_timeout_ms(),
+            mqtt_broker_host: defaults::mqtt_broker_host(),
+            mqtt_broker_port: 1883,
+            mqtt_use_tls: false,
+            mqtt_client_id: defaults::mqtt_client_id(),
+            mqtt_username: None,
+            mqtt_password: None,
+            mqtt_ca_file: None,
+            http_addr: defaults::http_addr(),
+            bootstrap_token: None,
+            cors_allowed_origins: String::new(),
+            body_limit_bytes: defaults::body_limit_bytes(),
+            read_your_writes_timeout_ms: defaults::read_your_writes_timeout_ms(),
+            relay_enabled: true,
+            relay_batch_size: defaults::relay_batch_size(),
+            log_format: LogFormat::Json,
+            log_level: defaults::log_level(),
+        }
+    }
+}
+
+fn read_secret_file(var: &str, path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+        .map_err(|e| ConfigError::SecretFile {
+            var: var.to_owned(),
+            path: path.display().to_string(),
+            reason: e.kind().to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(jail: &Jail) -> Result<Settings, ConfigError> {
+        let file = jail.directory().join("eriop.toml");
+        Settings::load_from(file.exists().then_some(file.as_path()))
+    }
+
+    #[test]
+    fn defaults_work_on_a_development_machine() {
+        Jail::expect_with(|jail| {
+            let s = load(jail).map_err(|e| e.to_string())?;
+            assert_eq!(s.profile, Profile::Development);
+            assert_eq!(s.api_v1_prefix, "/api/v1");
+            assert_eq!(
+                s.database_url.expose_secret(),
+                "postgres://postgres@127.0.0.1:5432/eriop"
+            );
+            assert_eq!(
+                s.telemetry_database_url().expose_secret(),
+                s.database_url.expose_secret()
+            );
+            assert_eq!(s.mqtt_broker_port, 1883);
+            assert!(!s.mqtt_use_tls);
+            assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+            assert_eq!(s.access_token_expire_minutes, 15);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_defaults_to_tls_on_8883_and_requires_a_secret_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ERIOP_PROFILE", "production");
+            let err = load(jail).unwrap_err().to_string();
+            assert!(err.contains("ERIOP_SECRET_KEY is required"), "{err}");
+            jail.set_env("ERIOP_SECRET_KEY", "k".repeat(48));
+            let s = load(jail).map_err(|e| e.to_string())?;
+            assert_eq!(s.mqtt_broker_port, 8883);
+            assert!(s.mqtt_use_tls);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_beats_file_beats_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "eriop.toml",
+                "app_name = \"from-file\"\nhttp_addr = \"0.0.0.0:9000\"\n",
+            )?;
+            jail.set_env("ERIOP_HTTP_ADDR", "127.0.0.1:9100");
+            let s = load(jail).map_err(|e| e.to_string())?;
+            assert_eq!(s.app_name, "from-file");
+            assert_eq!(s.http_addr.to_string(), "127.0.0.1:9100");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        Jail::expect_with(|jail| {
+            jail.create_file("token", &format!("{}\n", "t".repeat(40)))?;
+            let path = jail.directory().join("token");
+            jail.set_env("ERIOP_BOOTSTRAP_TOKEN_FILE", path.display());
+            jail.set_env("ERIOP_DATABASE_URL", "postgres://u:hunter2@db/eriop");
+            let s = load(jail).map_err(|e| e.to_string())?;
+            let token = s
+                .bootstrap_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned());
+            assert_eq!(token.as_deref(), Some("t".repeat(40).as_str()));
+            let printed = format!("{s:?}");
+            assert!(
+                !printed.contains("hunter2") && !printed.contains("tttt"),
+                "{printed}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ERIOP_HTTP_ADDR", "not-an-address");
+            let err = load(jail).unwrap_err().to_string();
+            assert!(
+                err.contains("HTTP_ADDR") && err.contains(".env.example"),
+                "{err}"
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ERIOP_DATABSE_URL", "postgres://typo");
+            let err = load(jail).unwrap_err().to_string();
+            assert!(err.to_lowercase().contains("databse_url"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("ERIOP_SECRET_KEY_FILE", "/nonexistent/secret");
+            let err = load(jail).unwrap_err().to_string();
+            assert!(
+                err.contains("ERIOP_SECRET_KEY_FILE") && err.contains("Fix the path"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+}

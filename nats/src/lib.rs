@@ -1,0 +1,47 @@
+//! The plumbing every ERIOP service shares.
+//!
+//! DESIGN.md fixes the top level of the workspace, and `nats/` is the one crate that every
+//! service depends on besides `domain`. So besides the JetStream streams as code (its first
+//! job) it carries the few other things all three services must do identically:
+//! configuration, logging, retry backoff and the start-up of TLS.
+
+pub mod backoff;
+pub mod config;
+pub mod connect;
+pub mod envelope;
+pub mod logging;
+pub mod streams;
+
+pub use config::Settings;
+pub use envelope::StoredEvent;
+pub use streams::{Stream, Topology};
+
+/// Several crates in the tree (sqlx, async-nats, rumqttc) bring rustls, and rustls panics
+/// when more than one crypto provider is compiled in and none was chosen. Every binary
+/// calls this first; calling it twice is harmless.
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (what `docker stop` sends).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

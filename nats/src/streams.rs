@@ -1,0 +1,196 @@
+//! The JetStream streams of DESIGN.md, as code. Every service calls [`ensure_streams`] at
+//! start-up: it creates what is missing and updates what drifted, so a deployment never
+//! depends on someone having run a CLI first.
+//!
+//! A [`Topology`] carries an optional prefix: empty in a deployment (streams `EVENTS`, ...,
+//! subjects `eriop.events....`), set by tests so that many can share one server without
+//! seeing each other's messages.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+/// The streams of the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Every domain event, relayed from the event store. Kept forever: auditors replay it.
+    Events,
+    /// Batches of TALQ attribute records from the bridge.
+    Telemetry,
+    /// Heartbeats and command status, per device.
+    Device,
+    /// Downlink commands to devices.
+    Commands,
+    /// Rejected input, with the reason.
+    Dlq,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 5] = [
+        Stream::Events,
+        Stream::Telemetry,
+        Stream::Device,
+        Stream::Commands,
+        Stream::Dlq,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Events => "EVENTS",
+            Stream::Telemetry => "TELEMETRY",
+            Stream::Device => "DEVICE",
+            Stream::Commands => "COMMANDS",
+            Stream::Dlq => "DLQ",
+        }
+    }
+
+    fn subject_root(self) -> &'static str {
+        match self {
+            Stream::Events => "events",
+            Stream::Telemetry => "telemetry",
+            Stream::Device => "device",
+            Stream::Commands => "commands",
+            Stream::Dlq => "dlq",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    /// `prefix` is lower-case letters and digits (checked by the configuration); empty for a
+    /// deployment.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn stream_name(&self, stream: Stream) -> String {
+        if self.prefix.is_empty() {
+            stream.name().to_owned()
+        } else {
+            format!("{}_{}", self.prefix.to_uppercase(), stream.name())
+        }
+    }
+
+    fn subject(&self, rest: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("eriop.{rest}")
+        } else {
+            format!("{}.eriop.{rest}", self.prefix)
+        }
+    }
+
+    /// `eriop.events.{aggregate_type}.{id}`
+    pub fn event_subject(&self, aggregate_type: &str, aggregate_id: &str) -> String {
+        self.subject(&format!("events.{aggregate_type}.{aggregate_id}"))
+    }
+
+    /// Every event of one aggregate type: `eriop.events.{aggregate_type}.>`
+    pub fn events_of(&self, aggregate_type: &str) -> String {
+        self.subject(&format!("events.{aggregate_type}.>"))
+    }
+
+    /// `eriop.dlq.{source}`
+    pub fn dlq_subject(&self, source: &str) -> String {
+        self.subject(&format!("dlq.{source}"))
+    }
+
+    /// `eriop.telemetry.{agency}`
+    pub fn telemetry_subject(&self, agency: &str) -> String {
+        self.subject(&format!("telemetry.{agency}"))
+    }
+
+    /// `eriop.device.{agency}.{device}.{kind}`
+    pub fn device_subject(&self, agency: &str, device: &str, kind: &str) -> String {
+        self.subject(&format!("device.{agency}.{device}.{kind}"))
+    }
+
+    /// `eriop.commands.{agency}.{device}`
+    pub fn command_subject(&self, agency: &str, device: &str) -> String {
+        self.subject(&format!("commands.{agency}.{device}"))
+    }
+
+    /// The definition of one stream. Replicas are 1 here; a 3-node cluster sets
+    /// `num_replicas` to 3 (see README, "Scale").
+    pub fn stream_config(&self, which: Stream) -> stream::Config {
+        let day = Duration::from_secs(24 * 3600);
+        let (max_age, duplicate_window, description) = match which {
+            // Zero max_age: kept until deleted. The dedup window covers a relay that
+            // crashed between JetStream's ack and marking the event published.
+            Stream::Events => (
+                Duration::ZERO,
+                Duration::from_secs(3600),
+                "domain events, relayed from the event store",
+            ),
+            Stream::Telemetry => (
+                7 * day,
+                Duration::from_secs(600),
+                "batches of TALQ attribute records",
+            ),
+            Stream::Device => (
+                7 * day,
+                Duration::from_secs(600),
+                "heartbeats and command status per device",
+            ),
+            Stream::Commands => (
+                day,
+                Duration::from_secs(600),
+                "downlink commands to devices",
+            ),
+            Stream::Dlq => (
+                30 * day,
+                Duration::from_secs(120),
+                "rejected input, with the reason",
+            ),
+        };
+        stream::Config {
+            name: self.stream_name(which),
+            description: Some(description.to_owned()),
+            subjects: vec![self.subject(&format!("{}.>", which.subject_root()))],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age,
+            duplicate_window,
+            num_replicas: 1,
+            ..Default::default()
+        }
+    }
+}
+
+/// Creates every stream, or updates it to the definition above. Idempotent.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    topology: &Topology,
+) -> Result<(), jetstream::context::CreateStreamError> {
+    for which in Stream::ALL {
+        js.create_or_update_stream(topology.stream_config(which))
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_names_follow_the_design() {
+        let t = Topology::default();
+        assert_eq!(t.stream_name(Stream::Events), "EVENTS");
+        assert_eq!(t.event_subject("agency", "42"), "eriop.events.agency.42");
+        assert_eq!(t.stream_config(Stream::Dlq).subjects, vec!["eriop.dlq.>"]);
+        assert_eq!(t.command_subject("a", "d"), "eriop.commands.a.d");
+    }
+
+    #[test]
+    fn a_prefix_keeps_tests_apart() {
+        let t = Topology::new("t1a2");
+        assert_eq!(t.stream_name(Stream::Telemetry), "T1A2_TELEMETRY");
+        assert_eq!(t.events_of("agency"), "t1a2.eriop.events.agency.>");
+    }
+}
