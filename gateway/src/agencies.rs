@@ -34,6 +34,10 @@ pub struct AgencyView {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgency {
+    /// Optional client-chosen id: retrying a create with the same id cannot make a second
+    /// agency (the retry answers 409).
+    #[serde(default)]
+    id: Option<Uuid>,
     name: String,
 }
 
@@ -73,7 +77,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateAgency>,
 ) -> Result<Response, ApiError> {
     let name = parse_name(&body.name)?;
-    let id = AgencyId::from_uuid(Uuid::now_v7());
+    let id = AgencyId::from_uuid(body.id.unwrap_or_else(Uuid::now_v7));
     let version = execute(&state, id, AgencyCommand::Create { id, name }, &request_id).await?;
     let location = format!("{}", id);
     respond_after_projection(&state, id, version, StatusCode::CREATED, Some(location)).await

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use chrono::{DateTime, SecondsFormat, Utc};
 use eriop_nats::backoff::Backoff;
 use eriop_nats::streams::ensure_streams;
 use eriop_nats::{StoredEvent, Topology};
 use sqlx::postgres::{PgConnectOptions, PgListener};
+use sqlx::types::Json;
 use sqlx::{Connection, PgConnection, PgPool};
 
 /// The advisory lock key of the relay ("ERIOPRLY" as a big-endian i64).
@@ -55,59 +55,6 @@ enum RelayError {
     Database(#[from] sqlx::Error),
     #[error("NATS: {0}")]
     Nats(String),
-}
-
-#[derive(sqlx::FromRow)]
-struct PendingRow {
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    event_version: String,
-    payload: serde_json::Value,
-    metadata: serde_json::Value,
-    recorded_at: DateTime<Utc>,
-    hash: Vec<u8>,
-}
-
-impl PendingRow {
-    fn into_event(self) -> StoredEvent {
-        // Metadata values are strings by construction (cqrs-es writes a map of strings);
-        // anything else is kept as its JSON text rather than dropped.
-        let metadata = match self.metadata {
-            serde_json::Value::Object(map) => map
-                .into_iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => (k, s),
-                    other => (k, other.to_string()),
-                })
-                .collect(),
-            _ => Default::default(),
-        };
-        StoredEvent {
-            aggregate_type: self.aggregate_type,
-            aggregate_id: self.aggregate_id,
-            sequence: self.sequence,
-            event_type: self.event_type,
-            event_version: self.event_version,
-            payload: self.payload,
-            metadata,
-            recorded_at: self
-                .recorded_at
-                .to_rfc3339_opts(SecondsFormat::Micros, true),
-            hash: hex_string(&self.hash),
-        }
-    }
-}
-
-fn hex_string(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 pub struct Relay {
@@ -205,11 +152,10 @@ impl Relay {
     async fn drain(&self) -> Result<u64, RelayError> {
         let mut total = 0;
         loop {
-            let rows: Vec<PendingRow> = sqlx::query_as(
-                "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type,
-                        e.event_version, e.payload, e.metadata, e.recorded_at, e.hash
+            let rows: Vec<Json<StoredEvent>> = sqlx::query_scalar(
+                "SELECT e.envelope
                    FROM relay_pending p
-                   JOIN events e USING (aggregate_type, aggregate_id, sequence)
+                   JOIN stored_events e USING (aggregate_type, aggregate_id, sequence)
                   ORDER BY p.aggregate_type, p.aggregate_id, p.sequence
                   LIMIT $1",
             )
@@ -255,11 +201,10 @@ impl Relay {
     /// were acked, stopping per aggregate at its first failure, and that failure.
     async fn publish(
         &self,
-        rows: Vec<PendingRow>,
+        rows: Vec<Json<StoredEvent>>,
     ) -> (Vec<(String, String, i64)>, Option<RelayError>) {
         let mut in_flight = Vec::with_capacity(rows.len());
-        for row in rows {
-            let event = row.into_event();
+        for Json(event) in rows {
             let key = (
                 event.aggregate_type.clone(),
                 event.aggregate_id.clone(),

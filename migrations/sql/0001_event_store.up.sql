@@ -79,3 +79,22 @@ CREATE TRIGGER events_append_only
 CREATE TRIGGER events_no_truncate
     BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION eriop_events_append_only();
+
+-- Each event as one JSON document, the form in which it travels on the EVENTS stream
+-- (eriop_nats::StoredEvent): the relay publishes it, rebuilds and auditors read it.
+CREATE VIEW stored_events AS
+SELECT aggregate_type,
+       aggregate_id,
+       sequence,
+       jsonb_build_object(
+           'aggregate_type', aggregate_type,
+           'aggregate_id', aggregate_id,
+           'sequence', sequence,
+           'event_type', event_type,
+           'event_version', event_version,
+           'payload', payload,
+           'metadata', metadata,
+           'recorded_at', to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           'hash', encode(hash, 'hex')
+       ) AS envelope
+  FROM events;

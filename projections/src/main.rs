@@ -1,1 +1,83 @@
-fn main() {}
+//! `eriop-projections`: keeps the read models up to date, or rebuilds them.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use eriop_nats::Settings;
+use secrecy::ExposeSecret;
+
+/// ERIOP's projections: consume the EVENTS stream into the read models (default), or
+/// rebuild the read models from the event store.
+///
+/// Configured by ERIOP_* environment variables (see .env.example).
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume EVENTS into the read models until SIGINT/SIGTERM (the default).
+    Run,
+    /// Empty the read models and replay the event store into them, in one transaction.
+    Rebuild,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    eriop_nats::install_crypto_provider();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("eriop-projections: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eriop_nats::logging::init(settings.log_format, &settings.log_level);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => match eriop_projections::App::build(settings).await {
+            Ok(app) => {
+                app.run_until_stopped().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("eriop-projections: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Rebuild => rebuild(&settings).await,
+    }
+}
+
+async fn rebuild(settings: &Settings) -> ExitCode {
+    let pool = match sqlx::PgPool::connect(settings.database_url.expose_secret()).await {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("eriop-projections: cannot reach the database ({e}); is PostgreSQL up and ERIOP_DATABASE_URL right?");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = eriop_projections::rebuild::rebuild(&pool, |done, total| {
+        eprint!("\rrebuilding agencies: {done}/{total} events");
+        let _ = std::io::stderr().flush();
+    })
+    .await;
+    eprintln!();
+    match result {
+        Ok(report) => {
+            eprintln!(
+                "rebuilt: {} events replayed, {} applied",
+                report.events, report.applied
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("eriop-projections: rebuild failed, nothing was changed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,9 @@
+//! End-to-end tests: one binary, each test with its own database and NATS prefix.
 
+mod agencies;
+mod bad_input;
+mod health;
+mod migrations;
+mod outage;
+mod rebuild;
+mod relay;

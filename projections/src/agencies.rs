@@ -1,0 +1,103 @@
+//! The `agencies` read model, from the Agency aggregate's events.
+//!
+//! Idempotent by the aggregate's sequence: each row stores the sequence of the last event
+//! applied, an event at or below it changes nothing, and one beyond the next is a gap that
+//! is reported (the caller redelivers later) rather than applied out of order.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use eriop_domain::agency::{Agency, AgencyEvent};
+use eriop_domain::metadata;
+use eriop_nats::StoredEvent;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{Outcome, ProjectionError};
+
+pub const NAME: &str = "agencies";
+pub const AGGREGATE_TYPE: &str = <Agency as Aggregate>::TYPE;
+
+/// Applies one stored event of the Agency aggregate.
+pub async fn apply(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+) -> Result<Outcome, ProjectionError> {
+    let id: Uuid = event
+        .aggregate_id
+        .parse()
+        .map_err(|_| ProjectionError::Undecodable("aggregate id is not a UUID".into()))?;
+    let payload: AgencyEvent = serde_json::from_value(event.payload.clone())
+        .map_err(|e| ProjectionError::Undecodable(format!("{} payload: {e}", event.event_type)))?;
+    let at = event_time(event)?;
+    let changed = match payload {
+        AgencyEvent::AgencyCreated { name, .. } => sqlx::query(
+            "INSERT INTO agencies (id, name, status, created_at, updated_at, version)
+                 VALUES ($1, $2, 'active', $3, $3, $4)
+                 ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(at)
+        .bind(event.sequence)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        other => {
+            let (name, status) = match other {
+                AgencyEvent::AgencyRenamed { name } => (Some(name), None),
+                AgencyEvent::AgencySuspended => (None, Some("suspended")),
+                AgencyEvent::AgencyReactivated => (None, Some("active")),
+                AgencyEvent::AgencyCreated { .. } => (None, None),
+            };
+            sqlx::query(
+                "UPDATE agencies
+                    SET name = coalesce($2, name), status = coalesce($3, status),
+                        updated_at = $4, version = $5
+                  WHERE id = $1 AND version = $5 - 1",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(status)
+            .bind(at)
+            .bind(event.sequence)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        }
+    };
+    if changed == 1 {
+        return Ok(Outcome::Applied);
+    }
+    let current: Option<i64> = sqlx::query_scalar("SELECT version FROM agencies WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match current {
+        Some(version) if version >= event.sequence => Ok(Outcome::AlreadyApplied),
+        current => Ok(Outcome::Gap {
+            have: current.unwrap_or(0),
+        }),
+    }
+}
+
+/// The time of the command (metadata), which is what a user means by "created at".
+fn event_time(event: &StoredEvent) -> Result<DateTime<Utc>, ProjectionError> {
+    let raw = event
+        .metadata
+        .get(metadata::TIME)
+        .unwrap_or(&event.recorded_at);
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| ProjectionError::Undecodable("event time is not RFC 3339".into()))
+}
+
+/// Empties the read model (rebuild).
+pub async fn reset(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("LOCK TABLE agencies IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM agencies")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

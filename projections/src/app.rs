@@ -1,0 +1,105 @@
+//! Building the projections service: used by `main.rs` and by the end-to-end tests.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use eriop_nats::backoff::Backoff;
+use eriop_nats::{connect, Settings, Topology};
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::consumer::AgenciesConsumer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("ERIOP_DATABASE_URL is not a valid PostgreSQL URL ({0})")]
+    DatabaseUrl(String),
+    #[error("ERIOP_NATS_URL is not usable ({0})")]
+    NatsUrl(String),
+}
+
+pub struct App {
+    consumer: AgenciesConsumer,
+    telemetry_pool: PgPool,
+}
+
+impl App {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let pool = lazy_pool(
+            settings.database_url.expose_secret(),
+            settings.database_max_connections,
+        )?;
+        let telemetry_pool = lazy_pool(settings.telemetry_database_url().expose_secret(), 2)?;
+        let nats = connect::nats(settings.nats_url.expose_secret(), "eriop-projections")
+            .await
+            .map_err(|e| StartupError::NatsUrl(e.to_string()))?;
+        let js = connect::jetstream(
+            nats,
+            Duration::from_millis(settings.nats_request_timeout_ms),
+        );
+        Ok(Self {
+            consumer: AgenciesConsumer {
+                pool,
+                js,
+                topology: Topology::new(settings.nats_prefix),
+            },
+            telemetry_pool,
+        })
+    }
+
+    /// Runs the consumers until `shutdown` completes. Each consumer retries with backoff
+    /// after losing NATS or the database, and resumes where its acks stopped.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        let consumer = async {
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+            loop {
+                if let Err(e) = self.consumer.consume().await {
+                    tracing::warn!(error = %e, attempt = backoff.attempts(), "agencies projection interrupted, will retry");
+                }
+                backoff.wait().await;
+            }
+        };
+        let partitions = keep_telemetry_partitions(&self.telemetry_pool);
+        tokio::select! {
+            _ = consumer => {}
+            _ = partitions => {}
+            _ = shutdown => tracing::info!("stopping"),
+        }
+    }
+
+    pub async fn run_until_stopped(self) {
+        self.run_until(eriop_nats::shutdown_signal()).await
+    }
+}
+
+fn lazy_pool(url: &str, max: u32) -> Result<PgPool, StartupError> {
+    let options =
+        PgConnectOptions::from_str(url).map_err(|e| StartupError::DatabaseUrl(e.to_string()))?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
+}
+
+/// On plain PostgreSQL, telemetry partitions are created two weeks ahead, every hour
+/// (a no-op on TimescaleDB, whose hypertable makes its own chunks).
+async fn keep_telemetry_partitions(pool: &PgPool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match sqlx::query_scalar::<_, i32>(
+            "SELECT eriop_ensure_telemetry_partitions(current_date - 1, 16)",
+        )
+        .fetch_one(pool)
+        .await
+        {
+            Ok(created) if created > 0 => tracing::info!(created, "telemetry partitions created"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create telemetry partitions, will retry in an hour")
+            }
+        }
+    }
+}

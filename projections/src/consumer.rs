@@ -1,0 +1,154 @@
+//! The durable pull consumer that feeds a read model from `EVENTS`.
+//!
+//! For each message: apply it and advance the projection's checkpoint in one transaction,
+//! commit, then ack (DESIGN.md rule 5). A crash between commit and ack means a redelivery,
+//! which the per-aggregate version turns into a no-op. An undecodable message goes to the
+//! dead-letter stream with its reason and is terminated, so it never blocks the others. A
+//! lost database or NATS connection ends the round; the caller retries with backoff, and the
+//! durable consumer resumes where the acks stopped.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use eriop_nats::streams::ensure_streams;
+use eriop_nats::{StoredEvent, Stream, Topology};
+use futures::StreamExt;
+use sqlx::PgPool;
+
+use crate::{agencies, Outcome, ProjectionError};
+
+/// When an event arrives before one it depends on, look again after this long.
+const GAP_RETRY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+fn nats(e: impl std::fmt::Display) -> ConsumerError {
+    ConsumerError::Nats(e.to_string())
+}
+
+pub struct AgenciesConsumer {
+    pub pool: PgPool,
+    pub js: jetstream::Context,
+    pub topology: Topology,
+}
+
+impl AgenciesConsumer {
+    /// Consumes until an error; the caller decides about retrying.
+    pub async fn consume(&self) -> Result<(), ConsumerError> {
+        ensure_streams(&self.js, &self.topology)
+            .await
+            .map_err(nats)?;
+        let stream = self
+            .js
+            .get_stream(self.topology.stream_name(Stream::Events))
+            .await
+            .map_err(nats)?;
+        let consumer = stream
+            .get_or_create_consumer(
+                agencies::NAME,
+                pull::Config {
+                    durable_name: Some(agencies::NAME.to_owned()),
+                    description: Some("agencies read model".to_owned()),
+                    filter_subject: self.topology.events_of(agencies::AGGREGATE_TYPE),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 1_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(nats)?;
+        // Short heartbeats: after a NATS restart the pull is renewed within seconds.
+        let mut messages = consumer
+            .stream()
+            .heartbeat(Duration::from_secs(2))
+            .expires(Duration::from_secs(10))
+            .messages()
+            .await
+            .map_err(nats)?;
+        tracing::info!(projection = agencies::NAME, "consuming");
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(nats)?;
+            self.handle(message).await?;
+        }
+        Err(ConsumerError::Nats("the message stream ended".into()))
+    }
+
+    async fn handle(&self, message: jetstream::Message) -> Result<(), ConsumerError> {
+        let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let event: StoredEvent = match serde_json::from_slice(&message.payload) {
+            Ok(event) => event,
+            Err(e) => {
+                return self
+                    .dead_letter(message, format!("not a stored event: {e}"))
+                    .await
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        let outcome = match agencies::apply(&mut tx, &event).await {
+            Ok(outcome) => outcome,
+            Err(ProjectionError::Undecodable(reason)) => {
+                drop(tx);
+                return self.dead_letter(message, reason).await;
+            }
+            Err(ProjectionError::Database(e)) => return Err(e.into()),
+        };
+        if let Outcome::Gap { have } = outcome {
+            drop(tx);
+            tracing::warn!(
+                aggregate_id = %event.aggregate_id,
+                sequence = event.sequence,
+                have,
+                "event ahead of its predecessor; will retry"
+            );
+            message
+                .ack_with(AckKind::Nak(Some(GAP_RETRY)))
+                .await
+                .map_err(nats)?;
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, stream_sequence, updated_at)
+             VALUES ($1, $2, now())
+             ON CONFLICT (projection) DO UPDATE
+                SET stream_sequence = greatest(projection_checkpoints.stream_sequence, excluded.stream_sequence),
+                    updated_at = now()",
+        )
+        .bind(agencies::NAME)
+        .bind(i64::try_from(stream_sequence).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        message.ack().await.map_err(nats)?;
+        Ok(())
+    }
+
+    /// Publishes the message to `DLQ` with the reason, then terminates it.
+    async fn dead_letter(
+        &self,
+        message: jetstream::Message,
+        reason: String,
+    ) -> Result<(), ConsumerError> {
+        tracing::error!(projection = agencies::NAME, %reason, subject = %message.subject, "dead-lettered");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Eriop-Reason", reason.as_str());
+        headers.insert("Eriop-Original-Subject", message.subject.as_str());
+        let subject = self
+            .topology
+            .dlq_subject(&format!("projections.{}", agencies::NAME));
+        self.js
+            .publish_with_headers(subject, headers, message.payload.clone())
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        message.ack_with(AckKind::Term).await.map_err(nats)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! Rebuild: empty the read models and replay the event store into them, in one
+//! transaction (readers see the old rows until it commits). The live consumer keeps
+//! running: it waits on the table lock, then finds its events already applied.
+
+use eriop_nats::StoredEvent;
+use sqlx::types::Json;
+use sqlx::PgPool;
+
+use crate::{agencies, Outcome, ProjectionError};
+
+const PAGE: i64 = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RebuildReport {
+    pub events: u64,
+    pub applied: u64,
+}
+
+/// Replays every Agency event. `progress(done, total)` is called after each page.
+pub async fn rebuild(
+    pool: &PgPool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RebuildReport, ProjectionError> {
+    let mut tx = pool.begin().await?;
+    agencies::reset(&mut tx).await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = $1")
+        .bind(agencies::AGGREGATE_TYPE)
+        .fetch_one(&mut *tx)
+        .await?;
+    let total = u64::try_from(total).unwrap_or(0);
+    let mut report = RebuildReport::default();
+    let mut after = (String::new(), 0_i64);
+    loop {
+        // Keyset pagination in the aggregates' own order.
+        let page: Vec<Json<StoredEvent>> = sqlx::query_scalar(
+            "SELECT envelope FROM stored_events
+              WHERE aggregate_type = $1 AND (aggregate_id, sequence) > ($2, $3)
+              ORDER BY aggregate_id, sequence
+              LIMIT $4",
+        )
+        .bind(agencies::AGGREGATE_TYPE)
+        .bind(&after.0)
+        .bind(after.1)
+        .bind(PAGE)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(Json(last)) = page.last() else { break };
+        after = (last.aggregate_id.clone(), last.sequence);
+        for Json(event) in &page {
+            report.events += 1;
+            if agencies::apply(&mut tx, event).await? == Outcome::Applied {
+                report.applied += 1;
+            }
+        }
+        progress(report.events, total);
+    }
+    tx.commit().await?;
+    Ok(report)
+}

@@ -1,0 +1,172 @@
+//! The gateway and the projections service, built by their own builders (as `main.rs`
+//! does) on a random port, against the test's own database and NATS prefix.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use eriop_gateway::relay::RelayStatus;
+use eriop_nats::{Settings, StoredEvent, Stream, Topology};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+
+use crate::{nats_url, unique_prefix, wait, TestDb};
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: String,
+    pub settings: Settings,
+    pub db: TestDb,
+    pub topology: Topology,
+    pub relay: Option<Arc<RelayStatus>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(TestDb::migrated().await, |_| {}).await
+    }
+
+    /// Spawns with settings adjusted by `adjust` (another NATS, a proxied database, ...).
+    pub async fn spawn_with(db: TestDb, adjust: impl FnOnce(&mut Settings)) -> Self {
+        crate::init();
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut settings = Settings::development();
+        settings.database_url = db.url.clone().into();
+        settings.nats_url = nats_url().into();
+        settings.nats_prefix = unique_prefix();
+        settings.redis_key_prefix = format!("{}:", settings.nats_prefix);
+        settings.http_addr = "127.0.0.1:0".parse().unwrap();
+        settings.bootstrap_token = Some(token.clone().into());
+        adjust(&mut settings);
+
+        let gateway = eriop_gateway::App::build(settings.clone()).await.unwrap();
+        let base = format!("http://127.0.0.1:{}", gateway.port());
+        let relay = gateway.relay_status();
+        let projections = eriop_projections::App::build(settings.clone())
+            .await
+            .unwrap();
+        let tasks = vec![
+            tokio::spawn(async move {
+                let _ = gateway.run_until(std::future::pending()).await;
+            }),
+            tokio::spawn(projections.run_until(std::future::pending())),
+        ];
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            token,
+            topology: Topology::new(settings.nats_prefix.clone()),
+            settings,
+            db,
+            relay,
+            tasks,
+        }
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    /// A request to the API, authenticated with the bootstrap token.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, self.api(path))
+            .bearer_auth(&self.token)
+    }
+
+    pub async fn create_agency(&self, name: &str) -> Response {
+        self.request(Method::POST, "/agencies")
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates an agency and answers its JSON, asserting a 201.
+    pub async fn created_agency(&self, name: &str) -> Value {
+        let response = self.create_agency(name).await;
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        response.json().await.unwrap()
+    }
+
+    pub async fn jetstream(&self) -> jetstream::Context {
+        let client = async_nats::connect(self.settings.nats_url_for_tests())
+            .await
+            .unwrap();
+        jetstream::new(client)
+    }
+
+    /// Every message of the test's `EVENTS` stream, in stream order, with its dedup id.
+    pub async fn events_on_stream(&self) -> Vec<(String, StoredEvent)> {
+        let js = self.jetstream().await;
+        let mut stream = js
+            .get_stream(self.topology.stream_name(Stream::Events))
+            .await
+            .unwrap();
+        let info = stream.info().await.unwrap().clone();
+        let mut out = Vec::new();
+        for seq in info.state.first_sequence..=info.state.last_sequence {
+            if info.state.messages == 0 {
+                break;
+            }
+            let message = stream.get_raw_message(seq).await.unwrap();
+            let id = message
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            out.push((id, serde_json::from_slice(&message.payload).unwrap()));
+        }
+        out
+    }
+
+    /// Waits until the `EVENTS` stream holds `n` messages.
+    pub async fn await_stream_len(&self, n: u64) {
+        let js = self.jetstream().await;
+        let name = self.topology.stream_name(Stream::Events);
+        wait::until_eq(
+            "the EVENTS stream to fill",
+            Duration::from_secs(60),
+            n,
+            || {
+                let js = js.clone();
+                let name = name.clone();
+                async move {
+                    match js.get_stream(&name).await {
+                        Ok(mut stream) => {
+                            stream.info().await.map(|i| i.state.messages).unwrap_or(0)
+                        }
+                        Err(_) => 0,
+                    }
+                }
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The settings expose the NATS URL as a secret; tests need it in clear.
+pub trait NatsUrlForTests {
+    fn nats_url_for_tests(&self) -> String;
+}
+
+impl NatsUrlForTests for Settings {
+    fn nats_url_for_tests(&self) -> String {
+        use secrecy::ExposeSecret;
+        self.nats_url.expose_secret().to_owned()
+    }
+}

@@ -1,0 +1,67 @@
+//! Readiness names the dependency that is down, and recovers when it is back.
+
+use std::time::Duration;
+
+use eriop_tests::{wait, NatsServer, TcpProxy, TestApp, TestDb};
+use serde_json::Value;
+
+async fn readiness(app: &TestApp) -> (u16, Value) {
+    let response = app
+        .http
+        .get(format!("{}/health/ready", app.base))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn await_ready(app: &TestApp, status: u16, check: &str, state: &str) -> Value {
+    wait::until(
+        &format!("readiness {status} with {check} {state}"),
+        Duration::from_secs(30),
+        || async {
+            let (code, body) = readiness(app).await;
+            (code == status && body["checks"][check]["status"] == state).then_some(body)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn readiness_follows_postgres_and_nats() {
+    let mut nats = NatsServer::start().await;
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let db = TestDb::migrated().await;
+    let (db_url, nats_url) = (db.url_via(proxy.port), nats.url());
+    let app = TestApp::spawn_with(db, |s| {
+        s.database_url = db_url.into();
+        s.nats_url = nats_url.into();
+    })
+    .await;
+
+    let live = app
+        .http
+        .get(format!("{}/health/live", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let body = await_ready(&app, 200, "postgres", "up").await;
+    assert_eq!(body["status"], "ready");
+    for dep in ["postgres", "redis", "nats"] {
+        assert_eq!(body["checks"][dep]["status"], "up", "{body}");
+    }
+
+    proxy.cut();
+    let body = await_ready(&app, 503, "postgres", "down").await;
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["checks"]["nats"]["status"], "up");
+    proxy.restore();
+    await_ready(&app, 200, "postgres", "up").await;
+
+    nats.stop();
+    let body = await_ready(&app, 503, "nats", "down").await;
+    assert_eq!(body["checks"]["postgres"]["status"], "up");
+    nats.resume().await;
+    await_ready(&app, 200, "nats", "up").await;
+}

@@ -1,0 +1,180 @@
+//! Migrations up, down, up: the same schema. The telemetry table is a partitioned table on
+//! plain PostgreSQL and a hypertable on TimescaleDB.
+
+use std::process::Command;
+
+use eriop_tests::TestDb;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::Executor;
+
+fn schema(db: &TestDb) -> String {
+    let out = Command::new("pg_dump")
+        .args(["--schema-only", "--no-owner", "--no-privileges", &db.url])
+        .output()
+        .expect("pg_dump (postgresql-client) is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        // pg_dump 15.14+ guards its output with a random key per run.
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn up_down_up_gives_the_same_schema() {
+    let db = TestDb::empty().await;
+    eriop_migrations::up(&db.pool).await.unwrap();
+    let first = schema(&db);
+    assert!(first.contains("CREATE TABLE public.events"));
+    assert!(first.contains("CREATE TABLE public.agencies"));
+
+    eriop_migrations::down(&db.pool, 0).await.unwrap();
+    assert_eq!(
+        eriop_migrations::applied(&db.pool).await.unwrap(),
+        Vec::<i64>::new()
+    );
+    let ours: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relname NOT LIKE '\\_sqlx\\_migrations%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(ours, 0, "down to zero leaves nothing of ours");
+
+    eriop_migrations::up(&db.pool).await.unwrap();
+    assert_eq!(schema(&db), first);
+
+    // Reverting to a target keeps what is below it.
+    eriop_migrations::down(&db.pool, 2).await.unwrap();
+    assert_eq!(
+        eriop_migrations::applied(&db.pool).await.unwrap(),
+        vec![1, 2]
+    );
+}
+
+#[tokio::test]
+async fn telemetry_is_range_partitioned_on_plain_postgresql() {
+    let db = TestDb::migrated().await;
+    let kind: i8 =
+        sqlx::query_scalar("SELECT relkind::\"char\" FROM pg_class WHERE relname = 'telemetry'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(kind as u8, b'p', "a partitioned table");
+    let today: i64 = db
+        .count("SELECT count(*) FROM pg_class WHERE relname = 'telemetry_' || to_char(current_date, 'YYYYMMDD')")
+        .await;
+    assert_eq!(today, 1, "today's partition exists ahead of time");
+
+    // A sample of today and one from far in the future both land: no insert fails for want
+    // of a partition. The natural key keeps a redelivered sample from landing twice.
+    for time in ["now()", "'2199-01-01T00:00:00Z'", "now()"] {
+        sqlx::query(&format!(
+            "INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_double)
+             VALUES (date_trunc('second', {time}::timestamptz), '00000000-0000-0000-0000-000000000001',
+                     '00000000-0000-0000-0000-000000000002', 'lamp', 'level', 42)
+             ON CONFLICT ON CONSTRAINT telemetry_natural_key DO NOTHING"
+        ))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    assert_eq!(db.count("SELECT count(*) FROM telemetry").await, 2);
+    assert_eq!(
+        db.count("SELECT count(*) FROM ONLY telemetry_default")
+            .await,
+        1
+    );
+    let created: i32 =
+        sqlx::query_scalar("SELECT eriop_ensure_telemetry_partitions(current_date, 30)")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        created,
+        30 - 15,
+        "extends ahead without touching existing partitions"
+    );
+}
+
+fn timescale_url() -> String {
+    if let Ok(url) = std::env::var("ERIOP_TEST_TIMESCALE_URL") {
+        return url;
+    }
+    // Not started by `make test`: start it here.
+    let start = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/timescaledb/start.sh"
+    );
+    let out = Command::new("bash")
+        .args([start, "55432"])
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "TimescaleDB on loopback: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn telemetry_is_a_hypertable_with_policies_on_timescaledb() {
+    // One connection at a time: the loopback TimescaleDB serves one client.
+    // It is also one session for every client: statements prepared by an earlier
+    // connection are still there, and sqlx would name its own the same.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("DEALLOCATE ALL").await?;
+                Ok(())
+            })
+        })
+        .connect(&timescale_url())
+        .await
+        .expect("TimescaleDB on loopback (../shared/timescaledb/start.sh) answers");
+    eriop_migrations::down(&pool, 0).await.unwrap();
+    eriop_migrations::up(&pool).await.unwrap();
+
+    let hypertables: Vec<String> =
+        sqlx::query_scalar("SELECT hypertable_name::text FROM timescaledb_information.hypertables")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(hypertables, vec!["telemetry".to_owned()]);
+    let mut jobs: Vec<String> = sqlx::query_scalar(
+        "SELECT proc_name::text FROM timescaledb_information.jobs WHERE hypertable_name = 'telemetry'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    jobs.sort();
+    assert_eq!(jobs, ["policy_compression", "policy_retention"]);
+    let bucketed: i64 = sqlx::query_scalar(
+        "WITH s AS (INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_double)
+                    VALUES ('2026-01-01T00:00:10Z', gen_random_uuid(), gen_random_uuid(), 'lamp', 'level', 1)
+                    RETURNING time)
+         SELECT count(*) FROM (SELECT time_bucket(INTERVAL '1 hour', time) FROM s) b",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(bucketed, 1);
+
+    // Reversible there too.
+    eriop_migrations::down(&pool, 0).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM timescaledb_information.hypertables")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    eriop_migrations::up(&pool).await.unwrap();
+}

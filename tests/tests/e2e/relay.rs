@@ -1,0 +1,63 @@
+//! Two relays on one event store: one publishes, the other stands by and takes over.
+
+use std::time::Duration;
+
+use eriop_gateway::relay::Relay;
+use eriop_nats::connect;
+use eriop_tests::{wait, TestApp, TestDb};
+
+#[tokio::test]
+async fn of_two_relays_one_wins_and_the_other_takes_over() {
+    // The app's own relay is off: the two below are the only ones.
+    let app = TestApp::spawn_with(TestDb::migrated().await, |s| s.relay_enabled = false).await;
+    let js = || async {
+        let client = connect::nats(&eriop_tests::nats_url(), "test-relay")
+            .await
+            .unwrap();
+        connect::jetstream(client, Duration::from_secs(2))
+    };
+    let first = Relay::new(app.db.pool.clone(), js().await, app.topology.clone(), 100);
+    let second = Relay::new(app.db.pool.clone(), js().await, app.topology.clone(), 100);
+    let (s1, s2) = (first.status(), second.status());
+    let t1 = tokio::spawn(first.run());
+    let t2 = tokio::spawn(second.run());
+
+    wait::until("one relay to lead", Duration::from_secs(10), || async {
+        (s1.is_leader() || s2.is_leader()).then_some(())
+    })
+    .await;
+    assert!(!(s1.is_leader() && s2.is_leader()), "only one leader");
+
+    for n in 0..10 {
+        app.created_agency(&format!("Agency {n}")).await;
+    }
+    app.await_stream_len(10).await;
+    let (leader, standby, leader_task, standby_status) = if s1.is_leader() {
+        (s1.clone(), s2.clone(), t1, s2.clone())
+    } else {
+        (s2.clone(), s1.clone(), t2, s1.clone())
+    };
+    assert_eq!(leader.published(), 10);
+    assert_eq!(standby.published(), 0, "the standby published nothing");
+
+    // The leader dies: its lock connection closes and the standby takes over.
+    leader_task.abort();
+    wait::until(
+        "the standby to take over",
+        Duration::from_secs(15),
+        || async { standby_status.is_leader().then_some(()) },
+    )
+    .await;
+    for n in 10..13 {
+        app.created_agency(&format!("Agency {n}")).await;
+    }
+    app.await_stream_len(13).await;
+    let ids: std::collections::HashSet<_> = app
+        .events_on_stream()
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), 13, "each event once");
+    assert_eq!(standby.published(), 3);
+}
