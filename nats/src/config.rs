@@ -236,8 +236,11 @@ impl Settings {
                     .ignore(&["config_file"])
                     .filter(|key| {
                         let key = key.as_str().to_ascii_lowercase();
-                        // ERIOP_TEST_* belong to the test suite, *_FILE are read below.
-                        !key.starts_with("test_") && !key.ends_with("_file")
+                        // ERIOP_TEST_* and ERIOP_DEV_* belong to the test suite and the
+                        // development scripts; *_FILE are read below.
+                        !key.starts_with("test_")
+                            && !key.starts_with("dev_")
+                            && !key.ends_with("_file")
                     }),
             )
         };
@@ -384,6 +387,8 @@ fn read_secret_file(var: &str, path: &Path) -> Result<String, ConfigError> {
 }
 
 #[cfg(test)]
+// figment's Jail closures return figment::Error, which is large; not ours to shrink.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -396,6 +401,7 @@ mod tests {
     #[test]
     fn defaults_work_on_a_development_machine() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             let s = load(jail).map_err(|e| e.to_string())?;
             assert_eq!(s.profile, Profile::Development);
             assert_eq!(s.api_v1_prefix, "/api/v1");
@@ -418,6 +424,7 @@ mod tests {
     #[test]
     fn production_defaults_to_tls_on_8883_and_requires_a_secret_key() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("ERIOP_PROFILE", "production");
             let err = load(jail).unwrap_err().to_string();
             assert!(err.contains("ERIOP_SECRET_KEY is required"), "{err}");
@@ -432,11 +439,15 @@ mod tests {
     #[test]
     fn environment_beats_file_beats_defaults() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.create_file(
                 "eriop.toml",
                 "app_name = \"from-file\"\nhttp_addr = \"0.0.0.0:9000\"\n",
             )?;
             jail.set_env("ERIOP_HTTP_ADDR", "127.0.0.1:9100");
+            // The test suite's and the scripts' own variables are not settings.
+            jail.set_env("ERIOP_TEST_NATS_URL", "nats://elsewhere");
+            jail.set_env("ERIOP_DEV_DATA_DIR", "/tmp/x");
             let s = load(jail).map_err(|e| e.to_string())?;
             assert_eq!(s.app_name, "from-file");
             assert_eq!(s.http_addr.to_string(), "127.0.0.1:9100");
@@ -447,6 +458,7 @@ mod tests {
     #[test]
     fn secrets_come_from_files_and_never_print() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.create_file("token", &format!("{}\n", "t".repeat(40)))?;
             let path = jail.directory().join("token");
             jail.set_env("ERIOP_BOOTSTRAP_TOKEN_FILE", path.display());
@@ -469,6 +481,7 @@ mod tests {
     #[test]
     fn mistakes_are_explained() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("ERIOP_HTTP_ADDR", "not-an-address");
             let err = load(jail).unwrap_err().to_string();
             assert!(
@@ -478,12 +491,14 @@ mod tests {
             Ok(())
         });
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("ERIOP_DATABSE_URL", "postgres://typo");
             let err = load(jail).unwrap_err().to_string();
             assert!(err.to_lowercase().contains("databse_url"), "{err}");
             Ok(())
         });
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("ERIOP_SECRET_KEY_FILE", "/nonexistent/secret");
             let err = load(jail).unwrap_err().to_string();
             assert!(

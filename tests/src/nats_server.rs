@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::wait;
 
 pub fn binary() -> PathBuf {
-    if let Ok(path) = std::env::var("ERIOP_NATS_SERVER_BIN") {
+    if let Ok(path) = std::env::var("ERIOP_TEST_NATS_SERVER_BIN") {
         return PathBuf::from(path);
     }
     let out = Command::new("python3")

@@ -1,0 +1,43 @@
+# ERIOP: the two commands are `make run` and `make test`; the rest are steps of those.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export CARGO_TERM_COLOR ?= auto
+
+.PHONY: help run test services migrate migrate-down migrate-status rebuild lint fmt audit ci
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+run: services migrate ## Start what is missing, migrate, run gateway + bridge + projections until Ctrl-C
+	@bash scripts/run.sh
+
+test: ## Run every test against the real services (starts what is down)
+	@bash scripts/test.sh
+
+services: ## Start PostgreSQL, Redis, Mosquitto and the current nats-server if they are down
+	@bash scripts/services.sh
+
+migrate: ## Apply every pending migration (creates the database if needed)
+	@cargo run --quiet -p eriop-migrations --bin eriop-migrate -- up
+
+migrate-down: ## Revert all migrations, or down to TARGET=N (keeps 1..N)
+	@cargo run --quiet -p eriop-migrations --bin eriop-migrate -- down --target $(or $(TARGET),0)
+
+migrate-status: ## Show which migrations are applied
+	@cargo run --quiet -p eriop-migrations --bin eriop-migrate -- status
+
+rebuild: ## Empty the read models and replay the event store into them
+	@cargo run --quiet -p eriop-projections --bin eriop-projections -- rebuild
+
+fmt: ## Format the code
+	@cargo fmt --all
+
+lint: ## Formatting and clippy, as CI runs them
+	@cargo fmt --all --check
+	@cargo clippy --workspace --all-targets -- -D warnings
+
+audit: ## RustSec audit against ../shared/advisory-db, offline (exceptions: .cargo/audit.toml)
+	@bash scripts/audit.sh
+
+ci: ## What CI runs (.ci/run)
+	@bash .ci/run

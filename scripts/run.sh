@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs gateway, bridge and projections with prefixed logs until Ctrl-C (make run).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+data=${ERIOP_DEV_DATA_DIR:-$root/.data}
+
+cargo build --quiet --bins
+bin=${CARGO_TARGET_DIR:-$root/target}/debug
+
+export ERIOP_NATS_URL=${ERIOP_NATS_URL:-nats://127.0.0.1:${ERIOP_DEV_NATS_PORT:-4223}}
+export ERIOP_LOG_FORMAT=${ERIOP_LOG_FORMAT:-pretty}
+# A bootstrap token for this machine, kept in a file readable by you alone (never printed).
+if [ -z "${ERIOP_BOOTSTRAP_TOKEN:-}${ERIOP_BOOTSTRAP_TOKEN_FILE:-}" ]; then
+  token_file="$data/bootstrap-token"
+  if [ ! -s "$token_file" ]; then
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$token_file")
+  fi
+  export ERIOP_BOOTSTRAP_TOKEN_FILE=$token_file
+fi
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo "run: stopping" >&2
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+start() {
+  local name=$1; shift
+  ("$@" 2>&1 | sed -u "s/^/[$name] /") &
+  pids+=($!)
+}
+start projections "$bin/eriop-projections" run
+start bridge "$bin/eriop-bridge"
+start gateway "$bin/eriop-gateway"
+
+addr=${ERIOP_HTTP_ADDR:-127.0.0.1:8080}
+for _ in $(seq 1 100); do
+  if curl -fsS "http://$addr/health/live" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+cat >&2 <<MSG
+
+  ERIOP API:   http://$addr/api/v1   (health: http://$addr/health/ready)
+  Try:         curl -H "Authorization: Bearer \$(cat ${ERIOP_BOOTSTRAP_TOKEN_FILE:-\$ERIOP_BOOTSTRAP_TOKEN_FILE})" http://$addr/api/v1/agencies
+  Stop:        Ctrl-C
+
+MSG
+wait -n "${pids[@]}" || true

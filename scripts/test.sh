@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace against the real services (make test).
+# Starts what is down first, and TimescaleDB on loopback for the hypertable test.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/services.sh
+
+export ERIOP_TEST_NATS_SERVER_BIN=${ERIOP_TEST_NATS_SERVER_BIN:-$(bash scripts/nats-server-bin.sh)}
+export ERIOP_TEST_NATS_URL=${ERIOP_TEST_NATS_URL:-nats://127.0.0.1:${ERIOP_DEV_NATS_PORT:-4223}}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-0}
+
+shared="$root/../shared/timescaledb/start.sh"
+if [ -z "${ERIOP_TEST_TIMESCALE_URL:-}" ] && [ -x "$shared" -o -f "$shared" ]; then
+  echo "test: starting TimescaleDB on loopback (../shared/timescaledb)" >&2
+  ERIOP_TEST_TIMESCALE_URL=$(bash "$shared" "${ERIOP_DEV_TIMESCALE_PORT:-55432}")
+  export ERIOP_TEST_TIMESCALE_URL
+fi
+
+# Databases of earlier runs (each test makes its own).
+stale=$(psql -h 127.0.0.1 -U postgres -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'eriop\_test\_%'" postgres || true)
+for db in $stale; do psql -h 127.0.0.1 -U postgres -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" postgres >/dev/null || true; done
+
+if cargo nextest --version >/dev/null 2>&1; then
+  # (nextest skips doc-tests; the workspace has none: examples live in tests/.)
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
