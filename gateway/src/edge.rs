@@ -55,6 +55,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     span.in_scope(|| {
         tracing::info!(
             target: "access",
+            request_id = %id,
             method = %method,
             route = %route,
             status,

@@ -508,4 +508,34 @@ mod tests {
             Ok(())
         });
     }
+
+    #[test]
+    fn env_example_lists_every_setting() {
+        let example = include_str!("../../.env.example");
+        let mut listed: Vec<String> = example
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .filter_map(|l| l.strip_prefix("ERIOP_")?.split_once('='))
+            .map(|(name, _)| name.to_lowercase())
+            .collect();
+        listed.sort();
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            // The refusal of an unknown setting names every known one.
+            jail.set_env("ERIOP_NO_SUCH_SETTING", "1");
+            let err = load(jail).unwrap_err().to_string();
+            let known = err
+                .split("expected `one of ")
+                .nth(1)
+                .and_then(|rest| rest.split("`` for key").next())
+                .unwrap_or_default();
+            let mut known: Vec<String> = known
+                .split(", ")
+                .map(|f| f.trim_matches('`').to_owned())
+                .collect();
+            known.sort();
+            assert_eq!(listed, known);
+            Ok(())
+        });
+    }
 }

@@ -3,6 +3,7 @@
 mod agencies;
 mod bad_input;
 mod health;
+mod logs;
 mod migrations;
 mod outage;
 mod rebuild;

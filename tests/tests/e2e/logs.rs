@@ -1,0 +1,129 @@
+//! Every request: one JSON access-log line with request id, method, route template, status
+//! and latency; no query strings, bodies, emails or tokens anywhere in the logs.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use eriop_nats::config::LogFormat;
+use eriop_tests::TestApp;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+// current_thread runtime (the default): the app's tasks run on this thread, so the
+// thread's default subscriber sees their logs.
+#[tokio::test]
+async fn one_json_access_line_per_request_and_no_personal_data() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(eriop_nats::logging::subscriber(
+        LogFormat::Json,
+        "info",
+        captured.clone(),
+    ));
+    let app = TestApp::spawn().await;
+
+    let created = app
+        .request(Method::POST, "/agencies")
+        .header("x-request-id", "req-log-create")
+        .json(&json!({ "name": "Agency of jane.doe@example.org" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fetched = app
+        .request(Method::GET, &format!("/agencies/{id}"))
+        .header("x-request-id", "req-log-get")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), 200);
+    let rejected = app
+        .request(Method::GET, "/agencies?email=jane.doe@example.org")
+        .header("x-request-id", "req-log-query")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), 400);
+    let unauthorized = app
+        .http
+        .get(app.api("/agencies"))
+        .bearer_auth("secret-token-that-must-not-leak")
+        .header("x-request-id", "req-log-401")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access = |request_id: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["target"] == "access" && l["request_id"] == request_id)
+            .collect()
+    };
+    for (request_id, method, route, status) in [
+        ("req-log-create", "POST", "/api/v1/agencies", 201),
+        ("req-log-get", "GET", "/api/v1/agencies/{id}", 200),
+        ("req-log-query", "GET", "/api/v1/agencies", 400),
+        ("req-log-401", "GET", "/api/v1/agencies", 401),
+    ] {
+        let found = access(request_id);
+        assert_eq!(found.len(), 1, "one access line for {request_id}: {text}");
+        let line = found[0];
+        assert_eq!(line["method"], method);
+        assert_eq!(line["route"], route);
+        assert_eq!(line["status"], status);
+        assert!(line["latency_ms"].as_f64().unwrap() >= 0.0);
+        assert!(line["timestamp"].is_string());
+    }
+    for secret in [
+        "jane.doe",
+        "example.org",
+        "secret-token-that-must-not-leak",
+        app.token.as_str(),
+        id.as_str(),
+    ] {
+        let leaking: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"target\":\"access\"") && l.contains(secret))
+            .collect();
+        assert!(
+            leaking.is_empty(),
+            "{secret} in the access log: {leaking:?}"
+        );
+    }
+    for secret in [
+        "jane.doe",
+        "secret-token-that-must-not-leak",
+        app.token.as_str(),
+    ] {
+        assert!(!text.contains(secret), "{secret} appears in the logs");
+    }
+}
