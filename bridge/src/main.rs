@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use eriop_nats::Settings;
 
 /// ERIOP's Fundamentum MQTT bridge.
 ///
@@ -17,15 +16,9 @@ struct Cli {}
 #[tokio::main]
 async fn main() -> ExitCode {
     Cli::parse();
-    eriop_nats::install_crypto_provider();
-    let settings = match Settings::load() {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("eriop-bridge: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(settings) = eriop_nats::start_service("eriop-bridge") else {
+        return ExitCode::FAILURE;
     };
-    eriop_nats::logging::init(settings.log_format, &settings.log_level);
     match eriop_bridge::Bridge::build(&settings) {
         Ok(bridge) => {
             bridge.run_until(eriop_nats::shutdown_signal()).await;

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::edge::RequestId;
-use crate::error::ApiError;
+use crate::error::{database_unreachable, ApiError};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, BootstrapAdmin};
 use crate::state::AppState;
 
@@ -188,6 +188,14 @@ fn command_error(id: AgencyId, e: AggregateError<AgencyError>) -> ApiError {
             "the agency was changed by another request at the same time; retry".into(),
         ),
         AggregateError::DatabaseConnectionError(cause) => {
+            ApiError::Unavailable(format!("event store: {cause}"))
+        }
+        // postgres-es reports a pool that cannot reach the database as "unexpected".
+        AggregateError::UnexpectedError(cause)
+            if cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(database_unreachable) =>
+        {
             ApiError::Unavailable(format!("event store: {cause}"))
         }
         AggregateError::DeserializationError(cause) | AggregateError::UnexpectedError(cause) => {

@@ -183,13 +183,25 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// Whether a database error means "the database cannot be reached" (answer 503, the
+/// client may retry) rather than a fault of ours.
+pub fn database_unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+    )
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::Unavailable(format!("database: {e}"))
-            }
-            other => Self::internal(other),
+        if database_unreachable(&e) {
+            Self::Unavailable(format!("database: {e}"))
+        } else {
+            Self::internal(e)
         }
     }
 }

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use eriop_nats::Settings;
 
 /// ERIOP's REST API gateway.
 ///
@@ -17,15 +16,9 @@ struct Cli {}
 #[tokio::main]
 async fn main() -> ExitCode {
     Cli::parse();
-    eriop_nats::install_crypto_provider();
-    let settings = match Settings::load() {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("eriop-gateway: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(settings) = eriop_nats::start_service("eriop-gateway") else {
+        return ExitCode::FAILURE;
     };
-    eriop_nats::logging::init(settings.log_format, &settings.log_level);
     let addr = settings.http_addr;
     let app = match eriop_gateway::App::build(settings).await {
         Ok(app) => app,

@@ -40,22 +40,24 @@ $$;
 
 DO
 $$
+DECLARE
+    -- One definition for both paths.
+    columns constant text := $columns$
+        time         timestamptz      NOT NULL,
+        agency_id    uuid             NOT NULL,
+        device_id    uuid             NOT NULL,
+        function_id  text             NOT NULL,
+        attribute    text             NOT NULL,
+        value_double double precision,
+        value_text   text,
+        value_json   jsonb,
+        received_at  timestamptz      NOT NULL DEFAULT now(),
+        CONSTRAINT telemetry_natural_key PRIMARY KEY (device_id, function_id, attribute, time)
+    $columns$;
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
         CREATE EXTENSION IF NOT EXISTS timescaledb;
-        CREATE TABLE telemetry
-        (
-            time         timestamptz      NOT NULL,
-            agency_id    uuid             NOT NULL,
-            device_id    uuid             NOT NULL,
-            function_id  text             NOT NULL,
-            attribute    text             NOT NULL,
-            value_double double precision,
-            value_text   text,
-            value_json   jsonb,
-            received_at  timestamptz      NOT NULL DEFAULT now(),
-            CONSTRAINT telemetry_natural_key PRIMARY KEY (device_id, function_id, attribute, time)
-        );
+        EXECUTE format('CREATE TABLE telemetry (%s)', columns);
         PERFORM create_hypertable('telemetry', by_range('time', INTERVAL '1 day'));
         ALTER TABLE telemetry SET (
             timescaledb.compress,
@@ -65,19 +67,7 @@ BEGIN
         PERFORM add_compression_policy('telemetry', INTERVAL '7 days');
         PERFORM add_retention_policy('telemetry', INTERVAL '400 days');
     ELSE
-        CREATE TABLE telemetry
-        (
-            time         timestamptz      NOT NULL,
-            agency_id    uuid             NOT NULL,
-            device_id    uuid             NOT NULL,
-            function_id  text             NOT NULL,
-            attribute    text             NOT NULL,
-            value_double double precision,
-            value_text   text,
-            value_json   jsonb,
-            received_at  timestamptz      NOT NULL DEFAULT now(),
-            CONSTRAINT telemetry_natural_key PRIMARY KEY (device_id, function_id, attribute, time)
-        ) PARTITION BY RANGE (time);
+        EXECUTE format('CREATE TABLE telemetry (%s) PARTITION BY RANGE (time)', columns);
         CREATE TABLE telemetry_default PARTITION OF telemetry DEFAULT;
         -- Yesterday to two weeks ahead; the projections service keeps extending it.
         PERFORM eriop_ensure_telemetry_partitions(current_date - 1, 16);

@@ -24,6 +24,22 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The start of every ERIOP binary: TLS provider, settings, logging. On a configuration
+/// error it prints what to fix, prefixed by the program's name, and answers `None`.
+pub fn start_service(program: &str) -> Option<Settings> {
+    install_crypto_provider();
+    match Settings::load() {
+        Ok(settings) => {
+            logging::init(settings.log_format, &settings.log_level);
+            Some(settings)
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            None
+        }
+    }
+}
+
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (what `docker stop` sends).
 pub async fn shutdown_signal() {
     let interrupt = async {

@@ -29,15 +29,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    eriop_nats::install_crypto_provider();
-    let settings = match Settings::load() {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("eriop-projections: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(settings) = eriop_nats::start_service("eriop-projections") else {
+        return ExitCode::FAILURE;
     };
-    eriop_nats::logging::init(settings.log_format, &settings.log_level);
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => match eriop_projections::App::build(settings).await {
             Ok(app) => {

@@ -95,6 +95,25 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// GETs an agency, asserting a 200.
+    pub async fn agency(&self, id: &str) -> Value {
+        let response = self
+            .request(Method::GET, &format!("/agencies/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        response.json().await.unwrap()
+    }
+
+    pub async fn patch_agency(&self, id: &str, body: Value) -> Response {
+        self.request(Method::PATCH, &format!("/agencies/{id}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn jetstream(&self) -> jetstream::Context {
         let client = async_nats::connect(self.settings.nats_url_for_tests())
             .await

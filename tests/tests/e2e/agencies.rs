@@ -29,15 +29,7 @@ async fn create_then_get_at_once_with_audit_metadata_and_one_event_on_the_stream
     assert_eq!(created["version"], 1);
 
     // Read your writes: no retry, no sleep.
-    let fetched: Value = app
-        .request(Method::GET, &format!("/agencies/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(fetched, created);
+    assert_eq!(app.agency(&id).await, created);
 
     // The event is in the store with every metadata field.
     let (event_type, metadata): (String, sqlx::types::Json<HashMap<String, String>>) = sqlx::query_as(
@@ -79,11 +71,11 @@ async fn rename_suspend_reactivate_and_list() {
     let id = a["id"].as_str().unwrap();
 
     let patched: Value = app
-        .request(Method::PATCH, &format!("/agencies/{id}"))
-        .json(&json!({ "name": "Ville de Laval", "status": "suspended" }))
-        .send()
+        .patch_agency(
+            id,
+            json!({ "name": "Ville de Laval", "status": "suspended" }),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -92,21 +84,13 @@ async fn rename_suspend_reactivate_and_list() {
     assert_eq!(patched["version"], 3);
 
     // Asking for the current state changes nothing and records nothing.
-    let same = app
-        .request(Method::PATCH, &format!("/agencies/{id}"))
-        .json(&json!({ "status": "suspended" }))
-        .send()
-        .await
-        .unwrap();
+    let same = app.patch_agency(id, json!({ "status": "suspended" })).await;
     assert_eq!(same.status(), 200);
     assert_eq!(same.json::<Value>().await.unwrap()["version"], 3);
 
     let reactivated: Value = app
-        .request(Method::PATCH, &format!("/agencies/{id}"))
-        .json(&json!({ "status": "active" }))
-        .send()
+        .patch_agency(id, json!({ "status": "active" }))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -56,6 +56,13 @@ async fn readiness_follows_postgres_and_nats() {
     let body = await_ready(&app, 503, "postgres", "down").await;
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["checks"]["nats"]["status"], "up");
+    // A command meanwhile is refused as unavailable (retry later), not a server error.
+    let refused = app.create_agency("While the database is away").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
     proxy.restore();
     await_ready(&app, 200, "postgres", "up").await;
 

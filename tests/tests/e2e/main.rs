@@ -8,3 +8,4 @@ mod migrations;
 mod outage;
 mod rebuild;
 mod relay;
+mod streams;

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use eriop_tests::{wait, NatsServer, TestApp, TestDb};
-use reqwest::Method;
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -32,11 +31,11 @@ async fn events_stored_during_a_nats_outage_arrive_in_order_once() {
     }
     for id in &ids[1..3] {
         let response = app
-            .request(Method::PATCH, &format!("/agencies/{id}"))
-            .json(&json!({ "name": format!("Renamed {id}"), "status": "suspended" }))
-            .send()
-            .await
-            .unwrap();
+            .patch_agency(
+                id,
+                json!({ "name": format!("Renamed {id}"), "status": "suspended" }),
+            )
+            .await;
         assert_eq!(response.status(), 202);
     }
     let stored = app.db.count("SELECT count(*) FROM events").await;
@@ -71,14 +70,7 @@ async fn events_stored_during_a_nats_outage_arrive_in_order_once() {
     )
     .await;
     for id in &ids[1..3] {
-        let agency: Value = app
-            .request(Method::GET, &format!("/agencies/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let agency = app.agency(id).await;
         assert_eq!(agency["status"], "suspended");
         assert_eq!(agency["name"], format!("Renamed {id}"));
         assert_eq!(agency["version"], 3);
