@@ -1,9 +1,12 @@
 //! ERIOP's Fundamentum MQTT bridge.
 //!
 //! Foundation stage: it keeps an MQTT link to the broker (TLS when configured, credentials
-//! from the settings, reconnect with capped jittered backoff) and reports its state. The
-//! device traffic (subscriptions, TALQ adapter, batching to JetStream, downlink) is the
+//! from the settings, reconnect with capped jittered backoff) and reports the link's state
+//! to Redis, where the gateway's readiness reads it (DESIGN.md, "Gateway edge"). The device
+//! traffic (subscriptions, TALQ adapter, batching to JetStream, downlink) is the
 //! devices-and-telemetry work, built on this link.
+
+mod link;
 
 use std::time::Duration;
 
@@ -16,10 +19,13 @@ use secrecy::ExposeSecret;
 pub enum BridgeError {
     #[error("ERIOP_MQTT_CA_FILE={path} cannot be read ({reason})")]
     CaFile { path: String, reason: String },
+    #[error("ERIOP_REDIS_URL is not a valid Redis URL ({0})")]
+    RedisUrl(String),
 }
 
 pub struct Bridge {
     options: MqttOptions,
+    reporter: link::Reporter,
 }
 
 impl Bridge {
@@ -54,23 +60,33 @@ impl Bridge {
             };
             options.set_transport(transport);
         }
-        Ok(Self { options })
+        let redis = redis::Client::open(settings.redis_url.expose_secret())
+            .map_err(|e| BridgeError::RedisUrl(e.to_string()))?;
+        let reporter =
+            link::Reporter::new(redis, &settings.redis_key_prefix, &settings.mqtt_client_id);
+        Ok(Self { options, reporter })
     }
 
-    /// Keeps the link up until `shutdown`.
+    /// Keeps the link up and reported until `shutdown`.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) {
         let (_client, mut eventloop) = AsyncClient::new(self.options, 1_000);
+        let state = self.reporter.state();
         let link = async {
             let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         backoff.reset();
+                        state.send_replace(true);
                         tracing::info!("MQTT link up");
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, attempt = backoff.attempts(), "MQTT link down, will retry");
+                        if state.send_replace(false) {
+                            tracing::warn!(error = %e, "MQTT link down, will retry");
+                        } else {
+                            tracing::debug!(error = %e, attempt = backoff.attempts(), "MQTT reconnect failed");
+                        }
                         backoff.wait().await;
                     }
                 }
@@ -78,6 +94,7 @@ impl Bridge {
         };
         tokio::select! {
             _ = link => {}
+            _ = self.reporter.run() => {}
             _ = shutdown => tracing::info!("stopping"),
         }
     }

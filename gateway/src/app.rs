@@ -76,6 +76,7 @@ impl App {
             pool,
             nats,
             redis,
+            redis_prefix: settings.redis_key_prefix.clone(),
             bootstrap_token: settings.bootstrap_token.clone(),
             read_your_writes_timeout: Duration::from_millis(settings.read_your_writes_timeout_ms),
         });

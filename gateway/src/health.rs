@@ -9,6 +9,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
+use eriop_nats::links;
+use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::state::AppState;
@@ -34,7 +36,7 @@ pub async fn live() -> impl IntoResponse {
 }
 
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let (postgres, redis, nats) = tokio::join!(
+    let (postgres, redis, nats, mqtt) = tokio::join!(
         check(async {
             sqlx::query("SELECT 1")
                 .execute(state.pool())
@@ -61,8 +63,14 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             }
             client.flush().await.map_err(|e| e.to_string())
         }),
+        check(mqtt_link(&state)),
     );
-    let checks = BTreeMap::from([("postgres", postgres), ("redis", redis), ("nats", nats)]);
+    let checks = BTreeMap::from([
+        ("postgres", postgres),
+        ("redis", redis),
+        ("nats", nats),
+        ("mqtt", mqtt),
+    ]);
     let all_up = checks.values().all(|c| c.status == "up");
     for (name, c) in checks.iter().filter(|(_, c)| c.status != "up") {
         tracing::warn!(
@@ -78,6 +86,45 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     };
     let status = if all_up { "ready" } else { "unavailable" };
     (code, Json(Readiness { status, checks }))
+}
+
+/// The MQTT link is the bridge's: up when at least one bridge reported it up within the
+/// report's lifetime (see `eriop_nats::links`).
+async fn mqtt_link(state: &AppState) -> Result<(), String> {
+    let mut conn = state
+        .redis()
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("cannot read the bridges' reports: {e}"))?;
+    let pattern = links::mqtt_link_pattern(state.redis_prefix());
+    let keys: Vec<String> = {
+        let mut iter = conn
+            .scan_match::<_, String>(pattern)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut keys = Vec::new();
+        while let Some(key) = iter.next_item().await {
+            keys.push(key);
+        }
+        keys
+    };
+    if keys.is_empty() {
+        return Err(format!(
+            "no bridge has reported its link in the last {} s",
+            links::LINK_REPORT_TTL.as_secs()
+        ));
+    }
+    let reports: Vec<Option<String>> = conn.mget(&keys).await.map_err(|e| e.to_string())?;
+    let up = reports
+        .iter()
+        .flatten()
+        .filter_map(|r| serde_json::from_str::<links::LinkReport>(r).ok())
+        .any(|r| r.up);
+    if up {
+        Ok(())
+    } else {
+        Err("the bridge cannot reach the MQTT broker".to_owned())
+    }
 }
 
 async fn check(probe: impl Future<Output = Result<(), String>>) -> Check {

@@ -22,6 +22,7 @@ pub(crate) struct Inner {
     pub agencies: AgencyCqrs,
     pub nats: async_nats::Client,
     pub redis: redis::Client,
+    pub redis_prefix: String,
     pub bootstrap_token: Option<SecretString>,
     pub read_your_writes_timeout: Duration,
 }
@@ -47,6 +48,10 @@ impl AppState {
 
     pub fn redis(&self) -> &redis::Client {
         &self.inner.redis
+    }
+
+    pub fn redis_prefix(&self) -> &str {
+        &self.inner.redis_prefix
     }
 
     pub fn bootstrap_token(&self) -> Option<&SecretString> {

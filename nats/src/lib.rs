@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod config;
 pub mod connect;
 pub mod envelope;
+pub mod links;
 pub mod logging;
 pub mod streams;
 

@@ -42,6 +42,8 @@ impl TestApp {
         settings.nats_prefix = unique_prefix();
         settings.redis_key_prefix = format!("{}:", settings.nats_prefix);
         settings.http_addr = "127.0.0.1:0".parse().unwrap();
+        // The shared Mosquitto on 1883 (development profile: plain MQTT).
+        settings.mqtt_client_id = format!("{}-bridge", settings.nats_prefix);
         settings.bootstrap_token = Some(token.clone().into());
         adjust(&mut settings);
 
@@ -51,7 +53,9 @@ impl TestApp {
         let projections = eriop_projections::App::build(settings.clone())
             .await
             .unwrap();
+        let bridge = eriop_bridge::Bridge::build(&settings).unwrap();
         let tasks = vec![
+            tokio::spawn(bridge.run_until(std::future::pending())),
             tokio::spawn(async move {
                 let _ = gateway.run_until(std::future::pending()).await;
             }),

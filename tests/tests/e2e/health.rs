@@ -28,14 +28,16 @@ async fn await_ready(app: &TestApp, status: u16, check: &str, state: &str) -> Va
 }
 
 #[tokio::test]
-async fn readiness_follows_postgres_and_nats() {
+async fn readiness_follows_postgres_nats_and_the_bridges_mqtt_link() {
     let mut nats = NatsServer::start().await;
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let mqtt = TcpProxy::start("127.0.0.1:1883").await;
     let db = TestDb::migrated().await;
-    let (db_url, nats_url) = (db.url_via(proxy.port), nats.url());
+    let (db_url, nats_url, mqtt_port) = (db.url_via(proxy.port), nats.url(), mqtt.port);
     let app = TestApp::spawn_with(db, |s| {
         s.database_url = db_url.into();
         s.nats_url = nats_url.into();
+        s.mqtt_broker_port = mqtt_port;
     })
     .await;
 
@@ -46,9 +48,9 @@ async fn readiness_follows_postgres_and_nats() {
         .await
         .unwrap();
     assert_eq!(live.status(), 200);
-    let body = await_ready(&app, 200, "postgres", "up").await;
+    let body = await_ready(&app, 200, "mqtt", "up").await;
     assert_eq!(body["status"], "ready");
-    for dep in ["postgres", "redis", "nats"] {
+    for dep in ["postgres", "redis", "nats", "mqtt"] {
         assert_eq!(body["checks"][dep]["status"], "up", "{body}");
     }
 
@@ -71,4 +73,17 @@ async fn readiness_follows_postgres_and_nats() {
     assert_eq!(body["checks"]["postgres"]["status"], "up");
     nats.resume().await;
     await_ready(&app, 200, "nats", "up").await;
+
+    // The broker goes away: the bridge reports its link down, readiness says so.
+    mqtt.cut();
+    let body = await_ready(&app, 503, "mqtt", "down").await;
+    assert!(
+        body["checks"]["mqtt"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("MQTT broker"),
+        "{body}"
+    );
+    mqtt.restore();
+    await_ready(&app, 200, "mqtt", "up").await;
 }
