@@ -6,5 +6,8 @@
 pub mod agency;
 pub mod ids;
 pub mod metadata;
+pub mod time;
+pub mod user;
 
-pub use ids::AgencyId;
+pub use ids::{AgencyId, UserId};
+pub use time::Timestamp;

@@ -1,0 +1,85 @@
+use super::{LockoutPolicy, Sealed};
+use crate::time::Timestamp;
+use crate::{AgencyId, UserId};
+
+/// The outcome of the password check, made by the caller (argon2 is I/O-bound work for
+/// the domain's purposes) and judged here together with the lockout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginCheck {
+    PasswordMatched,
+    PasswordWrong,
+}
+
+/// What a user offered as the second factor, already checked by the caller against the
+/// secret: the TOTP step the code matched, or the index of the recovery code it matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaProof {
+    Totp { step: u64 },
+    RecoveryCode { index: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    Register {
+        id: UserId,
+        agency_id: AgencyId,
+        email: Sealed,
+        display_name: Sealed,
+        password_hash: String,
+        /// A first password chosen by someone else must be changed at first login.
+        must_change_password: bool,
+        roles: Vec<String>,
+    },
+    /// A login attempt's password check. Refused while locked, whatever the password.
+    AttemptLogin {
+        check: LoginCheck,
+        /// Whether a second factor must follow (then success is recorded by `CompleteMfa`).
+        now: Timestamp,
+        policy: LockoutPolicy,
+    },
+    /// The second factor of a login.
+    CompleteMfa {
+        proof: MfaProof,
+        now: Timestamp,
+    },
+    ChangePassword {
+        password_hash: String,
+        now: Timestamp,
+    },
+    Unlock,
+    StartMfaEnrolment {
+        secret: Sealed,
+    },
+    /// The first code proves the authenticator works: MFA is on, with these recovery codes
+    /// (hashes) shown once to the user.
+    ConfirmMfa {
+        step: u64,
+        recovery_code_hashes: Vec<String>,
+    },
+    DisableMfa {
+        by_admin: bool,
+    },
+    LogOut {
+        now: Timestamp,
+    },
+    Deactivate,
+    Reactivate,
+}
+
+impl UserCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Register { .. } => "RegisterUser",
+            Self::AttemptLogin { .. } => "AttemptLogin",
+            Self::CompleteMfa { .. } => "CompleteMfa",
+            Self::ChangePassword { .. } => "ChangePassword",
+            Self::Unlock => "UnlockUser",
+            Self::StartMfaEnrolment { .. } => "StartMfaEnrolment",
+            Self::ConfirmMfa { .. } => "ConfirmMfa",
+            Self::DisableMfa { .. } => "DisableMfa",
+            Self::LogOut { .. } => "LogOut",
+            Self::Deactivate => "DeactivateUser",
+            Self::Reactivate => "ReactivateUser",
+        }
+    }
+}

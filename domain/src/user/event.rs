@@ -1,0 +1,86 @@
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::Sealed;
+use crate::time::Timestamp;
+use crate::{AgencyId, UserId};
+
+/// What happened to a user. Never a password, a TOTP code or a plaintext secret: hashes
+/// and sealed values only (DESIGN.md rule 9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserRegistered {
+        id: UserId,
+        agency_id: AgencyId,
+        email: Sealed,
+        display_name: Sealed,
+        password_hash: String,
+        must_change_password: bool,
+        roles: Vec<String>,
+    },
+    PasswordChanged {
+        password_hash: String,
+        at: Timestamp,
+    },
+    LoginSucceeded {
+        at: Timestamp,
+        /// The TOTP step of the code used, kept so no code is accepted twice.
+        totp_step: Option<u64>,
+    },
+    LoginFailed {
+        at: Timestamp,
+        consecutive_failures: u32,
+    },
+    UserLocked {
+        until: Timestamp,
+    },
+    UserUnlocked {
+        by_admin: bool,
+    },
+    MfaEnrolmentStarted {
+        secret: Sealed,
+    },
+    MfaEnabled {
+        totp_step: u64,
+    },
+    RecoveryCodesGenerated {
+        hashes: Vec<String>,
+    },
+    RecoveryCodeUsed {
+        index: usize,
+    },
+    MfaDisabled {
+        by_admin: bool,
+    },
+    LoggedOut {
+        at: Timestamp,
+    },
+    UserDeactivated,
+    UserReactivated,
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::UserRegistered { .. } => "UserRegistered",
+            Self::PasswordChanged { .. } => "PasswordChanged",
+            Self::LoginSucceeded { .. } => "LoginSucceeded",
+            Self::LoginFailed { .. } => "LoginFailed",
+            Self::UserLocked { .. } => "UserLocked",
+            Self::UserUnlocked { .. } => "UserUnlocked",
+            Self::MfaEnrolmentStarted { .. } => "MfaEnrolmentStarted",
+            Self::MfaEnabled { .. } => "MfaEnabled",
+            Self::RecoveryCodesGenerated { .. } => "RecoveryCodesGenerated",
+            Self::RecoveryCodeUsed { .. } => "RecoveryCodeUsed",
+            Self::MfaDisabled { .. } => "MfaDisabled",
+            Self::LoggedOut { .. } => "LoggedOut",
+            Self::UserDeactivated => "UserDeactivated",
+            Self::UserReactivated => "UserReactivated",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
