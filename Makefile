@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export CARGO_TERM_COLOR ?= auto
 
-.PHONY: help run test services migrate migrate-down migrate-status rebuild lint fmt audit ci
+.PHONY: help run test services migrate migrate-down migrate-status bootstrap-admin rebuild lint fmt audit ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,11 @@ migrate-down: ## Revert all migrations, or down to TARGET=N (keeps 1..N)
 
 migrate-status: ## Show which migrations are applied
 	@cargo run --quiet -p eriop-migrations --bin eriop-migrate -- status
+
+bootstrap-admin: ## Create the first platform administrator: make bootstrap-admin EMAIL=... [PASSWORD_FILE=path]
+	@test -n "$(EMAIL)" || { echo "usage: make bootstrap-admin EMAIL=admin@agency.example [PASSWORD_FILE=path]" >&2; exit 2; }
+	@ERIOP_SECRET_KEY_FILE=$${ERIOP_SECRET_KEY_FILE:-$$(bash scripts/dev-secret-key.sh)} \
+	  cargo run --quiet -p eriop-gateway --bin eriop-gateway -- bootstrap-admin --email "$(EMAIL)" $(if $(PASSWORD_FILE),--password-file "$(PASSWORD_FILE)")
 
 rebuild: ## Empty the read models and replay the event store into them
 	@cargo run --quiet -p eriop-projections --bin eriop-projections -- rebuild

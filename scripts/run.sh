@@ -10,14 +10,7 @@ bin=${CARGO_TARGET_DIR:-$root/target}/debug
 
 export ERIOP_NATS_URL=${ERIOP_NATS_URL:-nats://127.0.0.1:${ERIOP_DEV_NATS_PORT:-4223}}
 export ERIOP_LOG_FORMAT=${ERIOP_LOG_FORMAT:-pretty}
-# A bootstrap token for this machine, kept in a file readable by you alone (never printed).
-if [ -z "${ERIOP_BOOTSTRAP_TOKEN:-}${ERIOP_BOOTSTRAP_TOKEN_FILE:-}" ]; then
-  token_file="$data/bootstrap-token"
-  if [ ! -s "$token_file" ]; then
-    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$token_file")
-  fi
-  export ERIOP_BOOTSTRAP_TOKEN_FILE=$token_file
-fi
+export ERIOP_SECRET_KEY_FILE=${ERIOP_SECRET_KEY_FILE:-$(bash scripts/dev-secret-key.sh)}
 
 pids=()
 stop() {
@@ -45,7 +38,8 @@ done
 cat >&2 <<MSG
 
   ERIOP API:   http://$addr/api/v1   (health: http://$addr/health/ready)
-  Try:         curl -H "Authorization: Bearer \$(cat ${ERIOP_BOOTSTRAP_TOKEN_FILE:-\$ERIOP_BOOTSTRAP_TOKEN_FILE})" http://$addr/api/v1/agencies
+  First admin: make bootstrap-admin EMAIL=you@agency.example   (prints a one-time password)
+  Log in:      curl -H 'content-type: application/json' -d '{"email":"…","password":"…"}' http://$addr/api/v1/auth/login
   Stop:        Ctrl-C
 
 MSG

@@ -1,23 +1,24 @@
 //! `/api/v1/agencies`: commands go through the Agency aggregate (and so into the event
 //! store), queries read the `agencies` read model that the projections service maintains.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
 use eriop_domain::agency::{AgencyCommand, AgencyError, AgencyName, AgencyStatus};
-use eriop_domain::{metadata, AgencyId};
+use eriop_domain::AgencyId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::audit::Audit;
+use crate::auth::{Caller, PlatformAdmin};
 use crate::edge::RequestId;
 use crate::error::{database_unreachable, ApiError};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, BootstrapAdmin};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -71,20 +72,27 @@ fn parse_name(raw: &str) -> Result<AgencyName, ApiError> {
 }
 
 pub async fn create(
-    _admin: BootstrapAdmin,
+    PlatformAdmin(admin): PlatformAdmin,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<CreateAgency>,
 ) -> Result<Response, ApiError> {
     let name = parse_name(&body.name)?;
     let id = AgencyId::from_uuid(body.id.unwrap_or_else(Uuid::now_v7));
-    let version = execute(&state, id, AgencyCommand::Create { id, name }, &request_id).await?;
+    let version = execute(
+        &state,
+        &admin,
+        id,
+        AgencyCommand::Create { id, name },
+        &request_id,
+    )
+    .await?;
     let location = format!("{}", id);
     respond_after_projection(&state, id, version, StatusCode::CREATED, Some(location)).await
 }
 
 pub async fn list(
-    _admin: BootstrapAdmin,
+    _admin: PlatformAdmin,
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<impl Serialize>, ApiError> {
@@ -115,7 +123,7 @@ pub async fn list(
 }
 
 pub async fn get(
-    _admin: BootstrapAdmin,
+    _admin: PlatformAdmin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<AgencyView>, ApiError> {
@@ -126,7 +134,7 @@ pub async fn get(
 }
 
 pub async fn patch(
-    _admin: BootstrapAdmin,
+    PlatformAdmin(admin): PlatformAdmin,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
@@ -144,7 +152,7 @@ pub async fn patch(
         name,
         status: body.status,
     };
-    let version = execute(&state, id, command, &request_id).await?;
+    let version = execute(&state, &admin, id, command, &request_id).await?;
     respond_after_projection(&state, id, version, StatusCode::OK, None).await
 }
 
@@ -152,20 +160,18 @@ pub async fn patch(
 /// answers the aggregate's version afterwards.
 async fn execute(
     state: &AppState,
+    actor: &Caller,
     id: AgencyId,
     command: AgencyCommand,
     request_id: &RequestId,
 ) -> Result<i64, ApiError> {
-    let meta = HashMap::from([
-        (metadata::ACTOR.to_owned(), BootstrapAdmin::ACTOR.to_owned()),
-        (metadata::AGENCY_ID.to_owned(), id.to_string()),
-        (metadata::REQUEST_ID.to_owned(), request_id.0.clone()),
-        (metadata::COMMAND.to_owned(), command.name().to_owned()),
-        (
-            metadata::TIME.to_owned(),
-            Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
-        ),
-    ]);
+    let agency = id.to_string();
+    let audit = Audit {
+        actor: actor.user_id(),
+        agency_id: &agency,
+        request_id: &request_id.0,
+    };
+    let meta = audit.metadata(command.name());
     state
         .agencies()
         .execute_with_metadata(&id.to_string(), command, meta)

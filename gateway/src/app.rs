@@ -2,24 +2,30 @@
 //! `main.rs` and by the end-to-end tests alike (which bind port 0 and read [`App::port`]).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{middleware, Router};
+use cqrs_es::persist::PersistedEventStore;
 use eriop_nats::{connect, Settings, Topology};
+use postgres_es::PostgresEventRepository;
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::auth::{Auth, Clock, SystemClock};
 use crate::error::ApiError;
 use crate::relay::{Relay, RelayStatus};
 use crate::state::{AppState, Inner};
-use crate::{agencies, edge, health};
+use crate::{agencies, auth_routes, edge, health, users};
+
+const USER_SNAPSHOT_EVERY: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -29,6 +35,8 @@ pub enum StartupError {
     RedisUrl(String),
     #[error("ERIOP_NATS_URL is not usable ({0})")]
     NatsUrl(String),
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
     #[error("ERIOP_CORS_ALLOWED_ORIGINS: `{0}` is not an origin such as https://ops.city.example")]
     CorsOrigin(String),
     #[error(
@@ -48,6 +56,14 @@ impl App {
     /// Connects lazily to every dependency (the gateway starts, and says it is not ready,
     /// while one is down) and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`App::build`], with the clock given (tests move time by hand).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
         let connect = PgConnectOptions::from_str(settings.database_url.expose_secret())
             .map_err(|e| StartupError::DatabaseUrl(e.to_string()))?;
         let pool = PgPoolOptions::new()
@@ -71,18 +87,27 @@ impl App {
             )
         });
         let relay_status = relay.as_ref().map(Relay::status);
+        let auth = Auth::from_settings(&settings, redis.clone(), clock)?;
         let state = AppState::new(Inner {
             agencies: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
+            // Users log in often: a snapshot every 20 events keeps loading them short.
+            users: postgres_es::postgres_snapshot_cqrs(
+                pool.clone(),
+                Vec::new(),
+                USER_SNAPSHOT_EVERY,
+                (),
+            ),
+            user_store: PersistedEventStore::new_snapshot_store(
+                PostgresEventRepository::new(pool.clone()),
+                USER_SNAPSHOT_EVERY,
+            ),
+            auth,
             pool,
             nats,
             redis,
             redis_prefix: settings.redis_key_prefix.clone(),
-            bootstrap_token: settings.bootstrap_token.clone(),
             read_your_writes_timeout: Duration::from_millis(settings.read_your_writes_timeout_ms),
         });
-        if settings.bootstrap_token.is_none() {
-            tracing::warn!("ERIOP_BOOTSTRAP_TOKEN is not set: the agency routes are closed");
-        }
         let router = router(&settings, state)?;
         let listener =
             TcpListener::bind(settings.http_addr)
@@ -114,9 +139,13 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let relay = self.relay.map(|relay| tokio::spawn(relay.run()));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         // The relay is crash-safe by construction (acks before deletes): just stop it.
         if let Some(relay) = relay {
             relay.abort();
@@ -135,6 +164,26 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
     let router = Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/.well-known/jwks.json", get(auth_routes::jwks))
+        .route(&format!("{api}/auth/login"), post(auth_routes::login))
+        .route(
+            &format!("{api}/auth/mfa/verify"),
+            post(auth_routes::mfa_verify),
+        )
+        .route(&format!("{api}/auth/token"), post(auth_routes::token))
+        .route(&format!("{api}/auth/logout"), post(auth_routes::logout))
+        .route(&format!("{api}/auth/me"), get(auth_routes::me))
+        .route(
+            &format!("{api}/auth/mfa/totp"),
+            post(auth_routes::start_totp),
+        )
+        .route(
+            &format!("{api}/auth/mfa/totp/confirm"),
+            post(auth_routes::confirm_totp),
+        )
+        .route(&format!("{api}/users"), post(users::create))
+        .route(&format!("{api}/users/{{id}}"), get(users::get))
+        .route(&format!("{api}/users/{{id}}/unlock"), post(users::unlock))
         .route(
             &format!("{api}/agencies"),
             get(agencies::list).post(agencies::create),

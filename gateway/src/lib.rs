@@ -4,12 +4,18 @@
 
 mod agencies;
 pub mod app;
+mod audit;
+pub mod auth;
+mod auth_routes;
+pub mod bootstrap;
 mod edge;
 mod error;
 mod extract;
 mod health;
+mod identity;
 pub mod relay;
 mod state;
+mod users;
 
 pub use app::{App, StartupError};
 pub use edge::REQUEST_ID_HEADER;

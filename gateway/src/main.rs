@@ -1,9 +1,10 @@
-//! `eriop-gateway`: the REST API. Configuration comes from ERIOP_* variables (see
-//! .env.example); `--help` says so too.
+//! `eriop-gateway`: the REST API, and the creation of the first platform administrator.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
 
 /// ERIOP's REST API gateway.
 ///
@@ -11,14 +12,40 @@ use clap::Parser;
 /// ERIOP_CONFIG_FILE (see .env.example for every setting). Serves until SIGINT or SIGTERM.
 #[derive(Parser)]
 #[command(version, about, long_about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Create the platform agency and its first administrator. Prints a one-time password
+    /// (to be changed at first login) unless --password-file gives one.
+    BootstrapAdmin {
+        /// The administrator's email address.
+        #[arg(long)]
+        email: String,
+        /// A file holding the password, taken as is (no trailing newline is removed but one).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    Cli::parse();
+    let cli = Cli::parse();
     let Some(settings) = eriop_nats::start_service("eriop-gateway") else {
         return ExitCode::FAILURE;
     };
+    if let Some(Command::BootstrapAdmin {
+        email,
+        password_file,
+    }) = cli.command
+    {
+        return bootstrap(&settings, &email, password_file).await;
+    }
     let addr = settings.http_addr;
     let app = match eriop_gateway::App::build(settings).await {
         Ok(app) => app,
@@ -33,6 +60,42 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("eriop-gateway: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bootstrap(
+    settings: &eriop_nats::Settings,
+    email: &str,
+    password_file: Option<PathBuf>,
+) -> ExitCode {
+    let password = match password_file {
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(p) => Some(SecretString::from(
+                p.strip_suffix('\n').unwrap_or(&p).to_owned(),
+            )),
+            Err(e) => {
+                eprintln!("eriop-gateway: cannot read {} ({e})", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    match eriop_gateway::bootstrap::bootstrap_admin(settings, email, password).await {
+        Ok(done) => {
+            eprintln!(
+                "platform administrator {} created in agency {}",
+                done.user_id, done.agency_id
+            );
+            if let Some(password) = done.one_time_password {
+                eprintln!("one-time password (shown once; it must be changed at first login):");
+                println!("{}", password.expose_secret());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("eriop-gateway: {e}");
             ExitCode::FAILURE
         }
     }

@@ -7,8 +7,10 @@ use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
 use eriop_domain::agency::Agency;
 use postgres_es::PostgresEventRepository;
-use secrecy::SecretString;
 use sqlx::PgPool;
+
+use crate::auth::Auth;
+use crate::identity::{Identity, UserCqrs, UserStore};
 
 pub type AgencyCqrs = CqrsFramework<Agency, PersistedEventStore<PostgresEventRepository, Agency>>;
 
@@ -23,7 +25,9 @@ pub(crate) struct Inner {
     pub nats: async_nats::Client,
     pub redis: redis::Client,
     pub redis_prefix: String,
-    pub bootstrap_token: Option<SecretString>,
+    pub users: UserCqrs,
+    pub user_store: UserStore,
+    pub auth: Auth,
     pub read_your_writes_timeout: Duration,
 }
 
@@ -54,8 +58,17 @@ impl AppState {
         &self.inner.redis_prefix
     }
 
-    pub fn bootstrap_token(&self) -> Option<&SecretString> {
-        self.inner.bootstrap_token.as_ref()
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    pub fn identity(&self) -> Identity<'_> {
+        Identity {
+            pool: &self.inner.pool,
+            users: &self.inner.users,
+            store: &self.inner.user_store,
+            auth: &self.inner.auth,
+        }
     }
 
     pub fn read_your_writes_timeout(&self) -> Duration {

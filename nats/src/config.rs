@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 /// The settings that may also be given as `ERIOP_<NAME>_FILE=/path/to/secret`.
 pub const SECRET_SETTINGS: [&str; 7] = [
     "secret_key",
+    "secret_key_previous",
     "database_url",
     "timescale_url",
     "redis_url",
     "mqtt_password",
-    "bootstrap_token",
     "nats_url",
 ];
 
@@ -58,8 +58,31 @@ pub struct Settings {
     /// Server key (JWT HS256 secret, encryption of TOTP secrets). Required in production.
     #[serde(default)]
     pub secret_key: Option<SecretString>,
+    /// Earlier server keys, comma-separated, after a rotation: access tokens they signed
+    /// stay valid until they expire, and their public keys stay in the JWKS.
+    #[serde(default)]
+    pub secret_key_previous: Option<SecretString>,
     #[serde(default = "defaults::jwt_algorithm")]
     pub jwt_algorithm: String,
+    #[serde(default = "defaults::jwt_issuer")]
+    pub jwt_issuer: String,
+    #[serde(default = "defaults::jwt_audience")]
+    pub jwt_audience: String,
+    /// Two refreshes of one token within this many seconds (several browser tabs) get the
+    /// same new pair; later, presenting a rotated token revokes its whole session family.
+    #[serde(default = "defaults::refresh_reuse_grace_seconds")]
+    pub refresh_reuse_grace_seconds: u64,
+    /// Lifetime of the token that carries a login from the password to the second factor.
+    #[serde(default = "defaults::mfa_token_minutes")]
+    pub mfa_token_minutes: u32,
+    /// Consecutive failed logins that lock an account, and for how long.
+    #[serde(default = "defaults::lockout_threshold")]
+    pub lockout_threshold: u32,
+    #[serde(default = "defaults::lockout_minutes")]
+    pub lockout_minutes: u32,
+    /// Login attempts one client address may make per minute, whatever the accounts.
+    #[serde(default = "defaults::login_attempts_per_ip_per_minute")]
+    pub login_attempts_per_ip_per_minute: u32,
     #[serde(default = "defaults::access_token_expire_minutes")]
     pub access_token_expire_minutes: u32,
     #[serde(default = "defaults::refresh_token_expire_days")]
@@ -105,10 +128,6 @@ pub struct Settings {
 
     #[serde(default = "defaults::http_addr")]
     pub http_addr: SocketAddr,
-    /// Until authentication lands, the agency routes need `Authorization: Bearer <this>`.
-    /// Unset: those routes are closed.
-    #[serde(default)]
-    pub bootstrap_token: Option<SecretString>,
     /// Comma-separated origins allowed by CORS (e.g. `https://ops.city.example`). Empty: none.
     #[serde(default)]
     pub cors_allowed_origins: String,
@@ -142,6 +161,27 @@ mod defaults {
     }
     pub fn jwt_algorithm() -> String {
         "EdDSA".into()
+    }
+    pub fn jwt_issuer() -> String {
+        "eriop".into()
+    }
+    pub fn jwt_audience() -> String {
+        "eriop-api".into()
+    }
+    pub fn refresh_reuse_grace_seconds() -> u64 {
+        2
+    }
+    pub fn mfa_token_minutes() -> u32 {
+        5
+    }
+    pub fn lockout_threshold() -> u32 {
+        5
+    }
+    pub fn lockout_minutes() -> u32 {
+        15
+    }
+    pub fn login_attempts_per_ip_per_minute() -> u32 {
+        30
     }
     pub fn access_token_expire_minutes() -> u32 {
         15
@@ -288,14 +328,6 @@ impl Settings {
                 Some(_) => {}
             }
         }
-        if let Some(token) = &self.bootstrap_token {
-            if token.expose_secret().len() < 32 {
-                return Err(ConfigError::Invalid(
-                    "ERIOP_BOOTSTRAP_TOKEN must be at least 32 characters (try `openssl rand -hex 32`)"
-                        .into(),
-                ));
-            }
-        }
         if !self.api_v1_prefix.starts_with('/') || self.api_v1_prefix.ends_with('/') {
             return Err(ConfigError::Invalid(
                 "ERIOP_API_V1_PREFIX must start with '/' and not end with one, e.g. /api/v1".into(),
@@ -325,54 +357,14 @@ impl Settings {
 
     /// Settings for a local run: the defaults of the development profile, no file, no
     /// environment. Tests start from this and change what they need.
-    pub fn development() -> Self {
-        // Deserializing an empty map fills every field from its default.
-        let empty = Figment::new().merge(Serialized::defaults(DevelopmentOverrides {
-            mqtt_broker_port: 1883,
-            mqtt_use_tls: false,
-        }));
-        match empty.extract() {
-            Ok(settings) => settings,
-            // Unreachable: every field has a default. Kept total instead of panicking.
-            Err(_) => Self::fallback(),
-        }
-    }
-
-    fn fallback() -> Self {
-        Self {
-            profile: Profile::Development,
-            app_name: defaults::app_name(),
-            debug: false,
-            api_v1_prefix: defaults::api_v1_prefix(),
-            secret_key: None,
-            jwt_algorithm: defaults::jwt_algorithm(),
-            access_token_expire_minutes: defaults::access_token_expire_minutes(),
-            refresh_token_expire_days: defaults::refresh_token_expire_days(),
-            database_url: defaults::database_url(),
-            database_max_connections: defaults::database_max_connections(),
-            timescale_url: None,
-            redis_url: defaults::redis_url(),
-            redis_key_prefix: defaults::redis_key_prefix(),
-            nats_url: defaults::nats_url(),
-            nats_prefix: String::new(),
-            nats_request_timeout_ms: defaults::nats_request_timeout_ms(),
-            mqtt_broker_host: defaults::mqtt_broker_host(),
-            mqtt_broker_port: 1883,
-            mqtt_use_tls: false,
-            mqtt_client_id: defaults::mqtt_client_id(),
-            mqtt_username: None,
-            mqtt_password: None,
-            mqtt_ca_file: None,
-            http_addr: defaults::http_addr(),
-            bootstrap_token: None,
-            cors_allowed_origins: String::new(),
-            body_limit_bytes: defaults::body_limit_bytes(),
-            read_your_writes_timeout_ms: defaults::read_your_writes_timeout_ms(),
-            relay_enabled: true,
-            relay_batch_size: defaults::relay_batch_size(),
-            log_format: LogFormat::Json,
-            log_level: defaults::log_level(),
-        }
+    pub fn development() -> Result<Self, ConfigError> {
+        Figment::new()
+            .merge(Serialized::defaults(DevelopmentOverrides {
+                mqtt_broker_port: 1883,
+                mqtt_use_tls: false,
+            }))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 }
 
@@ -459,16 +451,13 @@ mod tests {
     fn secrets_come_from_files_and_never_print() {
         Jail::expect_with(|jail| {
             jail.clear_env();
-            jail.create_file("token", &format!("{}\n", "t".repeat(40)))?;
-            let path = jail.directory().join("token");
-            jail.set_env("ERIOP_BOOTSTRAP_TOKEN_FILE", path.display());
+            jail.create_file("key", &format!("{}\n", "t".repeat(40)))?;
+            let path = jail.directory().join("key");
+            jail.set_env("ERIOP_SECRET_KEY_FILE", path.display());
             jail.set_env("ERIOP_DATABASE_URL", "postgres://u:hunter2@db/eriop");
             let s = load(jail).map_err(|e| e.to_string())?;
-            let token = s
-                .bootstrap_token
-                .as_ref()
-                .map(|t| t.expose_secret().to_owned());
-            assert_eq!(token.as_deref(), Some("t".repeat(40).as_str()));
+            let key = s.secret_key.as_ref().map(|t| t.expose_secret().to_owned());
+            assert_eq!(key.as_deref(), Some("t".repeat(40).as_str()));
             let printed = format!("{s:?}");
             assert!(
                 !printed.contains("hunter2") && !printed.contains("tttt"),

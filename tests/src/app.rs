@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use eriop_gateway::auth::ManualClock;
 use eriop_gateway::relay::RelayStatus;
 use eriop_nats::{Settings, StoredEvent, Stream, Topology};
 use reqwest::{Method, RequestBuilder, Response};
@@ -15,7 +16,13 @@ use crate::{nats_url, unique_prefix, wait, TestDb};
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
+    /// An access token of the platform administrator.
     pub token: String,
+    pub admin_id: String,
+    pub admin_email: String,
+    pub admin_password: String,
+    /// The gateway's clock: tests move it by hand.
+    pub clock: ManualClock,
     pub settings: Settings,
     pub db: TestDb,
     pub topology: Topology,
@@ -31,12 +38,15 @@ impl TestApp {
     /// Spawns with settings adjusted by `adjust` (another NATS, a proxied database, ...).
     pub async fn spawn_with(db: TestDb, adjust: impl FnOnce(&mut Settings)) -> Self {
         crate::init();
-        let token = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
+        let mut settings = Settings::development().unwrap();
+        settings.secret_key = Some(
+            format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )
+            .into(),
         );
-        let mut settings = Settings::development();
         settings.database_url = db.url.clone().into();
         settings.nats_url = nats_url().into();
         settings.nats_prefix = unique_prefix();
@@ -44,10 +54,13 @@ impl TestApp {
         settings.http_addr = "127.0.0.1:0".parse().unwrap();
         // The shared Mosquitto on 1883 (development profile: plain MQTT).
         settings.mqtt_client_id = format!("{}-bridge", settings.nats_prefix);
-        settings.bootstrap_token = Some(token.clone().into());
         adjust(&mut settings);
 
-        let gateway = eriop_gateway::App::build(settings.clone()).await.unwrap();
+        let clock = ManualClock::starting_now();
+        let gateway =
+            eriop_gateway::App::build_with_clock(settings.clone(), Arc::new(clock.clone()))
+                .await
+                .unwrap();
         let base = format!("http://127.0.0.1:{}", gateway.port());
         let relay = gateway.relay_status();
         let projections = eriop_projections::App::build(settings.clone())
@@ -61,16 +74,96 @@ impl TestApp {
             }),
             tokio::spawn(projections.run_until(std::future::pending())),
         ];
-        Self {
+        let admin_email = format!("admin.{}@eriop.test", settings.nats_prefix);
+        let admin_password = format!("correct horse {} staple", settings.nats_prefix);
+        let admin = eriop_gateway::bootstrap::bootstrap_admin(
+            &settings,
+            &admin_email,
+            Some(admin_password.clone().into()),
+        )
+        .await
+        .unwrap();
+        let mut app = Self {
             base,
             http: reqwest::Client::new(),
-            token,
+            token: String::new(),
+            admin_id: admin.user_id.to_string(),
+            admin_email,
+            admin_password,
+            clock,
             topology: Topology::new(settings.nats_prefix.clone()),
             settings,
             db,
             relay,
             tasks,
-        }
+        };
+        let (email, password) = (app.admin_email.clone(), app.admin_password.clone());
+        app.token = app.login(&email, &password).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        app
+    }
+
+    /// Logs in, asserting a 200; answers the body (tokens, or an MFA challenge).
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        let response = self.try_login(email, password).await;
+        assert_eq!(
+            response.status(),
+            200,
+            "login of {email}: {:?}",
+            response.text().await
+        );
+        response.json().await.unwrap()
+    }
+
+    pub async fn try_login(&self, email: &str, password: &str) -> Response {
+        self.http
+            .post(self.api("/auth/login"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a user of the admin's agency with `roles` and a known password; answers its id.
+    pub async fn create_user(&self, email: &str, password: &str, roles: &[&str]) -> String {
+        let response = self
+            .request(Method::POST, "/users")
+            .json(&serde_json::json!({
+                "email": email, "display_name": "Test User", "password": password, "roles": roles,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The refresh grant of the token endpoint (form body).
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.http
+            .post(self.api("/auth/token"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A GET with another bearer token.
+    pub async fn get_as(&self, token: &str, path: &str) -> Response {
+        self.http
+            .get(self.api(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub fn api(&self, path: &str) -> String {

@@ -51,6 +51,9 @@ pub struct User {
     id: Option<UserId>,
     agency_id: Option<AgencyId>,
     status: Option<UserStatus>,
+    email: Option<Sealed>,
+    display_name: Option<Sealed>,
+    roles: Vec<String>,
     password_hash: String,
     must_change_password: bool,
     lockout: Lockout,
@@ -60,6 +63,57 @@ pub struct User {
 impl User {
     pub fn mfa_enabled(&self) -> bool {
         self.mfa.secret.is_some()
+    }
+
+    pub fn agency_id(&self) -> Option<AgencyId> {
+        self.agency_id
+    }
+
+    pub fn status(&self) -> Option<UserStatus> {
+        self.status
+    }
+
+    pub fn password_hash(&self) -> &str {
+        &self.password_hash
+    }
+
+    pub fn must_change_password(&self) -> bool {
+        self.must_change_password
+    }
+
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+
+    pub fn email(&self) -> Option<&Sealed> {
+        self.email.as_ref()
+    }
+
+    pub fn display_name(&self) -> Option<&Sealed> {
+        self.display_name.as_ref()
+    }
+
+    pub fn lockout(&self) -> Lockout {
+        self.lockout
+    }
+
+    /// The TOTP secret in use, or the one being enrolled.
+    pub fn totp_secret(&self) -> Option<&Sealed> {
+        self.mfa.secret.as_ref()
+    }
+
+    pub fn pending_totp_secret(&self) -> Option<&Sealed> {
+        self.mfa.pending_secret.as_ref()
+    }
+
+    /// Hashes of the recovery codes not used yet, with their index.
+    pub fn unused_recovery_codes(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.mfa
+            .recovery_codes
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, used))| !used)
+            .map(|(i, (hash, _))| (i, hash.as_str()))
     }
 
     fn active(&self) -> Result<(), UserError> {
@@ -251,12 +305,17 @@ impl Aggregate for User {
             UserEvent::UserRegistered {
                 id,
                 agency_id,
+                email,
+                display_name,
                 password_hash,
                 must_change_password,
-                ..
+                roles,
             } => {
                 self.id = Some(id);
                 self.agency_id = Some(agency_id);
+                self.email = Some(email);
+                self.display_name = Some(display_name);
+                self.roles = roles;
                 self.status = Some(UserStatus::Active);
                 self.password_hash = password_hash;
                 self.must_change_password = must_change_password;

@@ -300,21 +300,47 @@ async fn bad_requests_answer_problem_json_and_store_nothing() {
         events_before,
         "nothing stored"
     );
-    assert_eq!(app.db.count("SELECT count(*) FROM agencies").await, 1);
+    // The platform agency of the bootstrap, and the one made above.
+    assert_eq!(app.db.count("SELECT count(*) FROM agencies").await, 2);
 }
 
 #[tokio::test]
-async fn without_a_configured_bootstrap_token_the_routes_are_closed() {
-    let app = TestApp::spawn_with(eriop_tests::TestDb::migrated().await, |s| {
-        s.bootstrap_token = None
-    })
+async fn agency_routes_need_the_platform_admin_role() {
+    let app = TestApp::spawn().await;
+    app.create_user(
+        "operator@eriop.test",
+        "correct horse battery staple",
+        &["operator"],
+    )
     .await;
-    let response = app.create_agency("Laval").await;
-    assert_eq!(response.status(), 401);
+    let login = app
+        .login("operator@eriop.test", "correct horse battery staple")
+        .await;
+    let token = login["access_token"].as_str().unwrap();
+    let response = app.get_as(token, "/agencies").await;
+    assert_eq!(response.status(), 403);
     let problem: Value = response.json().await.unwrap();
     assert!(problem["detail"]
         .as_str()
         .unwrap()
-        .contains("ERIOP_BOOTSTRAP_TOKEN"));
-    assert_eq!(app.db.count("SELECT count(*) FROM events").await, 0);
+        .contains("platform-admin"));
+    let events_before = app
+        .db
+        .count("SELECT count(*) FROM events WHERE aggregate_type = 'agency'")
+        .await;
+    let response = app
+        .http
+        .post(app.api("/agencies"))
+        .bearer_auth(token)
+        .json(&json!({ "name": "Not allowed" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM events WHERE aggregate_type = 'agency'")
+            .await,
+        events_before
+    );
 }

@@ -1,0 +1,95 @@
+//! Who is calling. Holding a [`Caller`] proves a valid, unrevoked access token was sent;
+//! holding a [`PlatformAdmin`] or [`UserAdmin`] proves the role too. Handlers state what
+//! they need in their signature, so a handler cannot forget to check.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+use super::{tokens::Claims, AGENCY_ADMIN, PLATFORM_ADMIN};
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: Claims,
+}
+
+impl Caller {
+    pub fn user_id(&self) -> &str {
+        &self.claims.sub
+    }
+
+    pub fn agency_id(&self) -> &str {
+        &self.claims.agency
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.claims.roles.iter().any(|r| r == role)
+    }
+}
+
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized(
+            "send `Authorization: Bearer <access token>`",
+        ))?;
+        let auth = state.auth();
+        let claims = auth.verify_access_token(token).map_err(|e| {
+            tracing::info!(reason = %e, "access token refused");
+            ApiError::Unauthorized("the access token is not valid")
+        })?;
+        let revoked = auth
+            .sessions
+            .access_revoked(&claims.jti, &claims.sub, claims.iat)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        if revoked {
+            return Err(ApiError::Unauthorized("the access token was revoked"));
+        }
+        Ok(Self { claims })
+    }
+}
+
+/// A caller with the platform-admin role.
+pub struct PlatformAdmin(pub Caller);
+
+impl FromRequestParts<AppState> for PlatformAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.has_role(PLATFORM_ADMIN) {
+            Ok(Self(caller))
+        } else {
+            Err(ApiError::Forbidden("this needs the platform-admin role"))
+        }
+    }
+}
+
+/// A caller who may manage the users of its agency (agency-admin or platform-admin).
+pub struct UserAdmin(pub Caller);
+
+impl FromRequestParts<AppState> for UserAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.has_role(PLATFORM_ADMIN) || caller.has_role(AGENCY_ADMIN) {
+            Ok(Self(caller))
+        } else {
+            Err(ApiError::Forbidden("this needs the agency-admin role"))
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Sessions in Redis: refresh tokens (stored hashed, rotated on every use, single use by an
+//! atomic script), their session families, the access-token denylist and per-user
+//! not-before times.
+//!
+//! A refresh token belongs to a family (one login). Refreshing marks it rotated and creates
+//! its successor in one Lua script, so two concurrent refreshes cannot both win. Presenting a
+//! rotated token again within the grace window (several browser tabs) answers the same
+//! successor; later, it means the token leaked, and the whole family is revoked.
+//! The successor is kept sealed under a key derived from the old token itself: Redis never
+//! holds a usable token.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokio::sync::Mutex;
+
+use super::crypto::{derive, open, seal, sha256_hex};
+
+#[derive(Debug, thiserror::Error)]
+#[error("session store (Redis): {0}")]
+pub struct SessionError(String);
+
+impl From<redis::RedisError> for SessionError {
+    fn from(e: redis::RedisError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Who a refresh token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshOwner {
+    pub family: String,
+    pub user_id: String,
+    pub agency_id: String,
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was current: the caller's new pair is now the family's.
+    Rotated,
+    /// It was just rotated (grace window): here is the pair it was rotated to (sealed JSON).
+    AlreadyRotated(Vec<u8>),
+    /// Reused past the grace window: the family is now revoked.
+    Reused,
+    /// Unknown, expired, or its family was revoked.
+    Invalid,
+}
+
+const ROTATE: &str = r#"
+-- KEYS: old token, family, new token. ARGV: now ms, grace ms, sealed successor, ttl ms,
+-- family id, user id, agency id
+if redis.call('HGET', KEYS[2], 'revoked') ~= '0' then return {'invalid'} end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'active' then
+  redis.call('HSET', KEYS[1], 'state', 'rotated', 'rotated_at', ARGV[1], 'successor', ARGV[3])
+  redis.call('HSET', KEYS[3], 'state', 'active', 'family', ARGV[5], 'user', ARGV[6], 'agency', ARGV[7])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  return {'rotated'}
+elseif state == 'rotated' then
+  if tonumber(ARGV[1]) - tonumber(redis.call('HGET', KEYS[1], 'rotated_at')) <= tonumber(ARGV[2]) then
+    return {'grace', redis.call('HGET', KEYS[1], 'successor')}
+  end
+  redis.call('HSET', KEYS[2], 'revoked', '1')
+  return {'reused'}
+end
+return {'invalid'}
+"#;
+
+pub struct Sessions {
+    client: redis::Client,
+    connection: Mutex<Option<ConnectionManager>>,
+    prefix: String,
+    grace: Duration,
+}
+
+impl Sessions {
+    pub fn new(client: redis::Client, prefix: &str, grace: Duration) -> Self {
+        Self {
+            client,
+            connection: Mutex::new(None),
+            prefix: prefix.to_owned(),
+            grace,
+        }
+    }
+
+    /// A connection that reconnects by itself, made at first use (the gateway starts, and
+    /// reports not ready, while Redis is down).
+    async fn conn(&self) -> Result<ConnectionManager, SessionError> {
+        let mut guard = self.connection.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = tokio::time::timeout(
+            Duration::from_secs(2),
+            ConnectionManager::new(self.client.clone()),
+        )
+        .await
+        .map_err(|_| SessionError("no answer within 2 s".into()))??;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn token_key(&self, token: &str) -> String {
+        format!("{}rt:{}", self.prefix, sha256_hex(token))
+    }
+
+    fn family_key(&self, family: &str) -> String {
+        format!("{}family:{family}", self.prefix)
+    }
+
+    fn user_families_key(&self, user_id: &str) -> String {
+        format!("{}user-families:{user_id}", self.prefix)
+    }
+
+    /// Opens a family with its first refresh token, alive for `lifetime` (absolute).
+    pub async fn open_family(
+        &self,
+        owner: &RefreshOwner,
+        token: &str,
+        lifetime: Duration,
+    ) -> Result<(), SessionError> {
+        let ttl = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                self.family_key(&owner.family),
+                &[("revoked", "0"), ("user", &owner.user_id)],
+            )
+            .pexpire(self.family_key(&owner.family), ttl as i64)
+            .hset_multiple(
+                self.token_key(token),
+                &[
+                    ("state", "active"),
+                    ("family", &owner.family),
+                    ("user", &owner.user_id),
+                    ("agency", &owner.agency_id),
+                ],
+            )
+            .pexpire(self.token_key(token), ttl as i64)
+            .sadd(self.user_families_key(&owner.user_id), &owner.family)
+            .pexpire(self.user_families_key(&owner.user_id), ttl as i64)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Who `token` belongs to, if it is known (current or recently rotated).
+    pub async fn owner(&self, token: &str) -> Result<Option<RefreshOwner>, SessionError> {
+        let mut conn = self.conn().await?;
+        let (family, user_id, agency_id): (Option<String>, Option<String>, Option<String>) = conn
+            .hget(self.token_key(token), &["family", "user", "agency"])
+            .await?;
+        Ok(match (family, user_id, agency_id) {
+            (Some(family), Some(user_id), Some(agency_id)) => Some(RefreshOwner {
+                family,
+                user_id,
+                agency_id,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Replaces `old` by `new` (see the module's comment); `successor` is the new pair as
+    /// the client receives it, kept sealed for the grace window.
+    pub async fn rotate(
+        &self,
+        owner: &RefreshOwner,
+        old: &str,
+        new: &str,
+        successor: &[u8],
+        now_millis: i64,
+    ) -> Result<Rotation, SessionError> {
+        let mut conn = self.conn().await?;
+        let ttl: i64 = conn.pttl(self.family_key(&owner.family)).await?;
+        if ttl <= 0 {
+            return Ok(Rotation::Invalid);
+        }
+        let sealed = seal(&successor_key(old), "refresh-successor", successor);
+        let answer: Vec<String> = Script::new(ROTATE)
+            .key(self.token_key(old))
+            .key(self.family_key(&owner.family))
+            .key(self.token_key(new))
+            .arg(now_millis)
+            .arg(i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX))
+            .arg(sealed)
+            .arg(ttl)
+            .arg(&owner.family)
+            .arg(&owner.user_id)
+            .arg(&owner.agency_id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match answer.first().map(String::as_str) {
+            Some("rotated") => Rotation::Rotated,
+            Some("grace") => match answer
+                .get(1)
+                .map(|s| open(&successor_key(old), "refresh-successor", s))
+            {
+                Some(Ok(pair)) => Rotation::AlreadyRotated(pair),
+                _ => Rotation::Invalid,
+            },
+            Some("reused") => Rotation::Reused,
+            _ => Rotation::Invalid,
+        })
+    }
+
+    pub async fn family_revoked(&self, family: &str) -> Result<bool, SessionError> {
+        let mut conn = self.conn().await?;
+        let revoked: Option<String> = conn.hget(self.family_key(family), "revoked").await?;
+        Ok(revoked.as_deref() != Some("0"))
+    }
+
+    pub async fn revoke_family(&self, family: &str) -> Result<(), SessionError> {
+        let mut conn = self.conn().await?;
+        let _: () = conn.hset(self.family_key(family), "revoked", "1").await?;
+        Ok(())
+    }
+
+    /// Revokes every session of a user but `keep` (password change, deactivation).
+    pub async fn revoke_user_families(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> Result<(), SessionError> {
+        let mut conn = self.conn().await?;
+        let families: Vec<String> = conn.smembers(self.user_families_key(user_id)).await?;
+        for family in families.iter().filter(|f| Some(f.as_str()) != keep) {
+            let _: () = conn.hset(self.family_key(family), "revoked", "1").await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses the access token `jti` until `until_millis` (its expiry).
+    pub async fn deny(
+        &self,
+        jti: &str,
+        until_millis: i64,
+        now_millis: i64,
+    ) -> Result<(), SessionError> {
+        let ttl = (until_millis - now_millis).max(1);
+        let mut conn = self.conn().await?;
+        let _: () = conn
+            .pset_ex(format!("{}deny:{jti}", self.prefix), "1", ttl as u64)
+            .await?;
+        Ok(())
+    }
+
+    /// Access tokens of `user_id` issued before `iat_seconds` stop working.
+    pub async fn set_not_before(
+        &self,
+        user_id: &str,
+        iat_seconds: i64,
+        ttl: Duration,
+    ) -> Result<(), SessionError> {
+        let mut conn = self.conn().await?;
+        let _: () = conn
+            .pset_ex(
+                format!("{}not-before:{user_id}", self.prefix),
+                iat_seconds,
+                u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the access token `jti` of `user_id`, issued at `iat`, was revoked.
+    pub async fn access_revoked(
+        &self,
+        jti: &str,
+        user_id: &str,
+        iat: i64,
+    ) -> Result<bool, SessionError> {
+        let mut conn = self.conn().await?;
+        let (denied, not_before): (Option<String>, Option<i64>) = redis::pipe()
+            .get(format!("{}deny:{jti}", self.prefix))
+            .get(format!("{}not-before:{user_id}", self.prefix))
+            .query_async(&mut conn)
+            .await?;
+        Ok(denied.is_some() || not_before.is_some_and(|nbf| iat < nbf))
+    }
+
+    /// Counts an event in a one-minute window; answers the count so far.
+    pub async fn count_per_minute(&self, what: &str) -> Result<u64, SessionError> {
+        let key = format!("{}throttle:{what}", self.prefix);
+        let mut conn = self.conn().await?;
+        let (count, _): (u64, bool) = redis::pipe()
+            .incr(&key, 1)
+            .expire(&key, 60)
+            .arg("NX")
+            .query_async(&mut conn)
+            .await?;
+        Ok(count)
+    }
+
+    /// The count of the current window of `what`, without counting.
+    pub async fn count_so_far(&self, what: &str) -> Result<u64, SessionError> {
+        let mut conn = self.conn().await?;
+        let count: Option<u64> = conn.get(format!("{}throttle:{what}", self.prefix)).await?;
+        Ok(count.unwrap_or(0))
+    }
+
+    /// Stores a short-lived value (an MFA challenge's state).
+    pub async fn put(&self, key: &str, value: &str, ttl: Duration) -> Result<(), SessionError> {
+        let mut conn = self.conn().await?;
+        let _: () = conn
+            .pset_ex(
+                format!("{}{key}", self.prefix),
+                value,
+                u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn take(&self, key: &str) -> Result<Option<String>, SessionError> {
+        let mut conn = self.conn().await?;
+        Ok(conn.get_del(format!("{}{key}", self.prefix)).await?)
+    }
+}
+
+fn successor_key(old_token: &str) -> [u8; 32] {
+    derive(old_token.as_bytes(), "refresh/successor")
+}

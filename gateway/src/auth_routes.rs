@@ -1,0 +1,196 @@
+//! `/api/v1/auth/*` and `/.well-known/jwks.json`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Form, Json};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::auth::Caller;
+use crate::edge::RequestId;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::identity::{LoginOutcome, OAuthError};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: String,
+    password: SecretString,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaVerifyRequest {
+    mfa_token: String,
+    code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRequest {
+    code: String,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    // Per client address: one client cannot lock out many accounts (or guess many).
+    let auth = state.auth();
+    let attempts = auth
+        .sessions
+        .count_per_minute(&format!("login:{}", peer.ip()))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if attempts > auth.login_attempts_per_ip_per_minute {
+        return Err(ApiError::TooManyRequests {
+            detail: "too many login attempts from this address; wait a minute".into(),
+            retry_after_seconds: 60,
+        });
+    }
+    match state
+        .identity()
+        .login(&body.email, body.password, &request_id.0)
+        .await?
+    {
+        LoginOutcome::Tokens(pair) => Ok(Json(pair).into_response()),
+        LoginOutcome::MfaRequired { mfa_token } => Ok(Json(serde_json::json!({
+            "mfa_required": true,
+            "mfa_token": mfa_token,
+        }))
+        .into_response()),
+    }
+}
+
+pub async fn mfa_verify(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(body): ApiJson<MfaVerifyRequest>,
+) -> Result<Response, ApiError> {
+    let pair = state
+        .identity()
+        .verify_mfa(&body.mfa_token, &body.code, &request_id.0)
+        .await?;
+    Ok(Json(pair).into_response())
+}
+
+/// The OAuth 2.0 token endpoint (RFC 6749): form body, section 5 answers and errors.
+/// `refresh_token` only for now; never the password grant (RFC 9700 section 2.4).
+pub async fn token(
+    State(state): State<AppState>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
+    let oauth_error =
+        |status: StatusCode, error: OAuthError| (status, no_store(), Json(error)).into_response();
+    let Ok(Form(form)) = form else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            OAuthError {
+                error: "invalid_request",
+                error_description: "send an application/x-www-form-urlencoded body",
+            },
+        );
+    };
+    match form.get("grant_type").map(String::as_str) {
+        Some("refresh_token") => {}
+        Some("password") => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                OAuthError {
+                    error: "unsupported_grant_type",
+                    error_description:
+                        "the password grant is not offered (RFC 9700); use /api/v1/auth/login",
+                },
+            )
+        }
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                OAuthError {
+                    error: "unsupported_grant_type",
+                    error_description: "supported: refresh_token",
+                },
+            )
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                OAuthError {
+                    error: "invalid_request",
+                    error_description: "grant_type is required",
+                },
+            )
+        }
+    }
+    let Some(refresh_token) = form.get("refresh_token") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            OAuthError {
+                error: "invalid_request",
+                error_description: "refresh_token is required",
+            },
+        );
+    };
+    match state.identity().refresh(refresh_token).await {
+        Ok(pair) => (StatusCode::OK, no_store(), Json(pair)).into_response(),
+        Err(e) if e.error == "temporarily_unavailable" => {
+            oauth_error(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
+        Err(e) if e.error == "invalid_grant" => oauth_error(StatusCode::BAD_REQUEST, e),
+        Err(e) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+fn no_store() -> [(axum::http::HeaderName, &'static str); 2] {
+    [
+        (axum::http::header::CACHE_CONTROL, "no-store"),
+        (axum::http::header::PRAGMA, "no-cache"),
+    ]
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    state.identity().logout(&caller, &request_id.0).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    Ok(Json(state.identity().me(&caller).await?).into_response())
+}
+
+pub async fn start_totp(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.identity().start_totp(&caller, &request_id.0).await?).into_response())
+}
+
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CodeRequest>,
+) -> Result<Response, ApiError> {
+    let codes = state
+        .identity()
+        .confirm_totp(&caller, &body.code, &request_id.0)
+        .await?;
+    Ok(Json(serde_json::json!({ "recovery_codes": codes })).into_response())
+}
+
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    Json(state.auth().keys.jwks().clone()).into_response()
+}

@@ -1,0 +1,616 @@
+//! The identity flows: registering users, login with lockout and MFA, refresh rotation,
+//! logout, TOTP enrolment. Every state change goes through the User aggregate (and so into
+//! the audit trail); sessions live in Redis; personal data is sealed with the user's own
+//! data key, kept outside the event store (`user_data_keys`), so deleting that key erases
+//! the person and leaves the history whole.
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{AggregateError, CqrsFramework, EventStore};
+use eriop_domain::user::{
+    Email, LoginCheck, MfaProof, Sealed, User, UserCommand, UserError, UserStatus,
+};
+use eriop_domain::{AgencyId, UserId};
+use postgres_es::PostgresEventRepository;
+use secrecy::SecretString;
+use serde::Serialize;
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+use totp_rs::{Algorithm as TotpAlgorithm, TOTP};
+use uuid::Uuid;
+
+use crate::audit::Audit;
+use crate::auth::sessions::{RefreshOwner, Rotation};
+use crate::auth::{crypto, passwords, Auth, Caller, TokenPair};
+use crate::error::{database_unreachable, ApiError};
+
+pub type UserCqrs = CqrsFramework<User, PersistedEventStore<PostgresEventRepository, User>>;
+pub type UserStore = PersistedEventStore<PostgresEventRepository, User>;
+
+/// The one answer to every failed login, whatever the reason (RFC 6749 style): it never
+/// tells whether the account exists, is locked or deactivated.
+const INVALID_LOGIN: &str = "invalid email or password";
+const TOTP_STEP_SECONDS: u64 = 30;
+
+pub struct Identity<'a> {
+    pub pool: &'a PgPool,
+    pub users: &'a UserCqrs,
+    pub store: &'a UserStore,
+    pub auth: &'a Auth,
+}
+
+pub enum LoginOutcome {
+    Tokens(TokenPair),
+    MfaRequired { mfa_token: String },
+}
+
+/// OAuth 2.0 token endpoint errors (RFC 6749 section 5.2).
+#[derive(Debug, Serialize)]
+pub struct OAuthError {
+    pub error: &'static str,
+    pub error_description: &'static str,
+}
+
+pub fn invalid_grant() -> OAuthError {
+    OAuthError {
+        error: "invalid_grant",
+        error_description: "the refresh token is invalid, expired or revoked",
+    }
+}
+
+#[derive(Serialize)]
+pub struct Enrolment {
+    pub secret: String,
+    pub otpauth_uri: String,
+    pub qr_code: String,
+}
+
+#[derive(Serialize)]
+pub struct Me {
+    pub id: String,
+    pub agency_id: String,
+    pub email: String,
+    pub display_name: String,
+    pub roles: Vec<String>,
+    pub mfa_enabled: bool,
+    pub password_change_required: bool,
+}
+
+fn user_error(e: AggregateError<UserError>) -> ApiError {
+    match e {
+        AggregateError::UserError(UserError::NotFound) => ApiError::NotFound("no such user".into()),
+        AggregateError::UserError(other) => ApiError::Conflict(other.to_string()),
+        AggregateError::AggregateConflict => ApiError::Conflict(
+            "the user was changed by another request at the same time; retry".into(),
+        ),
+        AggregateError::DatabaseConnectionError(cause) => ApiError::Unavailable(cause.to_string()),
+        AggregateError::UnexpectedError(cause)
+            if cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(database_unreachable) =>
+        {
+            ApiError::Unavailable(cause.to_string())
+        }
+        AggregateError::DeserializationError(cause) | AggregateError::UnexpectedError(cause) => {
+            ApiError::Internal(cause)
+        }
+    }
+}
+
+impl Identity<'_> {
+    async fn execute(
+        &self,
+        user_id: &str,
+        command: UserCommand,
+        audit: &Audit<'_>,
+    ) -> Result<(), AggregateError<UserError>> {
+        let metadata = audit.metadata(command.name());
+        self.users
+            .execute_with_metadata(user_id, command, metadata)
+            .await
+    }
+
+    pub async fn load(&self, user_id: &str) -> Result<User, ApiError> {
+        self.store
+            .load_aggregate(user_id)
+            .await
+            .map(|context| context.aggregate)
+            .map_err(user_error)
+    }
+
+    async fn user_by_email(&self, email: &Email) -> Result<Option<Uuid>, ApiError> {
+        Ok(
+            sqlx::query_scalar("SELECT user_id FROM user_emails WHERE email_index = $1")
+                .bind(self.auth.email_index(email))
+                .fetch_optional(self.pool)
+                .await?,
+        )
+    }
+
+    async fn data_key(&self, user_id: &str) -> Result<[u8; 32], ApiError> {
+        let wrapped: Option<String> =
+            sqlx::query_scalar("SELECT wrapped_key FROM user_data_keys WHERE user_id = $1::uuid")
+                .bind(user_id)
+                .fetch_optional(self.pool)
+                .await?;
+        let wrapped = wrapped
+            .ok_or_else(|| ApiError::NotFound("this user's personal data was erased".into()))?;
+        self.auth
+            .unwrap_data_key(user_id, &wrapped)
+            .map_err(ApiError::internal)
+    }
+
+    /// Registers a user. The email is reserved first, in the write side's own table, so two
+    /// registrations of one address cannot both succeed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn register(
+        &self,
+        audit: &Audit<'_>,
+        agency_id: AgencyId,
+        email: &Email,
+        display_name: &str,
+        password: SecretString,
+        must_change_password: bool,
+        roles: Vec<String>,
+    ) -> Result<UserId, ApiError> {
+        let user_id = UserId::from_uuid(Uuid::now_v7());
+        let id = user_id.to_string();
+        let reserved = sqlx::query(
+            "INSERT INTO user_emails (email_index, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(self.auth.email_index(email))
+        .bind(user_id.as_uuid())
+        .execute(self.pool)
+        .await?;
+        if reserved.rows_affected() == 0 {
+            return Err(ApiError::Conflict(
+                "a user with this email already exists".into(),
+            ));
+        }
+        let data_key = crypto::random_key();
+        sqlx::query("INSERT INTO user_data_keys (user_id, wrapped_key) VALUES ($1, $2)")
+            .bind(user_id.as_uuid())
+            .bind(self.auth.wrap_data_key(&id, &data_key))
+            .execute(self.pool)
+            .await?;
+        let password_hash = passwords::hash(password)
+            .await
+            .map_err(ApiError::internal)?;
+        let command = UserCommand::Register {
+            id: user_id,
+            agency_id,
+            email: Sealed(crypto::seal(
+                &data_key,
+                &format!("email:{id}"),
+                email.as_str().as_bytes(),
+            )),
+            display_name: Sealed(crypto::seal(
+                &data_key,
+                &format!("name:{id}"),
+                display_name.as_bytes(),
+            )),
+            password_hash,
+            must_change_password,
+            roles,
+        };
+        if let Err(e) = self.execute(&id, command, audit).await {
+            // Release the reservation so the address can be registered again.
+            let _ = sqlx::query("DELETE FROM user_emails WHERE user_id = $1")
+                .bind(user_id.as_uuid())
+                .execute(self.pool)
+                .await;
+            return Err(user_error(e));
+        }
+        Ok(user_id)
+    }
+
+    pub async fn login(
+        &self,
+        email: &str,
+        password: SecretString,
+        request_id: &str,
+    ) -> Result<LoginOutcome, ApiError> {
+        let user_id = match Email::parse(email) {
+            Ok(email) => self.user_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let user = match user_id {
+            Some(id) => Some(self.load(&id.to_string()).await?),
+            None => None,
+        };
+        let hash = user.as_ref().map(|u| u.password_hash().to_owned());
+        // Verified even for an unknown account (against a dummy hash): same time either way.
+        let matched = passwords::verify(password, hash).await;
+        let (Some(user_id), Some(user)) = (user_id, user) else {
+            return Err(ApiError::Unauthorized(INVALID_LOGIN));
+        };
+        let id = user_id.to_string();
+        let agency = user.agency_id().map(|a| a.to_string()).unwrap_or_default();
+        let audit = Audit {
+            actor: &id,
+            agency_id: &agency,
+            request_id,
+        };
+        let check = if matched {
+            LoginCheck::PasswordMatched
+        } else {
+            LoginCheck::PasswordWrong
+        };
+        let attempt = UserCommand::AttemptLogin {
+            check,
+            now: self.auth.now(),
+            policy: self.auth.lockout,
+        };
+        match self.execute(&id, attempt, &audit).await {
+            Ok(()) => {}
+            Err(AggregateError::UserError(UserError::Locked { .. } | UserError::Deactivated)) => {
+                tracing::info!(user_id = %id, "login refused: account locked or deactivated");
+                return Err(ApiError::Unauthorized(INVALID_LOGIN));
+            }
+            Err(e) => return Err(user_error(e)),
+        }
+        if !matched {
+            return Err(ApiError::Unauthorized(INVALID_LOGIN));
+        }
+        if user.mfa_enabled() {
+            let mfa_token = self
+                .auth
+                .mfa_token(&id, &agency)
+                .map_err(ApiError::internal)?;
+            return Ok(LoginOutcome::MfaRequired { mfa_token });
+        }
+        Ok(LoginOutcome::Tokens(
+            self.open_session(&id, &agency, user.roles()).await?,
+        ))
+    }
+
+    async fn open_session(
+        &self,
+        user_id: &str,
+        agency_id: &str,
+        roles: &[String],
+    ) -> Result<TokenPair, ApiError> {
+        let family = Uuid::new_v4().to_string();
+        let pair = self
+            .auth
+            .new_pair(user_id, agency_id, roles, &family)
+            .map_err(ApiError::internal)?;
+        let owner = RefreshOwner {
+            family,
+            user_id: user_id.to_owned(),
+            agency_id: agency_id.to_owned(),
+        };
+        self.auth
+            .sessions
+            .open_family(&owner, &pair.refresh_token, self.auth.refresh_ttl)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        Ok(pair)
+    }
+
+    /// The TOTP step (RFC 6238: SHA-1, 6 digits, 30 s, one step of skew) that `code` matches.
+    fn totp_step(&self, secret: &[u8], code: &str) -> Option<u64> {
+        let totp = TOTP::new_unchecked(
+            TotpAlgorithm::SHA1,
+            6,
+            1,
+            TOTP_STEP_SECONDS,
+            secret.to_vec(),
+            None,
+            String::new(),
+        );
+        let now = u64::try_from(self.auth.now().millis() / 1000).ok()?;
+        let step = now / TOTP_STEP_SECONDS;
+        [step.saturating_sub(1), step, step + 1]
+            .into_iter()
+            .find(|s| {
+                let expected = totp.generate(s * TOTP_STEP_SECONDS);
+                bool::from(expected.as_bytes().ct_eq(code.trim().as_bytes()))
+            })
+    }
+
+    pub async fn verify_mfa(
+        &self,
+        mfa_token: &str,
+        code: &str,
+        request_id: &str,
+    ) -> Result<TokenPair, ApiError> {
+        let claims = self
+            .auth
+            .verify_mfa_token(mfa_token)
+            .map_err(|_| ApiError::Unauthorized("the MFA token is not valid; log in again"))?;
+        let user = self.load(&claims.sub).await?;
+        let secret = user
+            .totp_secret()
+            .ok_or(ApiError::Unauthorized("MFA is not enabled"))?;
+        let secret = self
+            .auth
+            .open(&format!("totp:{}", claims.sub), secret)
+            .map_err(ApiError::internal)?;
+        let now = self.auth.now();
+        // After three wrong codes in one step, further codes wait for the next step.
+        let step_now = u64::try_from(now.millis() / 1000).unwrap_or(0) / TOTP_STEP_SECONDS;
+        let failures_key = format!("mfa-failures:{}:{step_now}", claims.sub);
+        let proof = match self.totp_step(&secret, code) {
+            Some(step) => Some(MfaProof::Totp { step }),
+            None => {
+                let hash = self.auth.recovery_code_hash(code);
+                user.unused_recovery_codes()
+                    .find(|(_, h)| bool::from(h.as_bytes().ct_eq(hash.as_bytes())))
+                    .map(|(index, _)| MfaProof::RecoveryCode { index })
+            }
+        };
+        let sessions = &self.auth.sessions;
+        let unavailable =
+            |e: crate::auth::sessions::SessionError| ApiError::Unavailable(e.to_string());
+        if sessions
+            .count_so_far(&failures_key)
+            .await
+            .map_err(unavailable)?
+            >= 3
+        {
+            return Err(ApiError::Unauthorized(
+                "too many wrong codes; wait for the next code",
+            ));
+        }
+        let Some(proof) = proof else {
+            sessions
+                .count_per_minute(&failures_key)
+                .await
+                .map_err(unavailable)?;
+            return Err(ApiError::Unauthorized("the code is not valid"));
+        };
+        let audit = Audit {
+            actor: &claims.sub,
+            agency_id: &claims.agency,
+            request_id,
+        };
+        match self
+            .execute(&claims.sub, UserCommand::CompleteMfa { proof, now }, &audit)
+            .await
+        {
+            Ok(()) => {}
+            Err(AggregateError::UserError(UserError::CodeAlreadyUsed)) => {
+                return Err(ApiError::Unauthorized(
+                    "this code was already used; wait for the next one",
+                ))
+            }
+            Err(AggregateError::UserError(UserError::Locked { .. } | UserError::Deactivated)) => {
+                return Err(ApiError::Unauthorized(INVALID_LOGIN))
+            }
+            Err(e) => return Err(user_error(e)),
+        }
+        self.open_session(&claims.sub, &claims.agency, user.roles())
+            .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, OAuthError> {
+        let unavailable = |_| OAuthError {
+            error: "temporarily_unavailable",
+            error_description: "retry later",
+        };
+        let owner = self
+            .auth
+            .sessions
+            .owner(refresh_token)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(invalid_grant)?;
+        let user = self
+            .load(&owner.user_id)
+            .await
+            .map_err(|_| invalid_grant())?;
+        if user.status() != Some(UserStatus::Active) {
+            return Err(invalid_grant());
+        }
+        let pair = self
+            .auth
+            .new_pair(
+                &owner.user_id,
+                &owner.agency_id,
+                user.roles(),
+                &owner.family,
+            )
+            .map_err(|_| OAuthError {
+                error: "server_error",
+                error_description: "cannot sign the token",
+            })?;
+        let successor = serde_json::to_vec(&pair).unwrap_or_default();
+        let rotation = self
+            .auth
+            .sessions
+            .rotate(
+                &owner,
+                refresh_token,
+                &pair.refresh_token,
+                &successor,
+                self.auth.now().millis(),
+            )
+            .await
+            .map_err(unavailable)?;
+        match rotation {
+            Rotation::Rotated => Ok(pair),
+            Rotation::AlreadyRotated(earlier) => {
+                serde_json::from_slice(&earlier).map_err(|_| invalid_grant())
+            }
+            Rotation::Reused => {
+                tracing::warn!(user_id = %owner.user_id, family = %owner.family, "refresh token reused: session family revoked");
+                Err(invalid_grant())
+            }
+            Rotation::Invalid => Err(invalid_grant()),
+        }
+    }
+
+    pub async fn logout(&self, caller: &Caller, request_id: &str) -> Result<(), ApiError> {
+        let sessions = &self.auth.sessions;
+        let now = self.auth.now().millis();
+        let unavailable =
+            |e: crate::auth::sessions::SessionError| ApiError::Unavailable(e.to_string());
+        sessions
+            .revoke_family(&caller.claims.sid)
+            .await
+            .map_err(unavailable)?;
+        sessions
+            .deny(&caller.claims.jti, caller.claims.exp * 1000, now)
+            .await
+            .map_err(unavailable)?;
+        let audit = Audit {
+            actor: caller.user_id(),
+            agency_id: caller.agency_id(),
+            request_id,
+        };
+        self.execute(
+            caller.user_id(),
+            UserCommand::LogOut {
+                now: self.auth.now(),
+            },
+            &audit,
+        )
+        .await
+        .map_err(user_error)
+    }
+
+    pub async fn me(&self, caller: &Caller) -> Result<Me, ApiError> {
+        let user = self.load(caller.user_id()).await?;
+        let id = caller.user_id();
+        let key = self.data_key(id).await?;
+        let open = |context: String, sealed: Option<&Sealed>| -> String {
+            sealed
+                .and_then(|s| crypto::open(&key, &context, &s.0).ok())
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_default()
+        };
+        Ok(Me {
+            id: id.to_owned(),
+            agency_id: caller.agency_id().to_owned(),
+            email: open(format!("email:{id}"), user.email()),
+            display_name: open(format!("name:{id}"), user.display_name()),
+            roles: user.roles().to_vec(),
+            mfa_enabled: user.mfa_enabled(),
+            password_change_required: user.must_change_password(),
+        })
+    }
+
+    pub async fn start_totp(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+    ) -> Result<Enrolment, ApiError> {
+        let me = self.me(caller).await?;
+        let secret = crypto::random_key()[..20].to_vec();
+        let totp = TOTP::new(
+            TotpAlgorithm::SHA1,
+            6,
+            1,
+            TOTP_STEP_SECONDS,
+            secret.clone(),
+            Some("ERIOP".into()),
+            me.email,
+        )
+        .map_err(ApiError::internal)?;
+        let sealed = self
+            .auth
+            .seal(&format!("totp:{}", caller.user_id()), &secret);
+        let audit = Audit {
+            actor: caller.user_id(),
+            agency_id: caller.agency_id(),
+            request_id,
+        };
+        self.execute(
+            caller.user_id(),
+            UserCommand::StartMfaEnrolment { secret: sealed },
+            &audit,
+        )
+        .await
+        .map_err(user_error)?;
+        let qr = totp
+            .get_qr_base64()
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        Ok(Enrolment {
+            secret: totp.get_secret_base32(),
+            otpauth_uri: totp.get_url(),
+            qr_code: format!("data:image/png;base64,{qr}"),
+        })
+    }
+
+    /// Confirms enrolment with a first code; answers ten recovery codes, shown once.
+    pub async fn confirm_totp(
+        &self,
+        caller: &Caller,
+        code: &str,
+        request_id: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        let user = self.load(caller.user_id()).await?;
+        let pending = user.pending_totp_secret().ok_or_else(|| {
+            ApiError::Conflict("start the enrolment first (POST /api/v1/auth/mfa/totp)".into())
+        })?;
+        let secret = self
+            .auth
+            .open(&format!("totp:{}", caller.user_id()), pending)
+            .map_err(ApiError::internal)?;
+        let step = self
+            .totp_step(&secret, code)
+            .ok_or_else(|| ApiError::validation("code", "does not match the authenticator"))?;
+        let codes: Vec<String> = (0..10)
+            .map(|_| {
+                let raw = crypto::hex(&crypto::random_key()[..5]);
+                format!("{}-{}", &raw[..5], &raw[5..])
+            })
+            .collect();
+        let hashes = codes
+            .iter()
+            .map(|c| self.auth.recovery_code_hash(c))
+            .collect();
+        let audit = Audit {
+            actor: caller.user_id(),
+            agency_id: caller.agency_id(),
+            request_id,
+        };
+        self.execute(
+            caller.user_id(),
+            UserCommand::ConfirmMfa {
+                step,
+                recovery_code_hashes: hashes,
+            },
+            &audit,
+        )
+        .await
+        .map_err(user_error)?;
+        Ok(codes)
+    }
+
+    pub async fn unlock(
+        &self,
+        admin: &Caller,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<(), ApiError> {
+        let user = self.load(user_id).await?;
+        self.visible_to(admin, &user)?;
+        let audit = Audit {
+            actor: admin.user_id(),
+            agency_id: admin.agency_id(),
+            request_id,
+        };
+        self.execute(user_id, UserCommand::Unlock, &audit)
+            .await
+            .map_err(user_error)
+    }
+
+    /// Another agency's user does not exist for the caller (404, never 403).
+    pub fn visible_to(&self, caller: &Caller, user: &User) -> Result<(), ApiError> {
+        let same_agency = user
+            .agency_id()
+            .is_some_and(|a| a.to_string() == caller.agency_id());
+        if same_agency || caller.has_role(crate::auth::PLATFORM_ADMIN) {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound("no such user".into()))
+        }
+    }
+}
+
+/// Makes the first platform administrator's password, when none is given: 24 random
+/// characters, to be changed at first login.
+pub fn one_time_password() -> SecretString {
+    SecretString::from(crypto::random_token()[..24].to_owned())
+}

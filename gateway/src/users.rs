@@ -1,0 +1,144 @@
+//! `/api/v1/users`: the users of the caller's agency, managed by its administrators.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use eriop_domain::user::{Email, PasswordPolicy};
+use eriop_domain::AgencyId;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::audit::Audit;
+use crate::auth::{UserAdmin, AGENCY_ADMIN, PLATFORM_ADMIN};
+use crate::edge::RequestId;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
+use crate::identity::one_time_password;
+use crate::state::AppState;
+
+/// Roles an agency administrator may give (platform-admin only by a platform admin).
+const ROLES: [&str; 4] = [PLATFORM_ADMIN, AGENCY_ADMIN, "operator", "viewer"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    email: String,
+    display_name: String,
+    /// Omitted: a one-time password is made, answered once, and must be changed at first login.
+    #[serde(default)]
+    password: Option<SecretString>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+pub async fn create(
+    UserAdmin(admin): UserAdmin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> Result<Response, ApiError> {
+    let email =
+        Email::parse(&body.email).map_err(|e| ApiError::validation("email", e.to_string()))?;
+    let display_name = body.display_name.trim();
+    if display_name.is_empty()
+        || display_name.chars().count() > 200
+        || display_name.chars().any(char::is_control)
+    {
+        return Err(ApiError::validation(
+            "display_name",
+            "must be 1 to 200 characters, no control characters",
+        ));
+    }
+    for role in &body.roles {
+        if !ROLES.contains(&role.as_str()) {
+            return Err(ApiError::validation(
+                "roles",
+                format!("unknown role {role:?}; known: {}", ROLES.join(", ")),
+            ));
+        }
+        if role == PLATFORM_ADMIN && !admin.has_role(PLATFORM_ADMIN) {
+            return Err(ApiError::Forbidden(
+                "only a platform admin may give the platform-admin role",
+            ));
+        }
+    }
+    let (password, generated) = match body.password {
+        Some(password) => {
+            PasswordPolicy::default()
+                .check(password.expose_secret(), &[email.as_str(), display_name])
+                .map_err(|e| ApiError::validation("password", e.to_string()))?;
+            (password, None)
+        }
+        None => {
+            let password = one_time_password();
+            (password.clone(), Some(password))
+        }
+    };
+    let agency_id: AgencyId = admin
+        .agency_id()
+        .parse()
+        .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
+    let audit = Audit {
+        actor: admin.user_id(),
+        agency_id: admin.agency_id(),
+        request_id: &request_id.0,
+    };
+    let user_id = state
+        .identity()
+        .register(
+            &audit,
+            agency_id,
+            &email,
+            display_name,
+            password,
+            generated.is_some(),
+            body.roles.clone(),
+        )
+        .await?;
+    let mut body = serde_json::json!({
+        "id": user_id,
+        "agency_id": agency_id,
+        "roles": body.roles,
+        "password_change_required": generated.is_some(),
+    });
+    if let Some(password) = generated {
+        body["one_time_password"] = password.expose_secret().into();
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub async fn get(
+    UserAdmin(admin): UserAdmin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let identity = state.identity();
+    let user = identity.load(&id.to_string()).await?;
+    identity.visible_to(&admin, &user)?;
+    let lockout = user.lockout();
+    Ok(Json(serde_json::json!({
+        "id": id,
+        "agency_id": user.agency_id(),
+        "status": user.status(),
+        "roles": user.roles(),
+        "mfa_enabled": user.mfa_enabled(),
+        "locked": lockout.is_locked(state.auth().now()),
+        "consecutive_failures": lockout.consecutive_failures,
+    }))
+    .into_response())
+}
+
+pub async fn unlock(
+    UserAdmin(admin): UserAdmin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .identity()
+        .unlock(&admin, &id.to_string(), &request_id.0)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
