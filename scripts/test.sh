@@ -5,6 +5,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/services.sh
+# An independent TOTP implementation for the MFA tests (Debian's oathtool).
+if ! command -v oathtool >/dev/null; then
+  echo "test: installing oathtool" >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq oathtool >/dev/null
+fi
 
 export ERIOP_TEST_NATS_SERVER_BIN=${ERIOP_TEST_NATS_SERVER_BIN:-$(bash scripts/nats-server-bin.sh)}
 export ERIOP_TEST_NATS_URL=${ERIOP_TEST_NATS_URL:-nats://127.0.0.1:${ERIOP_DEV_NATS_PORT:-4223}}

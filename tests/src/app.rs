@@ -105,6 +105,12 @@ impl TestApp {
         app
     }
 
+    /// The gateway's clock, in Unix seconds.
+    pub fn clock_unix(&self) -> i64 {
+        use eriop_gateway::auth::Clock;
+        self.clock.now().millis() / 1000
+    }
+
     /// Logs in, asserting a 200; answers the body (tokens, or an MFA challenge).
     pub async fn login(&self, email: &str, password: &str) -> Value {
         let response = self.try_login(email, password).await;

@@ -127,3 +127,105 @@ async fn one_json_access_line_per_request_and_no_personal_data() {
         assert!(!text.contains(secret), "{secret} appears in the logs");
     }
 }
+
+/// The acceptance of the identity work: through every flow, no log line holds an email, a
+/// password, a token, a TOTP secret or code.
+#[tokio::test]
+async fn identity_flows_log_no_credentials() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(eriop_nats::logging::subscriber(
+        LogFormat::Json,
+        "debug",
+        captured.clone(),
+    ));
+    let app = TestApp::spawn().await;
+    let email = "secret.person@laval.example";
+    let password = "correct horse battery staple";
+    app.create_user(email, password, &["operator"]).await;
+    let wrong = app.try_login(email, "a wrong password of mine").await;
+    assert_eq!(wrong.status(), 401);
+    let login = app.login(email, password).await;
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    let renewed: Value = app.refresh(&refresh).await.json().await.unwrap();
+    let enrolment: Value = app
+        .http
+        .post(app.api("/auth/mfa/totp"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = enrolment["secret"].as_str().unwrap().to_owned();
+    let code = {
+        let out = std::process::Command::new("oathtool")
+            .args([
+                "--totp",
+                "-b",
+                "-N",
+                &format!("@{}", app.clock_unix()),
+                &secret,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let confirmed: Value = app
+        .http
+        .post(app.api("/auth/mfa/totp/confirm"))
+        .bearer_auth(&access)
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recovery = confirmed["recovery_codes"][0].as_str().unwrap().to_owned();
+    let challenge = app.login(email, password).await;
+    let mfa_token = challenge["mfa_token"].as_str().unwrap().to_owned();
+    let verified = app
+        .http
+        .post(app.api("/auth/mfa/verify"))
+        .json(&json!({ "mfa_token": mfa_token, "code": recovery }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    let out = app
+        .http
+        .post(app.api("/auth/logout"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(text.lines().count() > 20, "the flows were logged");
+    for (what, value) in [
+        ("email", email.to_owned()),
+        ("email (local part)", "secret.person".to_owned()),
+        ("password", password.to_owned()),
+        ("wrong password", "a wrong password of mine".to_owned()),
+        ("access token", access),
+        ("refresh token", refresh),
+        (
+            "renewed refresh token",
+            renewed["refresh_token"].as_str().unwrap().to_owned(),
+        ),
+        ("MFA token", mfa_token),
+        ("TOTP secret", secret),
+        // Six digits may well occur inside a timestamp: look for the code as a value.
+        ("TOTP code", format!("\"{code}\"")),
+        ("TOTP code", format!("={code}")),
+        ("recovery code", recovery),
+        ("admin email", app.admin_email.clone()),
+        ("admin password", app.admin_password.clone()),
+        ("admin token", app.token.clone()),
+    ] {
+        assert!(!text.contains(&value), "the {what} appears in the logs");
+    }
+}

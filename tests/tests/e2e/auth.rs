@@ -1,0 +1,478 @@
+//! Identity: login, tokens, refresh rotation with reuse detection, logout, lockout, MFA.
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use eriop_tests::TestApp;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn tokens(app: &TestApp, email: &str) -> (String, String) {
+    let login = app.login(email, PASSWORD).await;
+    (
+        login["access_token"].as_str().unwrap().to_owned(),
+        login["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn login_me_refresh_and_reuse_detection() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create_user("jane@laval.example", PASSWORD, &["operator"])
+        .await;
+    let login = app.login("Jane@Laval.example", PASSWORD).await;
+    assert_eq!(login["token_type"], "Bearer");
+    assert_eq!(login["expires_in"], 15 * 60);
+    let access = login["access_token"].as_str().unwrap();
+    let refresh = login["refresh_token"].as_str().unwrap();
+
+    let me: Value = app.get_as(access, "/auth/me").await.json().await.unwrap();
+    assert_eq!(me["id"], id);
+    assert_eq!(me["email"], "jane@laval.example");
+    assert_eq!(me["roles"], json!(["operator"]));
+    assert_eq!(me["mfa_enabled"], false);
+
+    // Refresh: a new pair, which works.
+    let renewed = app.refresh(refresh).await;
+    assert_eq!(renewed.status(), 200);
+    assert_eq!(renewed.headers()["cache-control"], "no-store");
+    let renewed: Value = renewed.json().await.unwrap();
+    let new_access = renewed["access_token"].as_str().unwrap();
+    let new_refresh = renewed["refresh_token"].as_str().unwrap();
+    assert_ne!(new_refresh, refresh);
+    assert_eq!(app.get_as(new_access, "/auth/me").await.status(), 200);
+
+    // Within the grace window, the old token answers the same pair (another browser tab).
+    let again: Value = app.refresh(refresh).await.json().await.unwrap();
+    assert_eq!(again["refresh_token"], renewed["refresh_token"]);
+    assert_eq!(again["access_token"], renewed["access_token"]);
+
+    // Past it, the old token is a reuse: refused, and the whole family is revoked.
+    app.clock.advance(Duration::from_secs(3));
+    let reused = app.refresh(refresh).await;
+    assert_eq!(reused.status(), 400);
+    let error: Value = reused.json().await.unwrap();
+    assert_eq!(error["error"], "invalid_grant");
+    let revoked = app.refresh(new_refresh).await;
+    assert_eq!(revoked.status(), 400, "the new token went with its family");
+}
+
+#[tokio::test]
+async fn two_concurrent_refreshes_get_the_same_pair() {
+    let app = TestApp::spawn().await;
+    app.create_user("tabs@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let (_, refresh) = tokens(&app, "tabs@laval.example").await;
+    let (a, b) = tokio::join!(app.refresh(&refresh), app.refresh(&refresh));
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let (a, b): (Value, Value) = (a.json().await.unwrap(), b.json().await.unwrap());
+    assert_eq!(a["refresh_token"], b["refresh_token"]);
+    assert_eq!(a["access_token"], b["access_token"]);
+    // And that one pair is the family's current one.
+    assert_eq!(
+        app.refresh(a["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn logout_revokes_the_access_and_refresh_tokens_at_once() {
+    let app = TestApp::spawn().await;
+    app.create_user("out@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let (access, refresh) = tokens(&app, "out@laval.example").await;
+    let out = app
+        .http
+        .post(app.api("/auth/logout"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let me = app.get_as(&access, "/auth/me").await;
+    assert_eq!(me.status(), 401);
+    assert_eq!(app.refresh(&refresh).await.status(), 400);
+}
+
+#[tokio::test]
+async fn the_oauth_token_endpoint_speaks_rfc_6749() {
+    let app = TestApp::spawn().await;
+    let post = |form: Vec<(&'static str, &'static str)>| {
+        app.http.post(app.api("/auth/token")).form(&form).send()
+    };
+    for (form, error) in [
+        (
+            vec![
+                ("grant_type", "password"),
+                ("username", "a"),
+                ("password", "b"),
+            ],
+            "unsupported_grant_type",
+        ),
+        (
+            vec![("grant_type", "authorization_code")],
+            "unsupported_grant_type",
+        ),
+        (vec![("refresh_token", "x")], "invalid_request"),
+        (vec![("grant_type", "refresh_token")], "invalid_request"),
+        (
+            vec![("grant_type", "refresh_token"), ("refresh_token", "forged")],
+            "invalid_grant",
+        ),
+    ] {
+        let response = post(form).await.unwrap();
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], error);
+    }
+}
+
+#[tokio::test]
+async fn five_wrong_passwords_lock_until_the_time_passes_or_an_admin_unlocks() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create_user("lock@laval.example", PASSWORD, &["viewer"])
+        .await;
+    for n in 1..=5 {
+        let response = app
+            .http
+            .post(app.api("/auth/login"))
+            .header("x-request-id", format!("req-wrong-{n}"))
+            .json(&json!({ "email": "lock@laval.example", "password": "not the password" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    // Locked: the right password is refused, with the same answer as a wrong one or an
+    // unknown account.
+    let locked = app.try_login("lock@laval.example", PASSWORD).await;
+    assert_eq!(locked.status(), 401);
+    let locked: Value = locked.json().await.unwrap();
+    let unknown: Value = app
+        .try_login("nobody@laval.example", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(locked["detail"], unknown["detail"]);
+
+    // The lock lifts by itself after 15 minutes (the clock is an input).
+    app.clock.advance(Duration::from_secs(15 * 60));
+    app.login("lock@laval.example", PASSWORD).await;
+
+    // Locked again, then unlocked by an admin.
+    for _ in 0..5 {
+        app.try_login("lock@laval.example", "still not it").await;
+    }
+    assert_eq!(
+        app.try_login("lock@laval.example", PASSWORD).await.status(),
+        401
+    );
+    // (The admin's own access token expired with the clock's 15 minutes: log in again.)
+    let admin = app.login(&app.admin_email, &app.admin_password).await;
+    let unlock = app
+        .http
+        .post(app.api(&format!("/users/{id}/unlock")))
+        .bearer_auth(admin["access_token"].as_str().unwrap())
+        .header("x-request-id", "req-admin-unlock")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unlock.status(), 204);
+    app.login("lock@laval.example", PASSWORD).await;
+
+    // Every step is an event, with its actor and request id.
+    let events: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT event_type, metadata FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "UserRegistered",
+            "LoginFailed",
+            "LoginFailed",
+            "LoginFailed",
+            "LoginFailed",
+            "LoginFailed",
+            "UserLocked",
+            "UserUnlocked",
+            "LoginSucceeded",
+            "LoginFailed",
+            "LoginFailed",
+            "LoginFailed",
+            "LoginFailed",
+            "LoginFailed",
+            "UserLocked",
+            "UserUnlocked",
+            "LoginSucceeded",
+        ]
+    );
+    assert_eq!(events[1].1["request_id"], "req-wrong-1");
+    assert_eq!(events[1].1["actor"], id);
+    assert_eq!(events[6].1["request_id"], "req-wrong-5");
+    assert_eq!(events[15].1["actor"], app.admin_id, "the admin unlocked");
+    assert_eq!(events[15].1["request_id"], "req-admin-unlock");
+    assert_eq!(
+        events[0].1["actor"], app.admin_id,
+        "the admin registered the user"
+    );
+}
+
+#[tokio::test]
+async fn passwords_are_stored_as_argon2id_phc_strings() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create_user("hash@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let payload: Value = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE aggregate_id = $1 AND event_type = 'UserRegistered'",
+    )
+    .bind(&id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let hash = payload["UserRegistered"]["password_hash"].as_str().unwrap();
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    let text = payload.to_string();
+    for secret in [PASSWORD, "hash@laval.example", "Test User"] {
+        assert!(!text.contains(secret), "{secret} in the event payload");
+    }
+}
+
+#[tokio::test]
+async fn weak_passwords_and_duplicate_emails_are_refused() {
+    let app = TestApp::spawn().await;
+    let create = |email: &'static str, password: &'static str| {
+        app.request(Method::POST, "/users")
+            .json(&json!({ "email": email, "display_name": "X", "password": password }))
+            .send()
+    };
+    let weak = create("weak@laval.example", "password1234").await.unwrap();
+    assert_eq!(weak.status(), 422);
+    let short = create("short@laval.example", "short").await.unwrap();
+    assert_eq!(short.status(), 422);
+    assert_eq!(
+        create("dup@laval.example", PASSWORD)
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let dup = create("DUP@laval.example", PASSWORD).await.unwrap();
+    assert_eq!(dup.status(), 409, "unique case-insensitively");
+}
+
+/// Tokens that a careless verifier would accept.
+#[tokio::test]
+async fn forged_and_stale_tokens_are_refused() {
+    let app = TestApp::spawn().await;
+    let genuine = app.token.clone();
+    let parts: Vec<&str> = genuine.split('.').collect();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    let with_claims = |change: &dyn Fn(&mut Value)| {
+        let mut c = claims.clone();
+        change(&mut c);
+        format!("{}.{}.{}", parts[0], b64(&c), parts[2])
+    };
+    let with_header = |change: &dyn Fn(&mut Value), signature: &str| {
+        let mut h = header.clone();
+        change(&mut h);
+        format!("{}.{}.{signature}", b64(&h), parts[1])
+    };
+    // HS256 "signed" with the public key, as a confused verifier would check it.
+    let jwks: Value = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
+    let public_key = jwks["keys"][0]["x"].as_str().unwrap().to_owned();
+    let hs256 = {
+        use hmac::{Hmac, Mac};
+        let mut h = header.clone();
+        h["alg"] = "HS256".into();
+        let signing_input = format!("{}.{}", b64(&h), parts[1]);
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(public_key.as_bytes()).unwrap();
+        mac.update(signing_input.as_bytes());
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    };
+    let cases = [
+        ("alg none", with_header(&|h| h["alg"] = "none".into(), "")),
+        (
+            "wrong signature",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                parts[1],
+                URL_SAFE_NO_PAD.encode([7u8; 64])
+            ),
+        ),
+        (
+            "altered claims",
+            with_claims(&|c| c["roles"] = json!(["platform-admin", "x"])),
+        ),
+        ("HS256 with the public key", hs256),
+        (
+            "unknown kid",
+            with_header(&|h| h["kid"] = "0000000000000000".into(), parts[2]),
+        ),
+        (
+            "wrong aud",
+            with_claims(&|c| c["aud"] = "someone-else".into()),
+        ),
+        ("wrong iss", with_claims(&|c| c["iss"] = "evil".into())),
+        ("garbage", "not.a.token".to_owned()),
+    ];
+    for (what, token) in cases {
+        let response = app.get_as(&token, "/auth/me").await;
+        assert_eq!(response.status(), 401, "{what}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
+    }
+    assert_eq!(app.get_as(&genuine, "/auth/me").await.status(), 200);
+    // Expired: the clock passes the 15 minutes.
+    app.clock.advance(Duration::from_secs(15 * 60 + 1));
+    assert_eq!(
+        app.get_as(&genuine, "/auth/me").await.status(),
+        401,
+        "expired"
+    );
+}
+
+async fn mfa_verify(app: &TestApp, mfa_token: &str, code: &str) -> reqwest::Response {
+    app.http
+        .post(app.api("/auth/mfa/verify"))
+        .json(&json!({ "mfa_token": mfa_token, "code": code }))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn oathtool(secret: &str, at_unix: i64) -> String {
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", "-N", &format!("@{at_unix}"), secret])
+        .output()
+        .expect("oathtool (Debian's oathtool package) computes TOTP codes independently");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn mfa_enrol_confirm_challenge_single_use_and_recovery_codes() {
+    let app = TestApp::spawn().await;
+    app.create_user("mfa@laval.example", PASSWORD, &["operator"])
+        .await;
+    let (access, _) = tokens(&app, "mfa@laval.example").await;
+    let post = |path: &str, token: &str, body: Value| {
+        app.http
+            .post(app.api(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let enrolment: Value = post("/auth/mfa/totp", &access, json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = enrolment["secret"].as_str().unwrap().to_owned();
+    assert!(enrolment["otpauth_uri"]
+        .as_str()
+        .unwrap()
+        .starts_with("otpauth://totp/ERIOP:"));
+    assert!(enrolment["qr_code"]
+        .as_str()
+        .unwrap()
+        .starts_with("data:image/png;base64,"));
+
+    let now = || app.clock_unix();
+    let wrong = post(
+        "/auth/mfa/totp/confirm",
+        &access,
+        json!({ "code": "000000" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.status(), 422);
+    let confirmed = post(
+        "/auth/mfa/totp/confirm",
+        &access,
+        json!({ "code": oathtool(&secret, now()) }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(confirmed.status(), 200);
+    let recovery: Vec<String> = confirmed.json::<Value>().await.unwrap()["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+
+    // Log in: a challenge, answered with the next code.
+    app.clock.advance(Duration::from_secs(30));
+    let challenge = app.login("mfa@laval.example", PASSWORD).await;
+    assert_eq!(challenge["mfa_required"], true);
+    assert!(challenge.get("access_token").is_none());
+    let mfa_token = challenge["mfa_token"].as_str().unwrap().to_owned();
+    // The MFA token is no access token.
+    assert_eq!(app.get_as(&mfa_token, "/auth/me").await.status(), 401);
+    let code = oathtool(&secret, now());
+    let ok = mfa_verify(&app, &mfa_token, &code).await;
+    assert_eq!(ok.status(), 200);
+    let pair: Value = ok.json().await.unwrap();
+    let me: Value = app
+        .get_as(pair["access_token"].as_str().unwrap(), "/auth/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["mfa_enabled"], true);
+
+    // The same code a second time is refused.
+    assert_eq!(mfa_verify(&app, &mfa_token, &code).await.status(), 401);
+    // A recovery code works once.
+    assert_eq!(
+        mfa_verify(&app, &mfa_token, &recovery[3]).await.status(),
+        200
+    );
+    assert_eq!(
+        mfa_verify(&app, &mfa_token, &recovery[3]).await.status(),
+        401
+    );
+}
