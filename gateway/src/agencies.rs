@@ -26,6 +26,8 @@ pub struct AgencyView {
     pub id: Uuid,
     pub name: String,
     pub status: String,
+    /// Every user of the agency must use MFA.
+    pub mfa_required: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The number of events applied; a client may compare it to detect changes.
@@ -49,6 +51,8 @@ pub struct PatchAgency {
     name: Option<String>,
     #[serde(default)]
     status: Option<AgencyStatus>,
+    #[serde(default)]
+    mfa_required: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -108,7 +112,7 @@ pub async fn list(
         return Err(ApiError::validation("offset", "must not be negative"));
     }
     let items = sqlx::query_as::<_, AgencyView>(
-        "SELECT id, name, status, created_at, updated_at, version
+        "SELECT id, name, status, mfa_required, created_at, updated_at, version
            FROM agencies ORDER BY created_at, id LIMIT $1 OFFSET $2",
     )
     .bind(limit)
@@ -140,9 +144,9 @@ pub async fn patch(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<PatchAgency>,
 ) -> Result<Response, ApiError> {
-    if body.name.is_none() && body.status.is_none() {
+    if body.name.is_none() && body.status.is_none() && body.mfa_required.is_none() {
         return Err(ApiError::Validation {
-            detail: "nothing to change: give `name`, `status` or both".into(),
+            detail: "nothing to change: give `name`, `status`, `mfa_required`".into(),
             errors: Vec::new(),
         });
     }
@@ -151,6 +155,7 @@ pub async fn patch(
     let command = AgencyCommand::Amend {
         name,
         status: body.status,
+        mfa_required: body.mfa_required,
     };
     let version = execute(&state, &admin, id, command, &request_id).await?;
     respond_after_projection(&state, id, version, StatusCode::OK, None).await
@@ -216,7 +221,7 @@ fn not_found(id: Uuid) -> ApiError {
 
 async fn fetch(state: &AppState, id: Uuid) -> Result<Option<AgencyView>, ApiError> {
     Ok(sqlx::query_as::<_, AgencyView>(
-        "SELECT id, name, status, created_at, updated_at, version FROM agencies WHERE id = $1",
+        "SELECT id, name, status, mfa_required, created_at, updated_at, version FROM agencies WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(state.pool())

@@ -175,15 +175,36 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
         .route(&format!("{api}/auth/me"), get(auth_routes::me))
         .route(
             &format!("{api}/auth/mfa/totp"),
-            post(auth_routes::start_totp),
+            post(auth_routes::start_totp).delete(auth_routes::disable_totp),
         )
         .route(
             &format!("{api}/auth/mfa/totp/confirm"),
             post(auth_routes::confirm_totp),
         )
         .route(&format!("{api}/users"), post(users::create))
-        .route(&format!("{api}/users/{{id}}"), get(users::get))
+        .route(
+            &format!("{api}/users/{{id}}"),
+            get(users::get)
+                .patch(users::update)
+                .delete(users::deactivate),
+        )
         .route(&format!("{api}/users/{{id}}/unlock"), post(users::unlock))
+        .route(
+            &format!("{api}/users/{{id}}/reactivate"),
+            post(users::reactivate),
+        )
+        .route(
+            &format!("{api}/users/{{id}}/mfa/reset"),
+            post(users::reset_mfa),
+        )
+        .route(
+            &format!("{api}/auth/password"),
+            post(auth_routes::change_password),
+        )
+        .route(
+            &format!("{api}/service-accounts"),
+            post(users::create_service_account),
+        )
         .route(
             &format!("{api}/agencies"),
             get(agencies::list).post(agencies::create),

@@ -87,6 +87,7 @@ pub async fn mfa_verify(
 /// `refresh_token` only for now; never the password grant (RFC 9700 section 2.4).
 pub async fn token(
     State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
     let oauth_error =
@@ -102,6 +103,29 @@ pub async fn token(
     };
     match form.get("grant_type").map(String::as_str) {
         Some("refresh_token") => {}
+        Some("client_credentials") => {
+            let (Some(id), Some(secret)) = (form.get("client_id"), form.get("client_secret"))
+            else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    OAuthError {
+                        error: "invalid_request",
+                        error_description: "client_id and client_secret are required",
+                    },
+                );
+            };
+            let request_id = request_id.0;
+            return match state.identity().client_credentials(id, SecretString::from(secret.clone()), &request_id).await {
+                Ok((access_token, expires_in)) => (
+                    StatusCode::OK,
+                    no_store(),
+                    Json(serde_json::json!({ "access_token": access_token, "token_type": "Bearer", "expires_in": expires_in })),
+                )
+                    .into_response(),
+                Err(e) if e.error == "invalid_client" => oauth_error(StatusCode::UNAUTHORIZED, e),
+                Err(e) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            };
+        }
         Some("password") => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -193,4 +217,52 @@ pub async fn confirm_totp(
 
 pub async fn jwks(State(state): State<AppState>) -> Response {
     Json(state.auth().keys.jwks().clone()).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+/// Changes the caller's password; every other session ends, and this one gets new tokens.
+pub async fn change_password(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    caller: Caller,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> Result<Response, ApiError> {
+    let pair = state
+        .identity()
+        .change_password(
+            &caller,
+            body.current_password,
+            body.new_password,
+            &request_id.0,
+        )
+        .await?;
+    Ok(Json(pair).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisableMfa {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    password: Option<SecretString>,
+}
+
+pub async fn disable_totp(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    caller: Caller,
+    ApiJson(body): ApiJson<DisableMfa>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .identity()
+        .disable_own_mfa(&caller, body.code.as_deref(), body.password, &request_id.0)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

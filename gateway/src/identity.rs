@@ -7,7 +7,7 @@
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, CqrsFramework, EventStore};
 use eriop_domain::user::{
-    Email, LoginCheck, MfaProof, Sealed, User, UserCommand, UserError, UserStatus,
+    Email, LoginCheck, MfaProof, PasswordPolicy, Sealed, User, UserCommand, UserError, UserStatus,
 };
 use eriop_domain::{AgencyId, UserId};
 use postgres_es::PostgresEventRepository;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::sessions::{RefreshOwner, Rotation};
-use crate::auth::{crypto, passwords, Auth, Caller, TokenPair};
+use crate::auth::{crypto, passwords, Auth, Caller, Restriction, TokenPair};
 use crate::error::{database_unreachable, ApiError};
 
 pub type UserCqrs = CqrsFramework<User, PersistedEventStore<PostgresEventRepository, User>>;
@@ -191,6 +191,7 @@ impl Identity<'_> {
             password_hash,
             must_change_password,
             roles,
+            service_account: false,
         };
         if let Err(e) = self.execute(&id, command, audit).await {
             // Release the reservation so the address can be registered again.
@@ -258,26 +259,40 @@ impl Identity<'_> {
                 .map_err(ApiError::internal)?;
             return Ok(LoginOutcome::MfaRequired { mfa_token });
         }
-        Ok(LoginOutcome::Tokens(
-            self.open_session(&id, &agency, user.roles()).await?,
-        ))
+        Ok(LoginOutcome::Tokens(self.open_session(&id, &user).await?))
     }
 
-    async fn open_session(
-        &self,
-        user_id: &str,
-        agency_id: &str,
-        roles: &[String],
-    ) -> Result<TokenPair, ApiError> {
+    /// What the user must do before anything else, if anything: change a password chosen by
+    /// someone else, or enrol in MFA when the agency requires it.
+    async fn restriction_for(&self, user: &User) -> Result<Option<Restriction>, ApiError> {
+        if user.must_change_password() {
+            return Ok(Some(Restriction::PasswordChange));
+        }
+        if user.mfa_enabled() {
+            return Ok(None);
+        }
+        let required: Option<bool> =
+            sqlx::query_scalar("SELECT mfa_required FROM agencies WHERE id = $1")
+                .bind(user.agency_id().map(|a| a.as_uuid()))
+                .fetch_optional(self.pool)
+                .await?;
+        Ok(required
+            .unwrap_or(false)
+            .then_some(Restriction::MfaEnrolment))
+    }
+
+    async fn open_session(&self, user_id: &str, user: &User) -> Result<TokenPair, ApiError> {
+        let agency_id = user.agency_id().map(|a| a.to_string()).unwrap_or_default();
+        let restriction = self.restriction_for(user).await?;
         let family = Uuid::new_v4().to_string();
         let pair = self
             .auth
-            .new_pair(user_id, agency_id, roles, &family)
+            .new_pair(user_id, &agency_id, user.roles(), &family, restriction)
             .map_err(ApiError::internal)?;
         let owner = RefreshOwner {
             family,
             user_id: user_id.to_owned(),
-            agency_id: agency_id.to_owned(),
+            agency_id,
         };
         self.auth
             .sessions
@@ -379,8 +394,7 @@ impl Identity<'_> {
             }
             Err(e) => return Err(user_error(e)),
         }
-        self.open_session(&claims.sub, &claims.agency, user.roles())
-            .await
+        self.open_session(&claims.sub, &user).await
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, OAuthError> {
@@ -409,6 +423,10 @@ impl Identity<'_> {
                 &owner.agency_id,
                 user.roles(),
                 &owner.family,
+                // Decided again: a refresh never lifts a restriction.
+                self.restriction_for(&user)
+                    .await
+                    .map_err(|_| invalid_grant())?,
             )
             .map_err(|_| OAuthError {
                 error: "server_error",
@@ -594,6 +612,288 @@ impl Identity<'_> {
         self.execute(user_id, UserCommand::Unlock, &audit)
             .await
             .map_err(user_error)
+    }
+
+    /// Changes the caller's password (the current one is required), ends every other
+    /// session, and answers a new pair for this one.
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        current: SecretString,
+        new: SecretString,
+        request_id: &str,
+    ) -> Result<TokenPair, ApiError> {
+        let id = caller.user_id();
+        let user = self.load(id).await?;
+        if !passwords::verify(current, Some(user.password_hash().to_owned())).await {
+            return Err(ApiError::validation(
+                "current_password",
+                "is not the current password",
+            ));
+        }
+        let me = self.me(caller).await?;
+        PasswordPolicy::default()
+            .check(
+                secrecy::ExposeSecret::expose_secret(&new),
+                &[me.email.as_str(), me.display_name.as_str()],
+            )
+            .map_err(|e| ApiError::validation("new_password", e.to_string()))?;
+        let password_hash = passwords::hash(new).await.map_err(ApiError::internal)?;
+        let audit = Audit {
+            actor: id,
+            agency_id: caller.agency_id(),
+            request_id,
+        };
+        self.execute(
+            id,
+            UserCommand::ChangePassword {
+                password_hash,
+                now: self.auth.now(),
+            },
+            &audit,
+        )
+        .await
+        .map_err(user_error)?;
+        self.end_sessions(id).await?;
+        let user = self.load(id).await?;
+        self.open_session(id, &user).await
+    }
+
+    /// Every access token issued until now stops working, every session family is revoked.
+    async fn end_sessions(&self, user_id: &str) -> Result<(), ApiError> {
+        let unavailable =
+            |e: crate::auth::sessions::SessionError| ApiError::Unavailable(e.to_string());
+        let sessions = &self.auth.sessions;
+        sessions
+            .set_not_before(user_id, self.auth.now().millis(), self.auth.access_ttl)
+            .await
+            .map_err(unavailable)?;
+        sessions
+            .revoke_user_families(user_id, None)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Turns the caller's MFA off; needs a current code or the password.
+    pub async fn disable_own_mfa(
+        &self,
+        caller: &Caller,
+        code: Option<&str>,
+        password: Option<SecretString>,
+        request_id: &str,
+    ) -> Result<(), ApiError> {
+        let id = caller.user_id();
+        let user = self.load(id).await?;
+        let proven = match (code, password) {
+            (Some(code), _) => match user.totp_secret() {
+                Some(secret) => {
+                    let secret = self
+                        .auth
+                        .open(&format!("totp:{id}"), secret)
+                        .map_err(ApiError::internal)?;
+                    self.totp_step(&secret, code).is_some()
+                }
+                None => false,
+            },
+            (None, Some(password)) => {
+                passwords::verify(password, Some(user.password_hash().to_owned())).await
+            }
+            (None, None) => {
+                return Err(ApiError::validation(
+                    "code",
+                    "give a current code or the password",
+                ))
+            }
+        };
+        if !proven {
+            return Err(ApiError::Unauthorized("the code or password is not valid"));
+        }
+        let audit = Audit {
+            actor: id,
+            agency_id: caller.agency_id(),
+            request_id,
+        };
+        self.execute(id, UserCommand::DisableMfa { by_admin: false }, &audit)
+            .await
+            .map_err(user_error)
+    }
+
+    /// An administrator's MFA reset of another user: its own audited event.
+    pub async fn reset_mfa(
+        &self,
+        admin: &Caller,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<(), ApiError> {
+        let user = self.load(user_id).await?;
+        self.visible_to(admin, &user)?;
+        let audit = Audit {
+            actor: admin.user_id(),
+            agency_id: admin.agency_id(),
+            request_id,
+        };
+        self.execute(user_id, UserCommand::DisableMfa { by_admin: true }, &audit)
+            .await
+            .map_err(user_error)
+    }
+
+    /// Deactivates (the history stays; the account can be reactivated) and ends its sessions.
+    pub async fn set_active(
+        &self,
+        admin: &Caller,
+        user_id: &str,
+        active: bool,
+        request_id: &str,
+    ) -> Result<(), ApiError> {
+        let user = self.load(user_id).await?;
+        self.visible_to(admin, &user)?;
+        let audit = Audit {
+            actor: admin.user_id(),
+            agency_id: admin.agency_id(),
+            request_id,
+        };
+        let command = if active {
+            UserCommand::Reactivate
+        } else {
+            UserCommand::Deactivate
+        };
+        match self.execute(user_id, command, &audit).await {
+            Ok(()) | Err(AggregateError::UserError(UserError::Unchanged)) => {}
+            Err(e) => return Err(user_error(e)),
+        }
+        if !active {
+            self.end_sessions(user_id).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn update_profile(
+        &self,
+        admin: &Caller,
+        user_id: &str,
+        display_name: &str,
+        request_id: &str,
+    ) -> Result<(), ApiError> {
+        let user = self.load(user_id).await?;
+        self.visible_to(admin, &user)?;
+        let key = self.data_key(user_id).await?;
+        let sealed = Sealed(crypto::seal(
+            &key,
+            &format!("name:{user_id}"),
+            display_name.as_bytes(),
+        ));
+        let audit = Audit {
+            actor: admin.user_id(),
+            agency_id: admin.agency_id(),
+            request_id,
+        };
+        self.execute(
+            user_id,
+            UserCommand::UpdateProfile {
+                display_name: sealed,
+            },
+            &audit,
+        )
+        .await
+        .map_err(user_error)
+    }
+
+    /// Registers a service account (integrations, auditors): no email, a random secret shown
+    /// once, the client-credentials grant only.
+    pub async fn register_service_account(
+        &self,
+        audit: &Audit<'_>,
+        agency_id: AgencyId,
+        name: &str,
+        roles: Vec<String>,
+    ) -> Result<(UserId, SecretString), ApiError> {
+        let user_id = UserId::from_uuid(Uuid::now_v7());
+        let id = user_id.to_string();
+        let data_key = crypto::random_key();
+        sqlx::query("INSERT INTO user_data_keys (user_id, wrapped_key) VALUES ($1, $2)")
+            .bind(user_id.as_uuid())
+            .bind(self.auth.wrap_data_key(&id, &data_key))
+            .execute(self.pool)
+            .await?;
+        let secret = SecretString::from(crypto::random_token());
+        let password_hash = passwords::hash(secret.clone())
+            .await
+            .map_err(ApiError::internal)?;
+        let command = UserCommand::Register {
+            id: user_id,
+            agency_id,
+            email: Sealed(crypto::seal(&data_key, &format!("email:{id}"), b"")),
+            display_name: Sealed(crypto::seal(
+                &data_key,
+                &format!("name:{id}"),
+                name.as_bytes(),
+            )),
+            password_hash,
+            must_change_password: false,
+            roles,
+            service_account: true,
+        };
+        self.execute(&id, command, audit)
+            .await
+            .map_err(user_error)?;
+        Ok((user_id, secret))
+    }
+
+    /// The client-credentials grant (RFC 6749 section 4.4): a service account's id and
+    /// secret give an access token, and no refresh token.
+    pub async fn client_credentials(
+        &self,
+        client_id: &str,
+        client_secret: SecretString,
+        request_id: &str,
+    ) -> Result<(String, u64), OAuthError> {
+        let invalid_client = || OAuthError {
+            error: "invalid_client",
+            error_description: "unknown client or wrong secret",
+        };
+        let user = match Uuid::parse_str(client_id) {
+            Ok(id) => self
+                .load(&id.to_string())
+                .await
+                .ok()
+                .filter(|u| u.is_service_account()),
+            Err(_) => None,
+        };
+        let matched = passwords::verify(
+            client_secret,
+            user.as_ref().map(|u| u.password_hash().to_owned()),
+        )
+        .await;
+        let Some(user) = user else {
+            return Err(invalid_client());
+        };
+        let agency = user.agency_id().map(|a| a.to_string()).unwrap_or_default();
+        let audit = Audit {
+            actor: client_id,
+            agency_id: &agency,
+            request_id,
+        };
+        let check = if matched {
+            LoginCheck::PasswordMatched
+        } else {
+            LoginCheck::PasswordWrong
+        };
+        let attempt = UserCommand::AttemptLogin {
+            check,
+            now: self.auth.now(),
+            policy: self.auth.lockout,
+        };
+        if self.execute(client_id, attempt, &audit).await.is_err() || !matched {
+            return Err(invalid_client());
+        }
+        let pair = self
+            .auth
+            .new_pair(client_id, &agency, user.roles(), "", None)
+            .map_err(|_| OAuthError {
+                error: "server_error",
+                error_description: "cannot sign the token",
+            })?;
+        Ok((pair.access_token, pair.expires_in))
     }
 
     /// Another agency's user does not exist for the caller (404, never 403).

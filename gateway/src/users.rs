@@ -142,3 +142,128 @@ pub async fn unlock(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    display_name: String,
+}
+
+pub async fn update(
+    UserAdmin(admin): UserAdmin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<UpdateUser>,
+) -> Result<StatusCode, ApiError> {
+    let display_name = body.display_name.trim();
+    if display_name.is_empty()
+        || display_name.chars().count() > 200
+        || display_name.chars().any(char::is_control)
+    {
+        return Err(ApiError::validation(
+            "display_name",
+            "must be 1 to 200 characters, no control characters",
+        ));
+    }
+    state
+        .identity()
+        .update_profile(&admin, &id.to_string(), display_name, &request_id.0)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// DELETE means deactivate: the history stays, the sessions end, an admin may reactivate.
+pub async fn deactivate(
+    UserAdmin(admin): UserAdmin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .identity()
+        .set_active(&admin, &id.to_string(), false, &request_id.0)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn reactivate(
+    UserAdmin(admin): UserAdmin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .identity()
+        .set_active(&admin, &id.to_string(), true, &request_id.0)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An administrator's reset of another user's MFA (a lost phone): its own audited event.
+pub async fn reset_mfa(
+    UserAdmin(admin): UserAdmin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .identity()
+        .reset_mfa(&admin, &id.to_string(), &request_id.0)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServiceAccount {
+    name: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// A service account for an integration or an auditor: its secret is answered once.
+pub async fn create_service_account(
+    UserAdmin(admin): UserAdmin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(body): ApiJson<CreateServiceAccount>,
+) -> Result<Response, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            "name",
+            "must be 1 to 200 characters, no control characters",
+        ));
+    }
+    for role in &body.roles {
+        if !ROLES.contains(&role.as_str()) || role == PLATFORM_ADMIN {
+            return Err(ApiError::validation(
+                "roles",
+                format!("not a role for a service account: {role:?}"),
+            ));
+        }
+    }
+    let agency_id: AgencyId = admin
+        .agency_id()
+        .parse()
+        .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
+    let audit = Audit {
+        actor: admin.user_id(),
+        agency_id: admin.agency_id(),
+        request_id: &request_id.0,
+    };
+    let (id, secret) = state
+        .identity()
+        .register_service_account(&audit, agency_id, name, body.roles.clone())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "client_id": id,
+            "client_secret": secret.expose_secret(),
+            "roles": body.roles,
+        })),
+    )
+        .into_response())
+}

@@ -43,15 +43,19 @@ pub async fn apply(
         .await?
         .rows_affected(),
         other => {
-            let (name, status) = match other {
-                AgencyEvent::AgencyRenamed { name } => (Some(name), None),
-                AgencyEvent::AgencySuspended => (None, Some("suspended")),
-                AgencyEvent::AgencyReactivated => (None, Some("active")),
-                AgencyEvent::AgencyCreated { .. } => (None, None),
+            let (name, status, mfa_required) = match other {
+                AgencyEvent::AgencyRenamed { name } => (Some(name), None, None),
+                AgencyEvent::AgencySuspended => (None, Some("suspended"), None),
+                AgencyEvent::AgencyReactivated => (None, Some("active"), None),
+                AgencyEvent::AgencyMfaRequirementChanged { required } => {
+                    (None, None, Some(required))
+                }
+                AgencyEvent::AgencyCreated { .. } => (None, None, None),
             };
             sqlx::query(
                 "UPDATE agencies
                     SET name = coalesce($2, name), status = coalesce($3, status),
+                        mfa_required = coalesce($6, mfa_required),
                         updated_at = $4, version = $5
                   WHERE id = $1 AND version = $5 - 1",
             )
@@ -60,6 +64,7 @@ pub async fn apply(
             .bind(status)
             .bind(at)
             .bind(event.sequence)
+            .bind(mfa_required)
             .execute(&mut *conn)
             .await?
             .rows_affected()

@@ -40,6 +40,8 @@ pub struct Agency {
     id: Option<AgencyId>,
     name: String,
     status: Option<AgencyStatus>,
+    #[serde(default)]
+    mfa_required: bool,
 }
 
 impl Agency {
@@ -74,7 +76,11 @@ impl Agency {
                 AgencyStatus::Active => Err(AgencyError::NotSuspended),
                 AgencyStatus::Suspended => Ok(vec![AgencyEvent::AgencyReactivated]),
             },
-            AgencyCommand::Amend { name, status } => {
+            AgencyCommand::Amend {
+                name,
+                status,
+                mfa_required,
+            } => {
                 let current = self.existing_status()?;
                 let mut events: Vec<AgencyEvent> =
                     name.iter().filter_map(|n| self.rename(n)).collect();
@@ -86,6 +92,9 @@ impl Agency {
                         events.push(AgencyEvent::AgencyReactivated)
                     }
                     _ => {}
+                }
+                if let Some(required) = mfa_required.filter(|r| *r != self.mfa_required) {
+                    events.push(AgencyEvent::AgencyMfaRequirementChanged { required });
                 }
                 Ok(events)
             }
@@ -129,6 +138,7 @@ impl Aggregate for Agency {
             AgencyEvent::AgencyRenamed { name } => self.name = name,
             AgencyEvent::AgencySuspended => self.status = Some(AgencyStatus::Suspended),
             AgencyEvent::AgencyReactivated => self.status = Some(AgencyStatus::Active),
+            AgencyEvent::AgencyMfaRequirementChanged { required } => self.mfa_required = required,
         }
     }
 }

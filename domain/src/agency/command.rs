@@ -19,6 +19,8 @@ pub enum AgencyCommand {
     Amend {
         name: Option<AgencyName>,
         status: Option<AgencyStatus>,
+        /// Whether every user of the agency must use MFA.
+        mfa_required: Option<bool>,
     },
 }
 

@@ -11,6 +11,7 @@ pub enum AgencyEvent {
     AgencyRenamed { name: String },
     AgencySuspended,
     AgencyReactivated,
+    AgencyMfaRequirementChanged { required: bool },
 }
 
 impl DomainEvent for AgencyEvent {
@@ -20,6 +21,7 @@ impl DomainEvent for AgencyEvent {
             Self::AgencyRenamed { .. } => "AgencyRenamed",
             Self::AgencySuspended => "AgencySuspended",
             Self::AgencyReactivated => "AgencyReactivated",
+            Self::AgencyMfaRequirementChanged { .. } => "AgencyMfaRequirementChanged",
         }
         .to_owned()
     }

@@ -77,6 +77,7 @@ fn commands_to_an_unknown_agency_are_refused() {
         AgencyCommand::Amend {
             name: None,
             status: Some(AgencyStatus::Suspended),
+            mfa_required: None,
         },
     ] {
         AgencyTest::with(())
@@ -117,12 +118,14 @@ fn amending_decides_every_change_together() {
         .when(AgencyCommand::Amend {
             name: Some(name("Laval 2")),
             status: Some(AgencyStatus::Suspended),
+            mfa_required: Some(true),
         })
         .then_expect_events(vec![
             AgencyEvent::AgencyRenamed {
                 name: "Laval 2".to_owned(),
             },
             AgencyEvent::AgencySuspended,
+            AgencyEvent::AgencyMfaRequirementChanged { required: true },
         ]);
 }
 
@@ -133,6 +136,7 @@ fn amending_to_the_current_state_records_nothing() {
         .when(AgencyCommand::Amend {
             name: Some(name("Laval")),
             status: Some(AgencyStatus::Active),
+            mfa_required: Some(false),
         })
         .then_expect_events(vec![]);
 }

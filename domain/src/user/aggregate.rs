@@ -54,6 +54,8 @@ pub struct User {
     email: Option<Sealed>,
     display_name: Option<Sealed>,
     roles: Vec<String>,
+    #[serde(default)]
+    service_account: bool,
     password_hash: String,
     must_change_password: bool,
     lockout: Lockout,
@@ -83,6 +85,10 @@ impl User {
 
     pub fn roles(&self) -> &[String] {
         &self.roles
+    }
+
+    pub fn is_service_account(&self) -> bool {
+        self.service_account
     }
 
     pub fn email(&self) -> Option<&Sealed> {
@@ -154,6 +160,7 @@ impl User {
                 password_hash,
                 must_change_password,
                 roles,
+                service_account,
             } => match self.status {
                 Some(_) => Err(UserError::AlreadyRegistered),
                 None => Ok(vec![UserEvent::UserRegistered {
@@ -164,6 +171,7 @@ impl User {
                     password_hash,
                     must_change_password,
                     roles,
+                    service_account,
                 }]),
             },
             UserCommand::AttemptLogin { check, now, policy } => {
@@ -228,6 +236,10 @@ impl User {
                     password_hash,
                     at: now,
                 }])
+            }
+            UserCommand::UpdateProfile { display_name } => {
+                self.active()?;
+                Ok(vec![UserEvent::ProfileUpdated { display_name }])
             }
             UserCommand::Unlock => {
                 let locked =
@@ -310,7 +322,9 @@ impl Aggregate for User {
                 password_hash,
                 must_change_password,
                 roles,
+                service_account,
             } => {
+                self.service_account = service_account;
                 self.id = Some(id);
                 self.agency_id = Some(agency_id);
                 self.email = Some(email);
@@ -324,6 +338,7 @@ impl Aggregate for User {
                 self.password_hash = password_hash;
                 self.must_change_password = false;
             }
+            UserEvent::ProfileUpdated { display_name } => self.display_name = Some(display_name),
             UserEvent::LoginSucceeded { totp_step, .. } => {
                 self.lockout = Lockout::default();
                 if totp_step.is_some() {

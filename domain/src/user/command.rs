@@ -29,6 +29,9 @@ pub enum UserCommand {
         /// A first password chosen by someone else must be changed at first login.
         must_change_password: bool,
         roles: Vec<String>,
+        /// An integration's or auditor's account: no email, authenticates with the
+        /// client-credentials grant only, never with the login endpoint.
+        service_account: bool,
     },
     /// A login attempt's password check. Refused while locked, whatever the password.
     AttemptLogin {
@@ -45,6 +48,9 @@ pub enum UserCommand {
     ChangePassword {
         password_hash: String,
         now: Timestamp,
+    },
+    UpdateProfile {
+        display_name: Sealed,
     },
     Unlock,
     StartMfaEnrolment {
@@ -73,6 +79,7 @@ impl UserCommand {
             Self::AttemptLogin { .. } => "AttemptLogin",
             Self::CompleteMfa { .. } => "CompleteMfa",
             Self::ChangePassword { .. } => "ChangePassword",
+            Self::UpdateProfile { .. } => "UpdateUserProfile",
             Self::Unlock => "UnlockUser",
             Self::StartMfaEnrolment { .. } => "StartMfaEnrolment",
             Self::ConfirmMfa { .. } => "ConfirmMfa",

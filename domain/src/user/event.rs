@@ -17,10 +17,15 @@ pub enum UserEvent {
         password_hash: String,
         must_change_password: bool,
         roles: Vec<String>,
+        #[serde(default)]
+        service_account: bool,
     },
     PasswordChanged {
         password_hash: String,
         at: Timestamp,
+    },
+    ProfileUpdated {
+        display_name: Sealed,
     },
     LoginSucceeded {
         at: Timestamp,
@@ -64,6 +69,7 @@ impl DomainEvent for UserEvent {
         match self {
             Self::UserRegistered { .. } => "UserRegistered",
             Self::PasswordChanged { .. } => "PasswordChanged",
+            Self::ProfileUpdated { .. } => "ProfileUpdated",
             Self::LoginSucceeded { .. } => "LoginSucceeded",
             Self::LoginFailed { .. } => "LoginFailed",
             Self::UserLocked { .. } => "UserLocked",

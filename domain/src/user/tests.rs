@@ -23,6 +23,7 @@ fn registered() -> UserEvent {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         must_change_password: false,
         roles: vec!["operator".into()],
+        service_account: false,
     }
 }
 

@@ -19,7 +19,9 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to. For tests.
+/// A clock for tests: it moves when told to and, like a real clock, never stands still
+/// (each reading is a millisecond after the previous one), so "before" and "after" a change
+/// stay distinguishable.
 #[derive(Clone)]
 pub struct ManualClock(Arc<AtomicI64>);
 
@@ -36,6 +38,6 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        Timestamp::from_millis(self.0.load(Ordering::SeqCst))
+        Timestamp::from_millis(self.0.fetch_add(1, Ordering::SeqCst))
     }
 }

@@ -50,9 +50,20 @@ impl FromRequestParts<AppState> for Caller {
             tracing::info!(reason = %e, "access token refused");
             ApiError::Unauthorized("the access token is not valid")
         })?;
+        if let Some(raw) = &claims.restriction {
+            // Unknown restrictions restrict everything.
+            let allowed =
+                super::Restriction::parse(raw).is_some_and(|r| r.allows(parts.uri.path()));
+            if !allowed {
+                return Err(ApiError::Forbidden(match raw.as_str() {
+                    "password-change" => "change your password first: POST /api/v1/auth/password",
+                    _ => "your agency requires MFA: enrol first with POST /api/v1/auth/mfa/totp",
+                }));
+            }
+        }
         let revoked = auth
             .sessions
-            .access_revoked(&claims.jti, &claims.sub, claims.iat)
+            .access_revoked(&claims.jti, &claims.sub, claims.iat_ms)
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         if revoked {

@@ -111,3 +111,71 @@ impl SigningKeys {
         &self.jwks
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::tokens::{issue, verify, Claims, TokenError};
+    use eriop_domain::Timestamp;
+
+    fn claims() -> Claims {
+        Claims {
+            iss: "eriop".into(),
+            aud: "eriop-api".into(),
+            sub: "u".into(),
+            agency: "a".into(),
+            roles: vec![],
+            jti: "j".into(),
+            iat: 1_000,
+            exp: 2_000,
+            sid: String::new(),
+            iat_ms: 1_000_000,
+            restriction: None,
+        }
+    }
+
+    #[test]
+    fn after_a_rotation_tokens_of_the_previous_key_still_verify() {
+        let old =
+            SigningKeys::derive("EdDSA", b"the old server key, long enough....", &[]).unwrap();
+        let token = issue(&old, &claims()).unwrap();
+        let now = Timestamp::from_millis(1_500_000);
+        let rotated = SigningKeys::derive(
+            "EdDSA",
+            b"the new server key, long enough....",
+            &[b"the old server key, long enough...."],
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&rotated, &token, "eriop", "eriop-api", now).unwrap(),
+            claims()
+        );
+        assert_eq!(rotated.jwks()["keys"].as_array().unwrap().len(), 2);
+        assert_ne!(
+            rotated.kid(),
+            old.kid(),
+            "new tokens are signed by the new key"
+        );
+        let forgotten =
+            SigningKeys::derive("EdDSA", b"the new server key, long enough....", &[]).unwrap();
+        assert_eq!(
+            verify(&forgotten, &token, "eriop", "eriop-api", now),
+            Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn hs256_only_when_configured_and_never_published() {
+        let hs = SigningKeys::derive("HS256", b"a server key of thirty-two bytes!!", &[]).unwrap();
+        let token = issue(&hs, &claims()).unwrap();
+        let now = Timestamp::from_millis(1_500_000);
+        assert!(verify(&hs, &token, "eriop", "eriop-api", now).is_ok());
+        assert_eq!(hs.jwks()["keys"].as_array().unwrap().len(), 0);
+        let ed = SigningKeys::derive("EdDSA", b"a server key of thirty-two bytes!!", &[]).unwrap();
+        assert_eq!(
+            verify(&ed, &token, "eriop", "eriop-api", now),
+            Err(TokenError::Algorithm)
+        );
+        assert!(SigningKeys::derive("RS256", b"k", &[]).is_err());
+    }
+}

@@ -25,6 +25,45 @@ use sessions::Sessions;
 use tokens::{Claims, TokenError};
 
 pub const PLATFORM_ADMIN: &str = "platform-admin";
+
+/// A step the user must take before the token opens anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restriction {
+    /// A first password chosen by someone else.
+    PasswordChange,
+    /// The agency requires MFA and the user has none yet.
+    MfaEnrolment,
+}
+
+impl Restriction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PasswordChange => "password-change",
+            Self::MfaEnrolment => "mfa-enrolment",
+        }
+    }
+
+    /// The routes (suffixes of the API path) the restricted token may reach.
+    fn allows(self, path: &str) -> bool {
+        let common = ["/auth/me", "/auth/logout"];
+        let own: &[&str] = match self {
+            Self::PasswordChange => &["/auth/password"],
+            Self::MfaEnrolment => &["/auth/mfa/totp", "/auth/mfa/totp/confirm"],
+        };
+        common
+            .iter()
+            .chain(own)
+            .any(|allowed| path.ends_with(allowed))
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "password-change" => Some(Self::PasswordChange),
+            "mfa-enrolment" => Some(Self::MfaEnrolment),
+            _ => None,
+        }
+    }
+}
 pub const AGENCY_ADMIN: &str = "agency-admin";
 
 /// What a successful login or refresh answers (RFC 6749 section 5.1).
@@ -155,7 +194,8 @@ impl Auth {
         audience: &str,
         ttl: Duration,
     ) -> Claims {
-        let now = self.now().millis() / 1000;
+        let now_ms = self.now().millis();
+        let now = now_ms / 1000;
         Claims {
             iss: self.issuer.clone(),
             aud: audience.to_owned(),
@@ -166,6 +206,8 @@ impl Auth {
             iat: now,
             exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
             sid: family.to_owned(),
+            iat_ms: now_ms,
+            restriction: None,
         }
     }
 
@@ -176,8 +218,9 @@ impl Auth {
         agency_id: &str,
         roles: &[String],
         family: &str,
+        restriction: Option<Restriction>,
     ) -> Result<TokenPair, jsonwebtoken::errors::Error> {
-        let claims = self.claims(
+        let mut claims = self.claims(
             user_id,
             agency_id,
             roles,
@@ -185,6 +228,7 @@ impl Auth {
             &self.audience,
             self.access_ttl,
         );
+        claims.restriction = restriction.map(|r| r.as_str().to_owned());
         Ok(TokenPair {
             access_token: tokens::issue(&self.keys, &claims)?,
             refresh_token: crypto::random_token(),

@@ -251,14 +251,14 @@ impl Sessions {
     pub async fn set_not_before(
         &self,
         user_id: &str,
-        iat_seconds: i64,
+        iat_ms: i64,
         ttl: Duration,
     ) -> Result<(), SessionError> {
         let mut conn = self.conn().await?;
         let _: () = conn
             .pset_ex(
                 format!("{}not-before:{user_id}", self.prefix),
-                iat_seconds,
+                iat_ms,
                 u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             )
             .await?;
@@ -270,7 +270,7 @@ impl Sessions {
         &self,
         jti: &str,
         user_id: &str,
-        iat: i64,
+        iat_ms: i64,
     ) -> Result<bool, SessionError> {
         let mut conn = self.conn().await?;
         let (denied, not_before): (Option<String>, Option<i64>) = redis::pipe()
@@ -278,7 +278,7 @@ impl Sessions {
             .get(format!("{}not-before:{user_id}", self.prefix))
             .query_async(&mut conn)
             .await?;
-        Ok(denied.is_some() || not_before.is_some_and(|nbf| iat < nbf))
+        Ok(denied.is_some() || not_before.is_some_and(|nbf| iat_ms < nbf))
     }
 
     /// Counts an event in a one-minute window; answers the count so far.

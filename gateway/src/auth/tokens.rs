@@ -24,6 +24,14 @@ pub struct Claims {
     /// The session family (one login); empty in an MFA token.
     #[serde(default)]
     pub sid: String,
+    /// `iat` in milliseconds: a password change revokes the tokens issued before it, even
+    /// within the same second.
+    #[serde(default)]
+    pub iat_ms: i64,
+    /// Set when the token may only be used to finish a required step first:
+    /// `password-change` or `mfa-enrolment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restriction: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

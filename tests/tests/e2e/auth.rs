@@ -476,3 +476,313 @@ async fn mfa_enrol_confirm_challenge_single_use_and_recovery_codes() {
         401
     );
 }
+
+#[tokio::test]
+async fn a_one_time_password_must_be_changed_first_and_a_change_ends_other_sessions() {
+    let app = TestApp::spawn().await;
+    let created: Value = app
+        .request(Method::POST, "/users")
+        .json(&json!({ "email": "new@laval.example", "display_name": "New Hire" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let one_time = created["one_time_password"].as_str().unwrap().to_owned();
+    assert_eq!(created["password_change_required"], true);
+    let first = app.login("new@laval.example", &one_time).await;
+    let restricted = first["access_token"].as_str().unwrap().to_owned();
+    let refused = app.get_as(&restricted, "/agencies").await;
+    assert_eq!(refused.status(), 403);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("/auth/password"));
+    assert_eq!(app.get_as(&restricted, "/auth/me").await.status(), 200);
+    // A refresh does not lift the restriction.
+    let refreshed: Value = app
+        .refresh(first["refresh_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let still = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.get_as(still, "/users/00000000-0000-0000-0000-000000000000")
+            .await
+            .status(),
+        403
+    );
+
+    // A second session, open before the change.
+    let other = app.login("new@laval.example", &one_time).await;
+    let change = |token: &str, current: &str| {
+        app.http
+            .post(app.api("/auth/password"))
+            .bearer_auth(token)
+            .json(&json!({ "current_password": current, "new_password": PASSWORD }))
+            .send()
+    };
+    assert_eq!(
+        change(still, "not the current one").await.unwrap().status(),
+        422
+    );
+    let changed = change(still, &one_time).await.unwrap();
+    assert_eq!(changed.status(), 200);
+    let fresh: Value = changed.json().await.unwrap();
+    let me: Value = app
+        .get_as(fresh["access_token"].as_str().unwrap(), "/auth/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["password_change_required"], false);
+    // Older access tokens stop at once, the other session's refresh token too.
+    assert_eq!(app.get_as(&restricted, "/auth/me").await.status(), 401);
+    assert_eq!(
+        app.get_as(other["access_token"].as_str().unwrap(), "/auth/me")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.refresh(other["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        400
+    );
+    // The old password no longer works, the new one does.
+    assert_eq!(
+        app.try_login("new@laval.example", &one_time).await.status(),
+        401
+    );
+    app.login("new@laval.example", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn an_agency_that_requires_mfa_sends_its_users_to_enrolment() {
+    let app = TestApp::spawn().await;
+    let me: Value = app
+        .get_as(&app.token, "/auth/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let agency = me["agency_id"].as_str().unwrap().to_owned();
+    let patched: Value = app
+        .patch_agency(&agency, json!({ "mfa_required": true }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patched["mfa_required"], true);
+    app.create_user("must.enrol@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let login = app.login("must.enrol@laval.example", PASSWORD).await;
+    let token = login["access_token"].as_str().unwrap();
+    let refused = app
+        .get_as(token, "/users/00000000-0000-0000-0000-000000000000")
+        .await;
+    assert_eq!(refused.status(), 403);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("MFA"));
+    let enrol = app
+        .http
+        .post(app.api("/auth/mfa/totp"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enrol.status(), 200, "enrolment stays open");
+}
+
+#[tokio::test]
+async fn mfa_off_by_the_user_with_a_code_or_by_an_admin_reset() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create_user("reset@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let (access, _) = tokens(&app, "reset@laval.example").await;
+    let enrol = |token: String| {
+        let app = &app;
+        async move {
+            let enrolment: Value = app
+                .http
+                .post(app.api("/auth/mfa/totp"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let secret = enrolment["secret"].as_str().unwrap().to_owned();
+            let confirmed = app
+                .http
+                .post(app.api("/auth/mfa/totp/confirm"))
+                .bearer_auth(&token)
+                .json(&json!({ "code": oathtool(&secret, app.clock_unix()) }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(confirmed.status(), 200);
+            secret
+        }
+    };
+    let secret = enrol(access.clone()).await;
+    let disable = |body: Value| {
+        app.http
+            .delete(app.api("/auth/mfa/totp"))
+            .bearer_auth(&access)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        disable(json!({ "code": "000000" })).await.unwrap().status(),
+        401
+    );
+    app.clock.advance(Duration::from_secs(30));
+    let code = oathtool(&secret, app.clock_unix());
+    assert_eq!(
+        disable(json!({ "code": code })).await.unwrap().status(),
+        204
+    );
+    assert_eq!(
+        app.login("reset@laval.example", PASSWORD).await["mfa_required"],
+        Value::Null
+    );
+
+    // Enrolled again, then reset by an admin (a lost phone): its own event.
+    enrol(access.clone()).await;
+    assert_eq!(
+        app.login("reset@laval.example", PASSWORD).await["mfa_required"],
+        true
+    );
+    let reset = app
+        .request(Method::POST, &format!("/users/{id}/mfa/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 204);
+    assert!(app.login("reset@laval.example", PASSWORD).await["access_token"].is_string());
+    let resets: Vec<(Value, Value)> = sqlx::query_as(
+        "SELECT payload, metadata FROM events WHERE aggregate_id = $1 AND event_type = 'MfaDisabled' ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(resets.len(), 2);
+    assert_eq!(resets[0].0["MfaDisabled"]["by_admin"], false);
+    assert_eq!(resets[1].0["MfaDisabled"]["by_admin"], true);
+    assert_eq!(resets[1].1["actor"], app.admin_id);
+}
+
+#[tokio::test]
+async fn a_deactivated_user_is_out_at_once_and_can_come_back() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create_user("leaving@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let (access, refresh) = tokens(&app, "leaving@laval.example").await;
+    let gone = app
+        .request(Method::DELETE, &format!("/users/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    assert_eq!(app.get_as(&access, "/auth/me").await.status(), 401);
+    assert_eq!(app.refresh(&refresh).await.status(), 400);
+    assert_eq!(
+        app.try_login("leaving@laval.example", PASSWORD)
+            .await
+            .status(),
+        401
+    );
+    let user: Value = app
+        .request(Method::GET, &format!("/users/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(user["status"], "deactivated");
+    let back = app
+        .request(Method::POST, &format!("/users/{id}/reactivate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 204);
+    app.login("leaving@laval.example", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn service_accounts_use_the_client_credentials_grant_only() {
+    let app = TestApp::spawn().await;
+    let created: Value = app
+        .request(Method::POST, "/service-accounts")
+        .json(&json!({ "name": "SCADA integration", "roles": ["viewer"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = created["client_id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let grant = |id: String, secret: String| {
+        app.http
+            .post(app.api("/auth/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &id),
+                ("client_secret", &secret),
+            ])
+            .send()
+    };
+    let granted = grant(client_id.clone(), secret.clone()).await.unwrap();
+    assert_eq!(granted.status(), 200);
+    let body: Value = granted.json().await.unwrap();
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no refresh token (RFC 6749 4.4.3)"
+    );
+    let me: Value = app
+        .get_as(body["access_token"].as_str().unwrap(), "/auth/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["id"], client_id);
+    assert_eq!(me["roles"], json!(["viewer"]));
+    let wrong = grant(client_id, "wrong".into()).await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+    // A person's id and password are no client credentials (that would skip MFA).
+    let person = app.admin_id.clone();
+    let refused = grant(person, app.admin_password.clone()).await.unwrap();
+    assert_eq!(refused.status(), 401);
+}
+
+#[tokio::test]
+async fn one_address_cannot_hammer_the_login() {
+    let app = TestApp::spawn().await;
+    let mut last = None;
+    // The admin's own login counted once already (spawn); the limit is 30 a minute.
+    for _ in 0..30 {
+        last = Some(
+            app.try_login("nobody@laval.example", "whatever it is")
+                .await,
+        );
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status(), 429);
+    assert_eq!(last.headers()["retry-after"], "60");
+    assert_eq!(last.headers()["content-type"], "application/problem+json");
+}
