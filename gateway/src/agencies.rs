@@ -1,8 +1,6 @@
 //! `/api/v1/agencies`: commands go through the Agency aggregate (and so into the event
 //! store), queries read the `agencies` read model that the projections service maintains.
 
-use std::time::{Duration, Instant};
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +17,7 @@ use crate::auth::{Caller, PlatformAdmin};
 use crate::edge::RequestId;
 use crate::error::{database_unreachable, ApiError};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::paging::{await_version, PageParams, ReadModel};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -55,21 +54,12 @@ pub struct PatchAgency {
     mfa_required: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    limit: Option<i64>,
-    offset: Option<i64>,
-}
-
 #[derive(Serialize)]
 struct Page {
     items: Vec<AgencyView>,
     limit: i64,
     offset: i64,
 }
-
-const MAX_PAGE: i64 = 1_000;
 
 fn parse_name(raw: &str) -> Result<AgencyName, ApiError> {
     AgencyName::parse(raw).map_err(|e| ApiError::validation("name", e.to_string()))
@@ -98,19 +88,9 @@ pub async fn create(
 pub async fn list(
     _admin: PlatformAdmin,
     State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<impl Serialize>, ApiError> {
-    let limit = params.limit.unwrap_or(100);
-    let offset = params.offset.unwrap_or(0);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::validation(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    if offset < 0 {
-        return Err(ApiError::validation("offset", "must not be negative"));
-    }
+    let (limit, offset) = params.checked()?;
     let items = sqlx::query_as::<_, AgencyView>(
         "SELECT id, name, status, mfa_required, created_at, updated_at, version
            FROM agencies ORDER BY created_at, id LIMIT $1 OFFSET $2",
@@ -238,17 +218,18 @@ async fn respond_after_projection(
     done: StatusCode,
     location: Option<String>,
 ) -> Result<Response, ApiError> {
-    let deadline = Instant::now() + state.read_your_writes_timeout();
-    let mut pause = Duration::from_millis(2);
-    let view = loop {
-        match fetch(state, id.as_uuid()).await? {
-            Some(view) if view.version >= version => break Some(view),
-            _ if Instant::now() >= deadline => break None,
-            _ => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-        }
+    let shown = await_version(
+        state.pool(),
+        ReadModel::Agencies,
+        id.as_uuid(),
+        version,
+        state.read_your_writes_timeout(),
+    )
+    .await?;
+    let view = if shown {
+        fetch(state, id.as_uuid()).await?
+    } else {
+        None
     };
     let mut response = match view {
         Some(view) => (done, Json(view)).into_response(),

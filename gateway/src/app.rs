@@ -181,7 +181,10 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
             &format!("{api}/auth/mfa/totp/confirm"),
             post(auth_routes::confirm_totp),
         )
-        .route(&format!("{api}/users"), post(users::create))
+        .route(
+            &format!("{api}/users"),
+            post(users::create).get(users::list),
+        )
         .route(
             &format!("{api}/users/{{id}}"),
             get(users::get)

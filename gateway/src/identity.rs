@@ -896,6 +896,20 @@ impl Identity<'_> {
         Ok((pair.access_token, pair.expires_in))
     }
 
+    /// Opens a user's sealed personal `field` (`email` or `name`) with the user's wrapped data
+    /// key; `None` once the person was erased (no key) or the value was altered.
+    pub fn open_personal(
+        &self,
+        user_id: &str,
+        wrapped_key: Option<&str>,
+        field: &str,
+        sealed: &str,
+    ) -> Option<String> {
+        let key = self.auth.unwrap_data_key(user_id, wrapped_key?).ok()?;
+        let plain = crypto::open(&key, &format!("{field}:{user_id}"), sealed).ok()?;
+        String::from_utf8(plain).ok()
+    }
+
     /// Another agency's user does not exist for the caller (404, never 403).
     pub fn visible_to(&self, caller: &Caller, user: &User) -> Result<(), ApiError> {
         let same_agency = user

@@ -14,8 +14,10 @@ use crate::audit::Audit;
 use crate::auth::{UserAdmin, AGENCY_ADMIN, PLATFORM_ADMIN};
 use crate::edge::RequestId;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::extract::{ApiJson, ApiPath};
 use crate::identity::one_time_password;
+use crate::paging::{await_version, PageParams, ReadModel};
 use crate::state::AppState;
 
 /// Roles an agency administrator may give (platform-admin only by a platform admin).
@@ -97,6 +99,15 @@ pub async fn create(
             body.roles.clone(),
         )
         .await?;
+    // Read your writes: the list shows the new user once this answers (bounded wait).
+    await_version(
+        state.pool(),
+        ReadModel::Users,
+        user_id.as_uuid(),
+        1,
+        state.read_your_writes_timeout(),
+    )
+    .await?;
     let mut body = serde_json::json!({
         "id": user_id,
         "agency_id": agency_id,
@@ -266,4 +277,70 @@ pub async fn create_service_account(
         })),
     )
         .into_response())
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    agency_id: Uuid,
+    email_sealed: String,
+    display_name_sealed: String,
+    roles: Vec<String>,
+    status: String,
+    mfa_enabled: bool,
+    service_account: bool,
+    locked_until: Option<chrono::DateTime<chrono::Utc>>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    wrapped_key: Option<String>,
+}
+
+/// The users of the caller's agency, oldest first. Email and name are opened here, per
+/// row, with each person's key: `null` for a person who was erased.
+pub async fn list(
+    UserAdmin(admin): UserAdmin,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> Result<Response, ApiError> {
+    let (limit, offset) = params.checked()?;
+    let agency: Uuid = admin
+        .agency_id()
+        .parse()
+        .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
+    let rows: Vec<UserRow> = sqlx::query_as(
+        "SELECT u.id, u.agency_id, u.email_sealed, u.display_name_sealed, u.roles, u.status,
+                u.mfa_enabled, u.service_account, u.locked_until, u.created_at, k.wrapped_key
+           FROM users u LEFT JOIN user_data_keys k ON k.user_id = u.id
+          WHERE u.agency_id = $1
+          ORDER BY u.created_at, u.id
+          LIMIT $2 OFFSET $3",
+    )
+    .bind(agency)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(state.pool())
+    .await?;
+    let identity = state.identity();
+    let items: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|row| {
+            let id = row.id.to_string();
+            let key = row.wrapped_key.as_deref();
+            serde_json::json!({
+                "id": row.id,
+                "agency_id": row.agency_id,
+                "email": identity.open_personal(&id, key, "email", &row.email_sealed).filter(|e| !e.is_empty()),
+                "display_name": identity.open_personal(&id, key, "name", &row.display_name_sealed),
+                "roles": row.roles,
+                "status": row.status,
+                "mfa_enabled": row.mfa_enabled,
+                "service_account": row.service_account,
+                "locked_until": row.locked_until,
+                "created_at": row.created_at,
+            })
+        })
+        .collect();
+    Ok(
+        Json(serde_json::json!({ "items": items, "limit": limit, "offset": offset }))
+            .into_response(),
+    )
 }

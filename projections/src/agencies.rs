@@ -95,14 +95,3 @@ fn event_time(event: &StoredEvent) -> Result<DateTime<Utc>, ProjectionError> {
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| ProjectionError::Undecodable("event time is not RFC 3339".into()))
 }
-
-/// Empties the read model (rebuild).
-pub async fn reset(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("LOCK TABLE agencies IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("DELETE FROM agencies")
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}

@@ -10,7 +10,8 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::consumer::AgenciesConsumer;
+use crate::consumer::Consumer;
+use crate::ReadModel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -21,7 +22,7 @@ pub enum StartupError {
 }
 
 pub struct App {
-    consumer: AgenciesConsumer,
+    consumers: Vec<Consumer>,
     telemetry_pool: PgPool,
 }
 
@@ -40,11 +41,15 @@ impl App {
             Duration::from_millis(settings.nats_request_timeout_ms),
         );
         Ok(Self {
-            consumer: AgenciesConsumer {
-                pool,
-                js,
-                topology: Topology::new(settings.nats_prefix),
-            },
+            consumers: ReadModel::ALL
+                .into_iter()
+                .map(|model| Consumer {
+                    model,
+                    pool: pool.clone(),
+                    js: js.clone(),
+                    topology: Topology::new(settings.nats_prefix.clone()),
+                })
+                .collect(),
             telemetry_pool,
         })
     }
@@ -52,18 +57,18 @@ impl App {
     /// Runs the consumers until `shutdown` completes. Each consumer retries with backoff
     /// after losing NATS or the database, and resumes where its acks stopped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        let consumer = async {
+        let consumers = futures::future::join_all(self.consumers.iter().map(|consumer| async move {
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             loop {
-                if let Err(e) = self.consumer.consume().await {
-                    tracing::warn!(error = %e, attempt = backoff.attempts(), "agencies projection interrupted, will retry");
+                if let Err(e) = consumer.consume().await {
+                    tracing::warn!(projection = consumer.model.name(), error = %e, attempt = backoff.attempts(), "projection interrupted, will retry");
                 }
                 backoff.wait().await;
             }
-        };
+        }));
         let partitions = keep_telemetry_partitions(&self.telemetry_pool);
         tokio::select! {
-            _ = consumer => {}
+            _ = consumers => {}
             _ = partitions => {}
             _ = shutdown => tracing::info!("stopping"),
         }

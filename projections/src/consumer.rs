@@ -15,7 +15,7 @@ use eriop_nats::{StoredEvent, Stream, Topology};
 use futures::StreamExt;
 use sqlx::PgPool;
 
-use crate::{agencies, Outcome, ProjectionError};
+use crate::{Outcome, ProjectionError, ReadModel};
 
 /// When an event arrives before one it depends on, look again after this long.
 const GAP_RETRY: Duration = Duration::from_millis(500);
@@ -32,13 +32,14 @@ fn nats(e: impl std::fmt::Display) -> ConsumerError {
     ConsumerError::Nats(e.to_string())
 }
 
-pub struct AgenciesConsumer {
+pub struct Consumer {
+    pub model: ReadModel,
     pub pool: PgPool,
     pub js: jetstream::Context,
     pub topology: Topology,
 }
 
-impl AgenciesConsumer {
+impl Consumer {
     /// Consumes until an error; the caller decides about retrying.
     pub async fn consume(&self) -> Result<(), ConsumerError> {
         ensure_streams(&self.js, &self.topology)
@@ -51,11 +52,11 @@ impl AgenciesConsumer {
             .map_err(nats)?;
         let consumer = stream
             .get_or_create_consumer(
-                agencies::NAME,
+                self.model.name(),
                 pull::Config {
-                    durable_name: Some(agencies::NAME.to_owned()),
-                    description: Some("agencies read model".to_owned()),
-                    filter_subject: self.topology.events_of(agencies::AGGREGATE_TYPE),
+                    durable_name: Some(self.model.name().to_owned()),
+                    description: Some(format!("{} read model", self.model.name())),
+                    filter_subject: self.topology.events_of(self.model.aggregate_type()),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: Duration::from_secs(30),
                     max_ack_pending: 1_000,
@@ -72,7 +73,7 @@ impl AgenciesConsumer {
             .messages()
             .await
             .map_err(nats)?;
-        tracing::info!(projection = agencies::NAME, "consuming");
+        tracing::info!(projection = self.model.name(), "consuming");
         while let Some(message) = messages.next().await {
             let message = message.map_err(nats)?;
             self.handle(message).await?;
@@ -91,7 +92,7 @@ impl AgenciesConsumer {
             }
         };
         let mut tx = self.pool.begin().await?;
-        let outcome = match agencies::apply(&mut tx, &event).await {
+        let outcome = match self.model.apply(&mut tx, &event).await {
             Ok(outcome) => outcome,
             Err(ProjectionError::Undecodable(reason)) => {
                 drop(tx);
@@ -120,7 +121,7 @@ impl AgenciesConsumer {
                 SET stream_sequence = greatest(projection_checkpoints.stream_sequence, excluded.stream_sequence),
                     updated_at = now()",
         )
-        .bind(agencies::NAME)
+        .bind(self.model.name())
         .bind(i64::try_from(stream_sequence).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
@@ -135,13 +136,13 @@ impl AgenciesConsumer {
         message: jetstream::Message,
         reason: String,
     ) -> Result<(), ConsumerError> {
-        tracing::error!(projection = agencies::NAME, %reason, subject = %message.subject, "dead-lettered");
+        tracing::error!(projection = self.model.name(), %reason, subject = %message.subject, "dead-lettered");
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Eriop-Reason", reason.as_str());
         headers.insert("Eriop-Original-Subject", message.subject.as_str());
         let subject = self
             .topology
-            .dlq_subject(&format!("projections.{}", agencies::NAME));
+            .dlq_subject(&format!("projections.{}", self.model.name()));
         self.js
             .publish_with_headers(subject, headers, message.payload.clone())
             .await

@@ -4,9 +4,12 @@
 pub mod agencies;
 pub mod app;
 pub mod consumer;
+pub mod read_model;
 pub mod rebuild;
+pub mod users;
 
 pub use app::App;
+pub use read_model::ReadModel;
 
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,7 +56,7 @@ async fn rebuild(settings: &Settings) -> ExitCode {
         }
     };
     let result = eriop_projections::rebuild::rebuild(&pool, |done, total| {
-        eprint!("\rrebuilding agencies: {done}/{total} events");
+        eprint!("\rrebuilding the read models: {done}/{total} events");
         let _ = std::io::stderr().flush();
     })
     .await;

@@ -1,12 +1,12 @@
 //! Rebuild: empty the read models and replay the event store into them, in one
-//! transaction (readers see the old rows until it commits). The live consumer keeps
-//! running: it waits on the table lock, then finds its events already applied.
+//! transaction (readers see the old rows until it commits). The live consumers keep
+//! running: they wait on the table locks, then find their events already applied.
 
 use eriop_nats::StoredEvent;
 use sqlx::types::Json;
 use sqlx::PgPool;
 
-use crate::{agencies, Outcome, ProjectionError};
+use crate::{Outcome, ProjectionError, ReadModel};
 
 const PAGE: i64 = 1_000;
 
@@ -16,43 +16,49 @@ pub struct RebuildReport {
     pub applied: u64,
 }
 
-/// Replays every Agency event. `progress(done, total)` is called after each page.
+/// Replays every event into every read model. `progress(done, total)` after each page.
 pub async fn rebuild(
     pool: &PgPool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RebuildReport, ProjectionError> {
     let mut tx = pool.begin().await?;
-    agencies::reset(&mut tx).await?;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = $1")
-        .bind(agencies::AGGREGATE_TYPE)
-        .fetch_one(&mut *tx)
-        .await?;
+    let types: Vec<&str> = ReadModel::ALL.iter().map(|m| m.aggregate_type()).collect();
+    for model in ReadModel::ALL {
+        model.reset(&mut tx).await?;
+    }
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = ANY($1)")
+            .bind(&types)
+            .fetch_one(&mut *tx)
+            .await?;
     let total = u64::try_from(total).unwrap_or(0);
     let mut report = RebuildReport::default();
-    let mut after = (String::new(), 0_i64);
-    loop {
-        // Keyset pagination in the aggregates' own order.
-        let page: Vec<Json<StoredEvent>> = sqlx::query_scalar(
-            "SELECT envelope FROM stored_events
-              WHERE aggregate_type = $1 AND (aggregate_id, sequence) > ($2, $3)
-              ORDER BY aggregate_id, sequence
-              LIMIT $4",
-        )
-        .bind(agencies::AGGREGATE_TYPE)
-        .bind(&after.0)
-        .bind(after.1)
-        .bind(PAGE)
-        .fetch_all(&mut *tx)
-        .await?;
-        let Some(Json(last)) = page.last() else { break };
-        after = (last.aggregate_id.clone(), last.sequence);
-        for Json(event) in &page {
-            report.events += 1;
-            if agencies::apply(&mut tx, event).await? == Outcome::Applied {
-                report.applied += 1;
+    for model in ReadModel::ALL {
+        let mut after = (String::new(), 0_i64);
+        loop {
+            // Keyset pagination in the aggregates' own order.
+            let page: Vec<Json<StoredEvent>> = sqlx::query_scalar(
+                "SELECT envelope FROM stored_events
+                  WHERE aggregate_type = $1 AND (aggregate_id, sequence) > ($2, $3)
+                  ORDER BY aggregate_id, sequence
+                  LIMIT $4",
+            )
+            .bind(model.aggregate_type())
+            .bind(&after.0)
+            .bind(after.1)
+            .bind(PAGE)
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(Json(last)) = page.last() else { break };
+            after = (last.aggregate_id.clone(), last.sequence);
+            for Json(event) in &page {
+                report.events += 1;
+                if model.apply(&mut tx, event).await? == Outcome::Applied {
+                    report.applied += 1;
+                }
             }
+            progress(report.events, total);
         }
-        progress(report.events, total);
     }
     tx.commit().await?;
     Ok(report)

@@ -786,3 +786,61 @@ async fn one_address_cannot_hammer_the_login() {
     assert_eq!(last.headers()["retry-after"], "60");
     assert_eq!(last.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn users_are_listed_with_their_personal_data_until_it_is_erased() {
+    let app = TestApp::spawn().await;
+    let ana = app
+        .create_user("ana@laval.example", PASSWORD, &["operator"])
+        .await;
+    app.create_user("bo@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let list = |app: &TestApp| {
+        let request = app.request(Method::GET, "/users?limit=10");
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let page = list(&app).await;
+    let emails: Vec<Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].clone())
+        .collect();
+    assert_eq!(
+        emails,
+        [
+            json!(app.admin_email),
+            json!("ana@laval.example"),
+            json!("bo@laval.example")
+        ]
+    );
+    // Nothing personal in clear in the read model.
+    let stored: String =
+        sqlx::query_scalar("SELECT string_agg(row_to_json(u)::text, ' ') FROM users u")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(!stored.contains("ana@laval.example") && !stored.contains("Test User"));
+
+    // Erasing a person is deleting the key: the data is gone, the history stays whole.
+    let events_before = app.db.count("SELECT count(*) FROM events").await;
+    sqlx::query("DELETE FROM user_data_keys WHERE user_id = $1::uuid")
+        .bind(&ana)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let page = list(&app).await;
+    let erased = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == ana.as_str())
+        .unwrap();
+    assert_eq!(erased["email"], Value::Null);
+    assert_eq!(erased["display_name"], Value::Null);
+    assert_eq!(erased["roles"], json!(["operator"]));
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM events").await,
+        events_before
+    );
+}

@@ -80,5 +80,12 @@ async fn events_stored_during_a_nats_outage_arrive_in_order_once() {
         assert_eq!(agency["name"], format!("Renamed {id}"));
         assert_eq!(agency["version"], 3);
     }
-    assert_eq!(app.db.count("SELECT count(*) FROM relay_pending").await, 0);
+    // ... and the relay forgets them once acked.
+    wait::until_eq(
+        "the relay to finish",
+        Duration::from_secs(30),
+        0,
+        || async { app.db.count("SELECT count(*) FROM relay_pending").await },
+    )
+    .await;
 }

@@ -4,10 +4,14 @@ use eriop_tests::TestApp;
 use serde_json::json;
 
 async fn rows(app: &TestApp) -> Vec<String> {
-    sqlx::query_scalar("SELECT row_to_json(a)::text FROM agencies a ORDER BY id")
-        .fetch_all(&app.db.pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT row_to_json(a)::text FROM agencies a
+         UNION ALL SELECT row_to_json(u)::text FROM users u
+         ORDER BY 1",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -26,11 +30,44 @@ async fn rebuild_gives_the_same_rows() {
             assert_eq!(response.status(), 200);
         }
     }
+    app.create_user(
+        "rebuilt@laval.example",
+        "correct horse battery staple",
+        &["viewer"],
+    )
+    .await;
+    app.login("rebuilt@laval.example", "correct horse battery staple")
+        .await;
+    // Logins do not wait for the read model: let it catch up before comparing.
+    let user_events = app
+        .db
+        .count("SELECT count(*) FROM events WHERE aggregate_type = 'user'")
+        .await;
+    eriop_tests::wait::until_eq(
+        "the users read model to catch up",
+        std::time::Duration::from_secs(30),
+        user_events,
+        || async {
+            app.db
+                .count("SELECT coalesce(sum(version), 0)::bigint FROM users")
+                .await
+        },
+    )
+    .await;
     let before = rows(&app).await;
-    assert_eq!(before.len(), 7 + 1, "and the platform agency");
+    // 8 agencies (the platform one too) and 2 users (the admin too).
+    assert_eq!(before.len(), 8 + 2);
+    let events = app
+        .db
+        .count("SELECT count(*) FROM events WHERE aggregate_type IN ('agency', 'user')")
+        .await as u64;
 
     // A damaged read model (someone edited it by hand) is repaired too.
     sqlx::query("UPDATE agencies SET name = 'tampered' WHERE name = 'Agency 1'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM users WHERE roles = '{viewer}'")
         .execute(&app.db.pool)
         .await
         .unwrap();
@@ -41,8 +78,8 @@ async fn rebuild_gives_the_same_rows() {
     })
     .await
     .unwrap();
-    assert_eq!(report.events, 1 + 7 + 4 * 2);
+    assert_eq!(report.events, events);
     assert_eq!(report.applied, report.events);
-    assert_eq!(progress.last(), Some(&(16, 16)));
+    assert_eq!(progress.last(), Some(&(events, events)));
     assert_eq!(rows(&app).await, before);
 }

@@ -1,0 +1,79 @@
+//! Pages of a list (`?limit=&offset=`), and waiting for a read model to show a write.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+const MAX_PAGE: i64 = 1_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+impl PageParams {
+    /// `(limit, offset)`: limit 1 to 1,000 (default 100), offset 0 or more.
+    pub fn checked(&self) -> Result<(i64, i64), ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        let offset = self.offset.unwrap_or(0);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::validation(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        if offset < 0 {
+            return Err(ApiError::validation("offset", "must not be negative"));
+        }
+        Ok((limit, offset))
+    }
+}
+
+/// The read models a command's answer may wait for.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadModel {
+    Agencies,
+    Users,
+}
+
+impl ReadModel {
+    fn version_query(self) -> &'static str {
+        match self {
+            Self::Agencies => "SELECT version FROM agencies WHERE id = $1",
+            Self::Users => "SELECT version FROM users WHERE id = $1",
+        }
+    }
+}
+
+/// Read your writes (DESIGN.md rule 3): waits, at most `timeout`, until the read model
+/// shows row `id` at `version` or later. Polls with a short, growing pause.
+pub async fn await_version(
+    pool: &PgPool,
+    model: ReadModel,
+    id: Uuid,
+    version: i64,
+    timeout: Duration,
+) -> Result<bool, ApiError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let current: Option<i64> = sqlx::query_scalar(model.version_query())
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+        if current.is_some_and(|v| v >= version) {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,138 @@
+//! The `users` read model, from the User aggregate's events.
+//!
+//! Personal data stays sealed here, as in the events: the gateway opens it with the
+//! person's data key when it answers. So no read model holds an email or a name in clear,
+//! and erasing a person (deleting the key) needs no rebuild.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use eriop_domain::metadata;
+use eriop_domain::user::{User, UserEvent};
+use eriop_nats::StoredEvent;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{Outcome, ProjectionError};
+
+pub const NAME: &str = "users";
+pub const AGGREGATE_TYPE: &str = <User as Aggregate>::TYPE;
+
+/// What an event changes in a row (`None`: unchanged).
+#[derive(Default)]
+struct Change {
+    name: Option<String>,
+    status: Option<&'static str>,
+    mfa: Option<bool>,
+    /// `Some(Some(until))` locks, `Some(None)` unlocks.
+    locked: Option<Option<i64>>,
+}
+
+pub async fn apply(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+) -> Result<Outcome, ProjectionError> {
+    let id: Uuid = event
+        .aggregate_id
+        .parse()
+        .map_err(|_| ProjectionError::Undecodable("aggregate id is not a UUID".into()))?;
+    let payload: UserEvent = serde_json::from_value(event.payload.clone())
+        .map_err(|e| ProjectionError::Undecodable(format!("{} payload: {e}", event.event_type)))?;
+    let at = event
+        .metadata
+        .get(metadata::TIME)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| ProjectionError::Undecodable("event time is not RFC 3339".into()))?;
+    let changed = if let UserEvent::UserRegistered {
+        agency_id,
+        email,
+        display_name,
+        roles,
+        service_account,
+        ..
+    } = payload
+    {
+        sqlx::query(
+            "INSERT INTO users (id, agency_id, email_sealed, display_name_sealed, roles, status,
+                                mfa_enabled, service_account, created_at, updated_at, version)
+             VALUES ($1, $2, $3, $4, $5, 'active', false, $6, $7, $7, $8)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(agency_id.as_uuid())
+        .bind(email.0)
+        .bind(display_name.0)
+        .bind(roles)
+        .bind(service_account)
+        .bind(at)
+        .bind(event.sequence)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+    } else {
+        let change = match payload {
+            UserEvent::ProfileUpdated { display_name } => Change {
+                name: Some(display_name.0),
+                ..Change::default()
+            },
+            UserEvent::UserDeactivated => Change {
+                status: Some("deactivated"),
+                ..Change::default()
+            },
+            UserEvent::UserReactivated => Change {
+                status: Some("active"),
+                ..Change::default()
+            },
+            UserEvent::MfaEnabled { .. } => Change {
+                mfa: Some(true),
+                ..Change::default()
+            },
+            UserEvent::MfaDisabled { .. } => Change {
+                mfa: Some(false),
+                ..Change::default()
+            },
+            UserEvent::UserLocked { until } => Change {
+                locked: Some(Some(until.millis())),
+                ..Change::default()
+            },
+            UserEvent::UserUnlocked { .. } => Change {
+                locked: Some(None),
+                ..Change::default()
+            },
+            _ => Change::default(),
+        };
+        sqlx::query(
+            "UPDATE users
+                SET display_name_sealed = coalesce($2, display_name_sealed),
+                    status = coalesce($3, status),
+                    mfa_enabled = coalesce($4, mfa_enabled),
+                    locked_until = CASE WHEN $5 THEN to_timestamp($6::double precision / 1000) ELSE locked_until END,
+                    updated_at = $7, version = $8
+              WHERE id = $1 AND version = $8 - 1",
+        )
+        .bind(id)
+        .bind(change.name)
+        .bind(change.status)
+        .bind(change.mfa)
+        .bind(change.locked.is_some())
+        .bind(change.locked.flatten())
+        .bind(at)
+        .bind(event.sequence)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+    };
+    if changed == 1 {
+        return Ok(Outcome::Applied);
+    }
+    let current: Option<i64> = sqlx::query_scalar("SELECT version FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match current {
+        Some(version) if version >= event.sequence => Ok(Outcome::AlreadyApplied),
+        current => Ok(Outcome::Gap {
+            have: current.unwrap_or(0),
+        }),
+    }
+}
