@@ -41,14 +41,28 @@ pub struct CodeRequest {
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     // Per client address: one client cannot lock out many accounts (or guess many).
     let auth = state.auth();
+    let client = auth
+        .trust_proxy_headers
+        .then(|| {
+            headers
+                .get("x-real-ip")?
+                .to_str()
+                .ok()?
+                .parse::<std::net::IpAddr>()
+                .ok()
+        })
+        .flatten()
+        .unwrap_or(peer.ip());
+    // The address is a key of the throttle only: it is never logged.
     let attempts = auth
         .sessions
-        .count_per_minute(&format!("login:{}", peer.ip()))
+        .count_per_minute(&format!("login:{client}"))
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     if attempts > auth.login_attempts_per_ip_per_minute {

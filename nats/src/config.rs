@@ -80,6 +80,11 @@ pub struct Settings {
     pub lockout_threshold: u32,
     #[serde(default = "defaults::lockout_minutes")]
     pub lockout_minutes: u32,
+    /// Take the client's address from `X-Real-IP` (per-address login throttling). Only behind
+    /// a proxy that always sets it (the nginx of docker-compose.yml does): a client could
+    /// otherwise choose its own address.
+    #[serde(default)]
+    pub trust_proxy_headers: bool,
     /// Login attempts one client address may make per minute, whatever the accounts.
     #[serde(default = "defaults::login_attempts_per_ip_per_minute")]
     pub login_attempts_per_ip_per_minute: u32,

@@ -89,6 +89,7 @@ pub struct Auth {
     pub mfa_ttl: Duration,
     pub lockout: LockoutPolicy,
     pub login_attempts_per_ip_per_minute: u64,
+    pub trust_proxy_headers: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +147,7 @@ impl Auth {
                 lock_millis: i64::from(settings.lockout_minutes) * 60_000,
             },
             login_attempts_per_ip_per_minute: u64::from(settings.login_attempts_per_ip_per_minute),
+            trust_proxy_headers: settings.trust_proxy_headers,
         })
     }
 

@@ -844,3 +844,79 @@ async fn users_are_listed_with_their_personal_data_until_it_is_erased() {
         events_before
     );
 }
+
+#[tokio::test]
+async fn after_three_wrong_codes_the_step_is_closed() {
+    let app = TestApp::spawn().await;
+    app.create_user("guess@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let (access, _) = tokens(&app, "guess@laval.example").await;
+    let enrolment: Value = app
+        .http
+        .post(app.api("/auth/mfa/totp"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = enrolment["secret"].as_str().unwrap().to_owned();
+    let confirm = app
+        .http
+        .post(app.api("/auth/mfa/totp/confirm"))
+        .bearer_auth(&access)
+        .json(&json!({ "code": oathtool(&secret, app.clock_unix()) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), 200);
+    // Start at the beginning of a fresh 30-second step.
+    let into_step = app.clock_unix() % 30;
+    app.clock
+        .advance(Duration::from_secs(60 - into_step as u64));
+    let mfa_token = app.login("guess@laval.example", PASSWORD).await["mfa_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for wrong in ["000000", "111111", "222222"] {
+        assert_eq!(mfa_verify(&app, &mfa_token, wrong).await.status(), 401);
+    }
+    let right = oathtool(&secret, app.clock_unix());
+    let closed = mfa_verify(&app, &mfa_token, &right).await;
+    assert_eq!(closed.status(), 401);
+    let problem: Value = closed.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("next code"));
+    // The next step opens again.
+    app.clock.advance(Duration::from_secs(30));
+    let right = oathtool(&secret, app.clock_unix());
+    assert_eq!(mfa_verify(&app, &mfa_token, &right).await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_first_administrator_is_made_once_with_a_password_to_change() {
+    let app = TestApp::spawn().await;
+    let again =
+        eriop_gateway::bootstrap::bootstrap_admin(&app.settings, "second@eriop.test", None).await;
+    assert!(again.err().unwrap().contains("already exists"));
+
+    // On an empty platform: a generated one-time password that must be changed first.
+    let db = eriop_tests::TestDb::migrated().await;
+    let mut settings = app.settings.clone();
+    settings.database_url = db.url.clone().into();
+    let made = eriop_gateway::bootstrap::bootstrap_admin(&settings, "first@eriop.test", None)
+        .await
+        .unwrap();
+    let password = made.one_time_password.expect("a generated password");
+    assert!(secrecy::ExposeSecret::expose_secret(&password).len() >= 20);
+    let registered: Value =
+        sqlx::query_scalar("SELECT payload FROM events WHERE event_type = 'UserRegistered'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(registered["UserRegistered"]["must_change_password"], true);
+    assert_eq!(
+        registered["UserRegistered"]["roles"],
+        json!(["platform-admin"])
+    );
+}
