@@ -23,7 +23,7 @@ use crate::auth::{Auth, Clock, SystemClock};
 use crate::error::ApiError;
 use crate::relay::{Relay, RelayStatus};
 use crate::state::{AppState, Inner};
-use crate::{agencies, auth_routes, edge, health, users};
+use crate::{agencies, auth_routes, edge, health, openapi, users};
 
 const USER_SNAPSHOT_EVERY: usize = 20;
 
@@ -165,6 +165,11 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/.well-known/jwks.json", get(auth_routes::jwks))
+        .route(&format!("{api}/openapi.json"), {
+            let doc = std::sync::Arc::new(openapi::document(api));
+            get(move || openapi::serve(doc.clone()))
+        })
+        .route(&format!("{api}/docs"), get(openapi::page))
         .route(&format!("{api}/auth/login"), post(auth_routes::login))
         .route(
             &format!("{api}/auth/mfa/verify"),

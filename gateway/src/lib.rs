@@ -13,6 +13,7 @@ mod error;
 mod extract;
 mod health;
 mod identity;
+pub mod openapi;
 mod paging;
 pub mod relay;
 mod state;

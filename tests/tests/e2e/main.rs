@@ -6,6 +6,7 @@ mod bad_input;
 mod health;
 mod logs;
 mod migrations;
+mod openapi;
 mod outage;
 mod rebuild;
 mod relay;
