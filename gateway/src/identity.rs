@@ -126,6 +126,17 @@ impl Identity<'_> {
         )
     }
 
+    /// Makes and stores the person's data key (wrapped), before any of their data is sealed.
+    async fn new_data_key(&self, user_id: UserId) -> Result<[u8; 32], ApiError> {
+        let key = crypto::random_key();
+        sqlx::query("INSERT INTO user_data_keys (user_id, wrapped_key) VALUES ($1, $2)")
+            .bind(user_id.as_uuid())
+            .bind(self.auth.wrap_data_key(&user_id.to_string(), &key))
+            .execute(self.pool)
+            .await?;
+        Ok(key)
+    }
+
     async fn data_key(&self, user_id: &str) -> Result<[u8; 32], ApiError> {
         let wrapped: Option<String> =
             sqlx::query_scalar("SELECT wrapped_key FROM user_data_keys WHERE user_id = $1::uuid")
@@ -166,12 +177,7 @@ impl Identity<'_> {
                 "a user with this email already exists".into(),
             ));
         }
-        let data_key = crypto::random_key();
-        sqlx::query("INSERT INTO user_data_keys (user_id, wrapped_key) VALUES ($1, $2)")
-            .bind(user_id.as_uuid())
-            .bind(self.auth.wrap_data_key(&id, &data_key))
-            .execute(self.pool)
-            .await?;
+        let data_key = self.new_data_key(user_id).await?;
         let password_hash = passwords::hash(password)
             .await
             .map_err(ApiError::internal)?;
@@ -809,12 +815,7 @@ impl Identity<'_> {
     ) -> Result<(UserId, SecretString), ApiError> {
         let user_id = UserId::from_uuid(Uuid::now_v7());
         let id = user_id.to_string();
-        let data_key = crypto::random_key();
-        sqlx::query("INSERT INTO user_data_keys (user_id, wrapped_key) VALUES ($1, $2)")
-            .bind(user_id.as_uuid())
-            .bind(self.auth.wrap_data_key(&id, &data_key))
-            .execute(self.pool)
-            .await?;
+        let data_key = self.new_data_key(user_id).await?;
         let secret = SecretString::from(crypto::random_token());
         let password_hash = passwords::hash(secret.clone())
             .await

@@ -23,6 +23,17 @@ use crate::state::AppState;
 /// Roles an agency administrator may give (platform-admin only by a platform admin).
 const ROLES: [&str; 4] = [PLATFORM_ADMIN, AGENCY_ADMIN, "operator", "viewer"];
 
+/// A person's or an account's name: 1 to 200 characters, no control characters.
+fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            field,
+            "must be 1 to 200 characters, no control characters",
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
@@ -44,15 +55,7 @@ pub async fn create(
     let email =
         Email::parse(&body.email).map_err(|e| ApiError::validation("email", e.to_string()))?;
     let display_name = body.display_name.trim();
-    if display_name.is_empty()
-        || display_name.chars().count() > 200
-        || display_name.chars().any(char::is_control)
-    {
-        return Err(ApiError::validation(
-            "display_name",
-            "must be 1 to 200 characters, no control characters",
-        ));
-    }
+    check_name("display_name", display_name)?;
     for role in &body.roles {
         if !ROLES.contains(&role.as_str()) {
             return Err(ApiError::validation(
@@ -168,15 +171,7 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<StatusCode, ApiError> {
     let display_name = body.display_name.trim();
-    if display_name.is_empty()
-        || display_name.chars().count() > 200
-        || display_name.chars().any(char::is_control)
-    {
-        return Err(ApiError::validation(
-            "display_name",
-            "must be 1 to 200 characters, no control characters",
-        ));
-    }
+    check_name("display_name", display_name)?;
     state
         .identity()
         .update_profile(&admin, &id.to_string(), display_name, &request_id.0)
@@ -241,12 +236,7 @@ pub async fn create_service_account(
     ApiJson(body): ApiJson<CreateServiceAccount>,
 ) -> Result<Response, ApiError> {
     let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::validation(
-            "name",
-            "must be 1 to 200 characters, no control characters",
-        ));
-    }
+    check_name("name", name)?;
     for role in &body.roles {
         if !ROLES.contains(&role.as_str()) || role == PLATFORM_ADMIN {
             return Err(ApiError::validation(

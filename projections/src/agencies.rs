@@ -4,10 +4,8 @@
 //! applied, an event at or below it changes nothing, and one beyond the next is a gap that
 //! is reported (the caller redelivers later) rather than applied out of order.
 
-use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use eriop_domain::agency::{Agency, AgencyEvent};
-use eriop_domain::metadata;
 use eriop_nats::StoredEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -28,7 +26,7 @@ pub async fn apply(
         .map_err(|_| ProjectionError::Undecodable("aggregate id is not a UUID".into()))?;
     let payload: AgencyEvent = serde_json::from_value(event.payload.clone())
         .map_err(|e| ProjectionError::Undecodable(format!("{} payload: {e}", event.event_type)))?;
-    let at = event_time(event)?;
+    let at = crate::event_time(event)?;
     let changed = match payload {
         AgencyEvent::AgencyCreated { name, .. } => sqlx::query(
             "INSERT INTO agencies (id, name, status, created_at, updated_at, version)
@@ -70,28 +68,12 @@ pub async fn apply(
             .rows_affected()
         }
     };
-    if changed == 1 {
-        return Ok(Outcome::Applied);
-    }
-    let current: Option<i64> = sqlx::query_scalar("SELECT version FROM agencies WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match current {
-        Some(version) if version >= event.sequence => Ok(Outcome::AlreadyApplied),
-        current => Ok(Outcome::Gap {
-            have: current.unwrap_or(0),
-        }),
-    }
-}
-
-/// The time of the command (metadata), which is what a user means by "created at".
-fn event_time(event: &StoredEvent) -> Result<DateTime<Utc>, ProjectionError> {
-    let raw = event
-        .metadata
-        .get(metadata::TIME)
-        .unwrap_or(&event.recorded_at);
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ProjectionError::Undecodable("event time is not RFC 3339".into()))
+    crate::outcome(
+        conn,
+        "SELECT version FROM agencies WHERE id = $1",
+        id,
+        event.sequence,
+        changed,
+    )
+    .await
 }

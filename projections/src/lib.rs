@@ -31,3 +31,40 @@ pub enum ProjectionError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
+
+/// The time of the command (its metadata), which is what a user means by "created at".
+pub(crate) fn event_time(
+    event: &eriop_nats::StoredEvent,
+) -> Result<chrono::DateTime<chrono::Utc>, ProjectionError> {
+    let raw = event
+        .metadata
+        .get(eriop_domain::metadata::TIME)
+        .unwrap_or(&event.recorded_at);
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| ProjectionError::Undecodable("event time is not RFC 3339".into()))
+}
+
+/// After a write guarded by `version = sequence - 1`: applied when a row `changed`,
+/// otherwise already applied (a redelivery) or a gap (an earlier event is missing).
+pub(crate) async fn outcome(
+    conn: &mut sqlx::PgConnection,
+    version_query: &'static str,
+    id: uuid::Uuid,
+    sequence: i64,
+    changed: u64,
+) -> Result<Outcome, ProjectionError> {
+    if changed == 1 {
+        return Ok(Outcome::Applied);
+    }
+    let current: Option<i64> = sqlx::query_scalar(version_query)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match current {
+        Some(version) if version >= sequence => Ok(Outcome::AlreadyApplied),
+        current => Ok(Outcome::Gap {
+            have: current.unwrap_or(0),
+        }),
+    }
+}

@@ -4,9 +4,7 @@
 //! person's data key when it answers. So no read model holds an email or a name in clear,
 //! and erasing a person (deleting the key) needs no rebuild.
 
-use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use eriop_domain::metadata;
 use eriop_domain::user::{User, UserEvent};
 use eriop_nats::StoredEvent;
 use sqlx::PgConnection;
@@ -37,12 +35,7 @@ pub async fn apply(
         .map_err(|_| ProjectionError::Undecodable("aggregate id is not a UUID".into()))?;
     let payload: UserEvent = serde_json::from_value(event.payload.clone())
         .map_err(|e| ProjectionError::Undecodable(format!("{} payload: {e}", event.event_type)))?;
-    let at = event
-        .metadata
-        .get(metadata::TIME)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| ProjectionError::Undecodable("event time is not RFC 3339".into()))?;
+    let at = crate::event_time(event)?;
     let changed = if let UserEvent::UserRegistered {
         agency_id,
         email,
@@ -122,17 +115,12 @@ pub async fn apply(
         .await?
         .rows_affected()
     };
-    if changed == 1 {
-        return Ok(Outcome::Applied);
-    }
-    let current: Option<i64> = sqlx::query_scalar("SELECT version FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match current {
-        Some(version) if version >= event.sequence => Ok(Outcome::AlreadyApplied),
-        current => Ok(Outcome::Gap {
-            have: current.unwrap_or(0),
-        }),
-    }
+    crate::outcome(
+        conn,
+        "SELECT version FROM users WHERE id = $1",
+        id,
+        event.sequence,
+        changed,
+    )
+    .await
 }

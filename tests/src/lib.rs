@@ -9,6 +9,7 @@ pub mod app;
 pub mod db;
 pub mod nats_server;
 pub mod proxy;
+pub mod totp;
 pub mod wait;
 
 pub use app::TestApp;

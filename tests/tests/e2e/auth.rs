@@ -1,10 +1,10 @@
 //! Identity: login, tokens, refresh rotation with reuse detection, logout, lockout, MFA.
 
-use std::process::Command;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use eriop_tests::totp::oathtool;
 use eriop_tests::TestApp;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -368,28 +368,6 @@ async fn forged_and_stale_tokens_are_refused() {
     );
 }
 
-async fn mfa_verify(app: &TestApp, mfa_token: &str, code: &str) -> reqwest::Response {
-    app.http
-        .post(app.api("/auth/mfa/verify"))
-        .json(&json!({ "mfa_token": mfa_token, "code": code }))
-        .send()
-        .await
-        .unwrap()
-}
-
-fn oathtool(secret: &str, at_unix: i64) -> String {
-    let out = Command::new("oathtool")
-        .args(["--totp", "-b", "-N", &format!("@{at_unix}"), secret])
-        .output()
-        .expect("oathtool (Debian's oathtool package) computes TOTP codes independently");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 #[tokio::test]
 async fn mfa_enrol_confirm_challenge_single_use_and_recovery_codes() {
     let app = TestApp::spawn().await;
@@ -453,7 +431,7 @@ async fn mfa_enrol_confirm_challenge_single_use_and_recovery_codes() {
     // The MFA token is no access token.
     assert_eq!(app.get_as(&mfa_token, "/auth/me").await.status(), 401);
     let code = oathtool(&secret, now());
-    let ok = mfa_verify(&app, &mfa_token, &code).await;
+    let ok = app.mfa_verify(&mfa_token, &code).await;
     assert_eq!(ok.status(), 200);
     let pair: Value = ok.json().await.unwrap();
     let me: Value = app
@@ -465,16 +443,10 @@ async fn mfa_enrol_confirm_challenge_single_use_and_recovery_codes() {
     assert_eq!(me["mfa_enabled"], true);
 
     // The same code a second time is refused.
-    assert_eq!(mfa_verify(&app, &mfa_token, &code).await.status(), 401);
+    assert_eq!(app.mfa_verify(&mfa_token, &code).await.status(), 401);
     // A recovery code works once.
-    assert_eq!(
-        mfa_verify(&app, &mfa_token, &recovery[3]).await.status(),
-        200
-    );
-    assert_eq!(
-        mfa_verify(&app, &mfa_token, &recovery[3]).await.status(),
-        401
-    );
+    assert_eq!(app.mfa_verify(&mfa_token, &recovery[3]).await.status(), 200);
+    assert_eq!(app.mfa_verify(&mfa_token, &recovery[3]).await.status(), 401);
 }
 
 #[tokio::test]
@@ -605,33 +577,7 @@ async fn mfa_off_by_the_user_with_a_code_or_by_an_admin_reset() {
         .create_user("reset@laval.example", PASSWORD, &["viewer"])
         .await;
     let (access, _) = tokens(&app, "reset@laval.example").await;
-    let enrol = |token: String| {
-        let app = &app;
-        async move {
-            let enrolment: Value = app
-                .http
-                .post(app.api("/auth/mfa/totp"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let secret = enrolment["secret"].as_str().unwrap().to_owned();
-            let confirmed = app
-                .http
-                .post(app.api("/auth/mfa/totp/confirm"))
-                .bearer_auth(&token)
-                .json(&json!({ "code": oathtool(&secret, app.clock_unix()) }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(confirmed.status(), 200);
-            secret
-        }
-    };
-    let secret = enrol(access.clone()).await;
+    let (secret, _) = app.enrol_totp(&access).await;
     let disable = |body: Value| {
         app.http
             .delete(app.api("/auth/mfa/totp"))
@@ -655,7 +601,7 @@ async fn mfa_off_by_the_user_with_a_code_or_by_an_admin_reset() {
     );
 
     // Enrolled again, then reset by an admin (a lost phone): its own event.
-    enrol(access.clone()).await;
+    app.enrol_totp(&access).await;
     assert_eq!(
         app.login("reset@laval.example", PASSWORD).await["mfa_required"],
         true
@@ -880,17 +826,17 @@ async fn after_three_wrong_codes_the_step_is_closed() {
         .unwrap()
         .to_owned();
     for wrong in ["000000", "111111", "222222"] {
-        assert_eq!(mfa_verify(&app, &mfa_token, wrong).await.status(), 401);
+        assert_eq!(app.mfa_verify(&mfa_token, wrong).await.status(), 401);
     }
     let right = oathtool(&secret, app.clock_unix());
-    let closed = mfa_verify(&app, &mfa_token, &right).await;
+    let closed = app.mfa_verify(&mfa_token, &right).await;
     assert_eq!(closed.status(), 401);
     let problem: Value = closed.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().contains("next code"));
     // The next step opens again.
     app.clock.advance(Duration::from_secs(30));
     let right = oathtool(&secret, app.clock_unix());
-    assert_eq!(mfa_verify(&app, &mfa_token, &right).await.status(), 200);
+    assert_eq!(app.mfa_verify(&mfa_token, &right).await.status(), 200);
 }
 
 #[tokio::test]

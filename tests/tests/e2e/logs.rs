@@ -148,42 +148,10 @@ async fn identity_flows_log_no_credentials() {
     let access = login["access_token"].as_str().unwrap().to_owned();
     let refresh = login["refresh_token"].as_str().unwrap().to_owned();
     let renewed: Value = app.refresh(&refresh).await.json().await.unwrap();
-    let enrolment: Value = app
-        .http
-        .post(app.api("/auth/mfa/totp"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let secret = enrolment["secret"].as_str().unwrap().to_owned();
-    let code = {
-        let out = std::process::Command::new("oathtool")
-            .args([
-                "--totp",
-                "-b",
-                "-N",
-                &format!("@{}", app.clock_unix()),
-                &secret,
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
-    let confirmed: Value = app
-        .http
-        .post(app.api("/auth/mfa/totp/confirm"))
-        .bearer_auth(&access)
-        .json(&json!({ "code": code }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let recovery = confirmed["recovery_codes"][0].as_str().unwrap().to_owned();
+    let (secret, codes) = app.enrol_totp(&access).await;
+    // The code that confirmed the enrolment (the clock has not moved).
+    let code = eriop_tests::totp::oathtool(&secret, app.clock_unix());
+    let recovery = codes[0].clone();
     let challenge = app.login(email, password).await;
     let mfa_token = challenge["mfa_token"].as_str().unwrap().to_owned();
     let verified = app
