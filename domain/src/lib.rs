@@ -6,8 +6,10 @@
 pub mod agency;
 pub mod ids;
 pub mod metadata;
+pub mod permission;
 pub mod time;
 pub mod user;
 
 pub use ids::{AgencyId, UserId};
+pub use permission::Permission;
 pub use time::Timestamp;

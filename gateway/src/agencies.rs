@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::{Caller, PlatformAdmin};
+use crate::auth::permission::AgenciesManage;
+use crate::auth::{Allowed, Caller};
 use crate::edge::RequestId;
 use crate::error::{database_unreachable, ApiError};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -66,7 +67,7 @@ fn parse_name(raw: &str) -> Result<AgencyName, ApiError> {
 }
 
 pub async fn create(
-    PlatformAdmin(admin): PlatformAdmin,
+    Allowed { caller: admin, .. }: Allowed<AgenciesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<CreateAgency>,
@@ -86,7 +87,7 @@ pub async fn create(
 }
 
 pub async fn list(
-    _admin: PlatformAdmin,
+    _admin: Allowed<AgenciesManage>,
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<impl Serialize>, ApiError> {
@@ -107,7 +108,7 @@ pub async fn list(
 }
 
 pub async fn get(
-    _admin: PlatformAdmin,
+    _admin: Allowed<AgenciesManage>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<AgencyView>, ApiError> {
@@ -118,7 +119,7 @@ pub async fn get(
 }
 
 pub async fn patch(
-    PlatformAdmin(admin): PlatformAdmin,
+    Allowed { caller: admin, .. }: Allowed<AgenciesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,

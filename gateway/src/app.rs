@@ -178,6 +178,7 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
         .route(&format!("{api}/auth/token"), post(auth_routes::token))
         .route(&format!("{api}/auth/logout"), post(auth_routes::logout))
         .route(&format!("{api}/auth/me"), get(auth_routes::me))
+        .route(&format!("{api}/permissions"), get(auth_routes::permissions))
         .route(
             &format!("{api}/auth/mfa/totp"),
             post(auth_routes::start_totp).delete(auth_routes::disable_totp),

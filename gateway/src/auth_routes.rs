@@ -280,3 +280,12 @@ pub async fn disable_totp(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The permission catalogue.
+pub async fn permissions(_caller: Caller) -> Response {
+    let items: Vec<serde_json::Value> = eriop_domain::Permission::ALL
+        .iter()
+        .map(|p| serde_json::json!({ "name": p.as_str(), "description": p.description() }))
+        .collect();
+    Json(serde_json::json!({ "items": items })).into_response()
+}

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::{UserAdmin, AGENCY_ADMIN, PLATFORM_ADMIN};
+use crate::auth::permission::{UsersRead, UsersWrite};
+use crate::auth::{Allowed, AGENCY_ADMIN, PLATFORM_ADMIN};
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
@@ -47,7 +48,7 @@ pub struct CreateUser {
 }
 
 pub async fn create(
-    UserAdmin(admin): UserAdmin,
+    Allowed { caller: admin, .. }: Allowed<UsersWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<CreateUser>,
@@ -124,7 +125,7 @@ pub async fn create(
 }
 
 pub async fn get(
-    UserAdmin(admin): UserAdmin,
+    Allowed { caller: admin, .. }: Allowed<UsersRead>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
@@ -145,7 +146,7 @@ pub async fn get(
 }
 
 pub async fn unlock(
-    UserAdmin(admin): UserAdmin,
+    Allowed { caller: admin, .. }: Allowed<UsersWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
@@ -164,7 +165,7 @@ pub struct UpdateUser {
 }
 
 pub async fn update(
-    UserAdmin(admin): UserAdmin,
+    Allowed { caller: admin, .. }: Allowed<UsersWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
@@ -181,7 +182,7 @@ pub async fn update(
 
 /// DELETE means deactivate: the history stays, the sessions end, an admin may reactivate.
 pub async fn deactivate(
-    UserAdmin(admin): UserAdmin,
+    Allowed { caller: admin, .. }: Allowed<UsersWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
@@ -194,7 +195,7 @@ pub async fn deactivate(
 }
 
 pub async fn reactivate(
-    UserAdmin(admin): UserAdmin,
+    Allowed { caller: admin, .. }: Allowed<UsersWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
@@ -208,7 +209,7 @@ pub async fn reactivate(
 
 /// An administrator's reset of another user's MFA (a lost phone): its own audited event.
 pub async fn reset_mfa(
-    UserAdmin(admin): UserAdmin,
+    Allowed { caller: admin, .. }: Allowed<UsersWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
@@ -230,7 +231,7 @@ pub struct CreateServiceAccount {
 
 /// A service account for an integration or an auditor: its secret is answered once.
 pub async fn create_service_account(
-    UserAdmin(admin): UserAdmin,
+    Allowed { caller: admin, .. }: Allowed<UsersWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<CreateServiceAccount>,
@@ -287,7 +288,7 @@ struct UserRow {
 /// The users of the caller's agency, oldest first. Email and name are opened here, per
 /// row, with each person's key: `null` for a person who was erased.
 pub async fn list(
-    UserAdmin(admin): UserAdmin,
+    Allowed { caller: admin, .. }: Allowed<UsersRead>,
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Response, ApiError> {

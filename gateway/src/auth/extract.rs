@@ -1,6 +1,6 @@
-//! Who is calling. Holding a [`Caller`] proves a valid, unrevoked access token was sent;
-//! holding a [`PlatformAdmin`] or [`UserAdmin`] proves the role too. Handlers state what
-//! they need in their signature, so a handler cannot forget to check.
+//! Who is calling. Holding a [`Caller`] proves a valid, unrevoked access token was sent
+//! (and that any restriction on it allows this route); `permission::Allowed` adds the
+//! permission.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-use super::{tokens::Claims, AGENCY_ADMIN, PLATFORM_ADMIN};
+use super::tokens::Claims;
 
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -70,37 +70,5 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::Unauthorized("the access token was revoked"));
         }
         Ok(Self { claims })
-    }
-}
-
-/// A caller with the platform-admin role.
-pub struct PlatformAdmin(pub Caller);
-
-impl FromRequestParts<AppState> for PlatformAdmin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        if caller.has_role(PLATFORM_ADMIN) {
-            Ok(Self(caller))
-        } else {
-            Err(ApiError::Forbidden("this needs the platform-admin role"))
-        }
-    }
-}
-
-/// A caller who may manage the users of its agency (agency-admin or platform-admin).
-pub struct UserAdmin(pub Caller);
-
-impl FromRequestParts<AppState> for UserAdmin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        if caller.has_role(PLATFORM_ADMIN) || caller.has_role(AGENCY_ADMIN) {
-            Ok(Self(caller))
-        } else {
-            Err(ApiError::Forbidden("this needs the agency-admin role"))
-        }
     }
 }

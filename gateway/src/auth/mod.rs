@@ -6,6 +6,7 @@ pub mod crypto;
 mod extract;
 pub mod keys;
 pub mod passwords;
+pub mod permission;
 pub mod sessions;
 pub mod tokens;
 
@@ -19,8 +20,9 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use extract::{Caller, PlatformAdmin, UserAdmin};
+pub use extract::Caller;
 use keys::SigningKeys;
+pub use permission::Allowed;
 use sessions::Sessions;
 use tokens::{Claims, TokenError};
 

@@ -866,3 +866,38 @@ async fn the_first_administrator_is_made_once_with_a_password_to_change() {
         json!(["platform-admin"])
     );
 }
+
+#[tokio::test]
+async fn the_permission_catalogue_is_listed() {
+    let app = TestApp::spawn().await;
+    let catalogue: Value = app
+        .http
+        .get(app.api("/permissions"))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = catalogue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "agencies:manage",
+            "users:read",
+            "users:write",
+            "roles:manage",
+            "devices:read",
+            "devices:write",
+            "devices:command",
+            "telemetry:read",
+            "audit:read",
+        ]
+    );
+}

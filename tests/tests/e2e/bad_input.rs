@@ -305,7 +305,7 @@ async fn bad_requests_answer_problem_json_and_store_nothing() {
 }
 
 #[tokio::test]
-async fn agency_routes_need_the_platform_admin_role() {
+async fn agency_routes_need_the_agencies_manage_permission() {
     let app = TestApp::spawn().await;
     app.create_user(
         "operator@eriop.test",
@@ -323,7 +323,7 @@ async fn agency_routes_need_the_platform_admin_role() {
     assert!(problem["detail"]
         .as_str()
         .unwrap()
-        .contains("platform-admin"));
+        .contains("agencies:manage"));
     let events_before = app
         .db
         .count("SELECT count(*) FROM events WHERE aggregate_type = 'agency'")

@@ -197,3 +197,85 @@ async fn identity_flows_log_no_credentials() {
         assert!(!text.contains(&value), "the {what} appears in the logs");
     }
 }
+
+/// Every authorization decision, allowed or denied, is one `authz` line with the request
+/// id, user id, agency id, permission, resource id and outcome, and no personal data.
+#[tokio::test]
+async fn every_authorization_decision_is_logged() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(eriop_nats::logging::subscriber(
+        LogFormat::Json,
+        "info",
+        captured.clone(),
+    ));
+    let app = TestApp::spawn().await;
+    let viewer = app
+        .create_user(
+            "watcher@laval.example",
+            "correct horse battery staple",
+            &["viewer"],
+        )
+        .await;
+    let token = app
+        .login("watcher@laval.example", "correct horse battery staple")
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let denied = app
+        .http
+        .get(app.api(&format!("/users/{viewer}")))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-authz-deny")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let problem: Value = denied.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("users:read"));
+    let allowed = app
+        .http
+        .get(app.api(&format!("/users/{viewer}")))
+        .bearer_auth(&app.token)
+        .header("x-request-id", "req-authz-allow")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let decisions: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "authz")
+        .collect();
+    let find = |request_id: &str| -> Value {
+        let found: Vec<&Value> = decisions
+            .iter()
+            .filter(|d| d["request_id"] == request_id)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one decision for {request_id}: {decisions:?}"
+        );
+        found[0].clone()
+    };
+    let deny = find("req-authz-deny");
+    assert_eq!(deny["outcome"], "deny");
+    assert_eq!(deny["permission"], "users:read");
+    assert_eq!(deny["resource_id"], viewer);
+    assert!(deny["user_id"]
+        .as_str()
+        .is_some_and(|u| !u.is_empty() && u != app.admin_id));
+    assert!(deny["agency_id"].as_str().is_some_and(|a| !a.is_empty()));
+    let allow = find("req-authz-allow");
+    assert_eq!(allow["outcome"], "allow");
+    assert_eq!(allow["user_id"], app.admin_id);
+    for line in text.lines().filter(|l| l.contains("\"target\":\"authz\"")) {
+        assert!(
+            !line.contains("@laval.example") && !line.contains(&token),
+            "{line}"
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! Permissions as types (after lldap's access-control): a handler names the permission it
+//! needs in its signature, `Allowed<UsersWrite>`, and code that did not pass the check never
+//! holds the value that lets it act. Every decision, allowed or denied, is one log line with
+//! target `authz`: request id, user id, agency id, permission, resource id, outcome; never
+//! personal data.
+
+use std::marker::PhantomData;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use eriop_domain::Permission;
+
+use super::Caller;
+use crate::edge::RequestId;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A permission, as a type a handler can name.
+pub trait Required: Send + Sync + 'static {
+    const PERMISSION: Permission;
+}
+
+macro_rules! permissions {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[doc = concat!("The `", stringify!($name), "` permission, as a type.")]
+            pub struct $name;
+            impl Required for $name {
+                const PERMISSION: Permission = Permission::$name;
+            }
+        )*
+    };
+}
+
+permissions!(
+    AgenciesManage,
+    UsersRead,
+    UsersWrite,
+    RolesManage,
+    DevicesRead,
+    DevicesWrite,
+    DevicesCommand,
+    TelemetryRead,
+    AuditRead,
+);
+
+/// A caller that holds the permission `P` in its active agency.
+pub struct Allowed<P: Required> {
+    pub caller: Caller,
+    _permission: PhantomData<P>,
+}
+
+impl<P: Required> Allowed<P> {
+    pub fn permission(&self) -> Permission {
+        P::PERMISSION
+    }
+}
+
+/// The caller's permissions: those of its roles. (Roles defined per agency, and changes that
+/// reach tokens already issued, are the authorization work that follows.)
+pub fn holds(caller: &Caller, permission: Permission) -> bool {
+    caller
+        .claims
+        .roles
+        .iter()
+        .any(|role| Permission::of_builtin_role(role).contains(&permission))
+}
+
+/// The id of the resource a request is about: the last path segment that is a UUID.
+fn resource_id(parts: &Parts) -> String {
+    parts
+        .uri
+        .path()
+        .rsplit('/')
+        .find(|segment| uuid::Uuid::parse_str(segment).is_ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+impl<P: Required> FromRequestParts<AppState> for Allowed<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let allowed = holds(&caller, P::PERMISSION);
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        tracing::info!(
+            target: "authz",
+            request_id = %request_id,
+            user_id = %caller.user_id(),
+            agency_id = %caller.agency_id(),
+            permission = %P::PERMISSION,
+            resource_id = %resource_id(parts),
+            outcome = if allowed { "allow" } else { "deny" },
+            "authorization decision"
+        );
+        if allowed {
+            Ok(Self {
+                caller,
+                _permission: PhantomData,
+            })
+        } else {
+            Err(ApiError::Forbidden(forbidden_detail(P::PERMISSION)))
+        }
+    }
+}
+
+fn forbidden_detail(permission: Permission) -> &'static str {
+    match permission {
+        Permission::AgenciesManage => "this needs the permission agencies:manage",
+        Permission::UsersRead => "this needs the permission users:read",
+        Permission::UsersWrite => "this needs the permission users:write",
+        Permission::RolesManage => "this needs the permission roles:manage",
+        Permission::DevicesRead => "this needs the permission devices:read",
+        Permission::DevicesWrite => "this needs the permission devices:write",
+        Permission::DevicesCommand => "this needs the permission devices:command",
+        Permission::TelemetryRead => "this needs the permission telemetry:read",
+        Permission::AuditRead => "this needs the permission audit:read",
+    }
+}
