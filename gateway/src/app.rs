@@ -23,7 +23,7 @@ use crate::auth::{Auth, Clock, SystemClock};
 use crate::error::ApiError;
 use crate::relay::{Relay, RelayStatus};
 use crate::state::{AppState, Inner};
-use crate::{agencies, auth_routes, edge, health, openapi, users};
+use crate::{agencies, audit_routes, auth_routes, edge, health, openapi, users};
 
 const USER_SNAPSHOT_EVERY: usize = 20;
 
@@ -179,6 +179,8 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
         .route(&format!("{api}/auth/logout"), post(auth_routes::logout))
         .route(&format!("{api}/auth/me"), get(auth_routes::me))
         .route(&format!("{api}/permissions"), get(auth_routes::permissions))
+        .route(&format!("{api}/audit/events"), get(audit_routes::events))
+        .route(&format!("{api}/audit/verify"), get(audit_routes::verify))
         .route(
             &format!("{api}/auth/mfa/totp"),
             post(auth_routes::start_totp).delete(auth_routes::disable_totp),

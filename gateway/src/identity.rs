@@ -916,7 +916,18 @@ impl Identity<'_> {
         let same_agency = user
             .agency_id()
             .is_some_and(|a| a.to_string() == caller.agency_id());
-        if same_agency || caller.has_role(crate::auth::PLATFORM_ADMIN) {
+        if same_agency {
+            Ok(())
+        } else if caller.has_role(crate::auth::PLATFORM_ADMIN) {
+            // Only the platform role crosses agencies, and that is logged (DESIGN.md rule 7).
+            tracing::info!(
+                target: "authz",
+                user_id = %caller.user_id(),
+                agency_id = %caller.agency_id(),
+                target_agency_id = %user.agency_id().map(|a| a.to_string()).unwrap_or_default(),
+                outcome = "cross-agency",
+                "platform admin acts in another agency"
+            );
             Ok(())
         } else {
             Err(ApiError::NotFound("no such user".into()))

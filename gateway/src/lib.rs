@@ -5,6 +5,7 @@
 mod agencies;
 pub mod app;
 mod audit;
+mod audit_routes;
 pub mod auth;
 mod auth_routes;
 pub mod bootstrap;

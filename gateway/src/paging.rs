@@ -18,6 +18,10 @@ pub struct PageParams {
 }
 
 impl PageParams {
+    pub fn new(limit: Option<i64>, offset: Option<i64>) -> Self {
+        Self { limit, offset }
+    }
+
     /// `(limit, offset)`: limit 1 to 1,000 (default 100), offset 0 or more.
     pub fn checked(&self) -> Result<(i64, i64), ApiError> {
         let limit = self.limit.unwrap_or(100);
