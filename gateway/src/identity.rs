@@ -30,6 +30,8 @@ pub type UserStore = PersistedEventStore<PostgresEventRepository, User>;
 /// tells whether the account exists, is locked or deactivated.
 const INVALID_LOGIN: &str = "invalid email or password";
 const TOTP_STEP_SECONDS: u64 = 30;
+/// Retries of a user command that lost an optimistic-concurrency race.
+const MAX_CONFLICT_RETRIES: u32 = 8;
 
 pub struct Identity<'a> {
     pub pool: &'a PgPool,
@@ -103,10 +105,23 @@ impl Identity<'_> {
         command: UserCommand,
         audit: &Audit<'_>,
     ) -> Result<(), AggregateError<UserError>> {
-        let metadata = audit.metadata(command.name());
-        self.users
-            .execute_with_metadata(user_id, command, metadata)
-            .await
+        // A user's aggregate sees concurrent commands (logins from two devices, a login during
+        // an admin's unlock): optimistic concurrency refuses the later commit, and the command,
+        // decided again on the fresh state, is simply retried.
+        let mut attempts = 0;
+        loop {
+            let metadata = audit.metadata(command.name());
+            match self
+                .users
+                .execute_with_metadata(user_id, command.clone(), metadata)
+                .await
+            {
+                Err(AggregateError::AggregateConflict) if attempts < MAX_CONFLICT_RETRIES => {
+                    attempts += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     pub async fn load(&self, user_id: &str) -> Result<User, ApiError> {

@@ -901,3 +901,21 @@ async fn the_permission_catalogue_is_listed() {
         ]
     );
 }
+
+#[tokio::test]
+async fn concurrent_logins_of_one_user_all_succeed() {
+    let app = TestApp::spawn().await;
+    app.create_user("busy@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let logins =
+        futures::future::join_all((0..8).map(|_| app.try_login("busy@laval.example", PASSWORD)))
+            .await;
+    for login in logins {
+        assert_eq!(login.status(), 200);
+    }
+    let succeeded = app
+        .db
+        .count("SELECT count(*) FROM events WHERE event_type = 'LoginSucceeded' AND aggregate_id IN (SELECT id::text FROM users WHERE roles = '{viewer}')")
+        .await;
+    assert_eq!(succeeded, 8, "each login is in the audit trail");
+}
