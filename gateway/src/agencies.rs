@@ -20,6 +20,7 @@ use crate::error::{database_unreachable, ApiError};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::paging::{await_version, PageParams, ReadModel};
 use crate::state::AppState;
+use crate::tenancy::{self, Scope};
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct AgencyView {
@@ -92,13 +93,15 @@ pub async fn list(
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<impl Serialize>, ApiError> {
     let (limit, offset) = params.checked()?;
+    // Agencies are the platform's: a caller with agencies:manage sees them all.
+    let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
     let items = sqlx::query_as::<_, AgencyView>(
         "SELECT id, name, status, mfa_required, created_at, updated_at, version
            FROM agencies ORDER BY created_at, id LIMIT $1 OFFSET $2",
     )
     .bind(limit)
     .bind(offset)
-    .fetch_all(state.pool())
+    .fetch_all(&mut *tx)
     .await?;
     Ok(Json(Page {
         items,
@@ -201,11 +204,12 @@ fn not_found(id: Uuid) -> ApiError {
 }
 
 async fn fetch(state: &AppState, id: Uuid) -> Result<Option<AgencyView>, ApiError> {
+    let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
     Ok(sqlx::query_as::<_, AgencyView>(
         "SELECT id, name, status, mfa_required, created_at, updated_at, version FROM agencies WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(state.pool())
+    .fetch_optional(&mut *tx)
     .await?)
 }
 

@@ -66,7 +66,7 @@ impl App {
     ) -> Result<Self, StartupError> {
         let connect = PgConnectOptions::from_str(settings.database_url.expose_secret())
             .map_err(|e| StartupError::DatabaseUrl(e.to_string()))?;
-        let pool = PgPoolOptions::new()
+        let pool = crate::tenancy::act_as(PgPoolOptions::new(), &settings.database_role)
             .max_connections(settings.database_max_connections)
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy_with(connect);

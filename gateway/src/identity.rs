@@ -292,10 +292,13 @@ impl Identity<'_> {
         if user.mfa_enabled() {
             return Ok(None);
         }
+        let agency = user.agency_id().map(|a| a.to_string()).unwrap_or_default();
+        let mut tx =
+            crate::tenancy::begin(self.pool, crate::tenancy::Scope::Agency(&agency)).await?;
         let required: Option<bool> =
             sqlx::query_scalar("SELECT mfa_required FROM agencies WHERE id = $1")
                 .bind(user.agency_id().map(|a| a.as_uuid()))
-                .fetch_optional(self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
         Ok(required
             .unwrap_or(false)

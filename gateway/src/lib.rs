@@ -18,6 +18,7 @@ pub mod openapi;
 mod paging;
 pub mod relay;
 mod state;
+pub mod tenancy;
 mod users;
 
 pub use app::{App, StartupError};

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::tenancy::{self, Scope};
 
 const MAX_PAGE: i64 = 1_000;
 
@@ -67,10 +68,13 @@ pub async fn await_version(
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(2);
     loop {
+        // The row the caller just wrote, found by its id: no agency to filter on here.
+        let mut tx = tenancy::begin(pool, Scope::All).await?;
         let current: Option<i64> = sqlx::query_scalar(model.version_query())
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        drop(tx);
         if current.is_some_and(|v| v >= version) {
             return Ok(true);
         }

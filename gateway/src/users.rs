@@ -20,6 +20,7 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::identity::one_time_password;
 use crate::paging::{await_version, PageParams, ReadModel};
 use crate::state::AppState;
+use crate::tenancy::{self, Scope};
 
 /// Roles an agency administrator may give (platform-admin only by a platform admin).
 const ROLES: [&str; 4] = [PLATFORM_ADMIN, AGENCY_ADMIN, "operator", "viewer"];
@@ -308,7 +309,7 @@ pub async fn list(
     .bind(agency)
     .bind(limit)
     .bind(offset)
-    .fetch_all(state.pool())
+    .fetch_all(&mut *tenancy::begin(state.pool(), Scope::Agency(admin.agency_id())).await?)
     .await?;
     let identity = state.identity();
     let items: Vec<serde_json::Value> = rows

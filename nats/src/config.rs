@@ -97,6 +97,10 @@ pub struct Settings {
     pub database_url: SecretString,
     #[serde(default = "defaults::database_max_connections")]
     pub database_max_connections: u32,
+    /// The role the services act as (`SET ROLE` on each connection): neither superuser nor
+    /// BYPASSRLS, so row-level security applies (migration 0008 creates it). Empty: none.
+    #[serde(default = "defaults::database_role")]
+    pub database_role: String,
     /// Telemetry may live in its own (TimescaleDB) database; defaults to `database_url`.
     #[serde(default)]
     pub timescale_url: Option<SecretString>,
@@ -199,6 +203,9 @@ mod defaults {
     }
     pub fn database_max_connections() -> u32 {
         10
+    }
+    pub fn database_role() -> String {
+        "eriop_app".into()
     }
     pub fn redis_url() -> SecretString {
         "redis://127.0.0.1:6379".into()

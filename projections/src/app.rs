@@ -31,8 +31,13 @@ impl App {
         let pool = lazy_pool(
             settings.database_url.expose_secret(),
             settings.database_max_connections,
+            &settings.database_role,
         )?;
-        let telemetry_pool = lazy_pool(settings.telemetry_database_url().expose_secret(), 2)?;
+        let telemetry_pool = lazy_pool(
+            settings.telemetry_database_url().expose_secret(),
+            2,
+            &settings.database_role,
+        )?;
         let nats = connect::nats(settings.nats_url.expose_secret(), "eriop-projections")
             .await
             .map_err(|e| StartupError::NatsUrl(e.to_string()))?;
@@ -79,10 +84,10 @@ impl App {
     }
 }
 
-fn lazy_pool(url: &str, max: u32) -> Result<PgPool, StartupError> {
+fn lazy_pool(url: &str, max: u32, role: &str) -> Result<PgPool, StartupError> {
     let options =
         PgConnectOptions::from_str(url).map_err(|e| StartupError::DatabaseUrl(e.to_string()))?;
-    Ok(PgPoolOptions::new()
+    Ok(crate::act_as(PgPoolOptions::new(), role)
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(options))

@@ -91,7 +91,7 @@ impl Consumer {
                     .await
             }
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::begin_all_agencies(&self.pool).await?;
         let outcome = match self.model.apply(&mut tx, &event).await {
             Ok(outcome) => outcome,
             Err(ProjectionError::Undecodable(reason)) => {

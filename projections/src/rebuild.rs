@@ -21,7 +21,7 @@ pub async fn rebuild(
     pool: &PgPool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RebuildReport, ProjectionError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::begin_all_agencies(pool).await?;
     let types: Vec<&str> = ReadModel::ALL.iter().map(|m| m.aggregate_type()).collect();
     for model in ReadModel::ALL {
         model.reset(&mut tx).await?;

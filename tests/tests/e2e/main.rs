@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod health;
+mod isolation;
 mod logs;
 mod migrations;
 mod openapi;
