@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{middleware, Router};
 use cqrs_es::persist::PersistedEventStore;
 use eriop_nats::{connect, Settings, Topology};
@@ -200,6 +200,10 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
                 .delete(users::deactivate),
         )
         .route(&format!("{api}/users/{{id}}/unlock"), post(users::unlock))
+        .route(
+            &format!("{api}/users/{{id}}/roles/{{role}}"),
+            put(users::assign_role).delete(users::unassign_role),
+        )
         .route(
             &format!("{api}/users/{{id}}/reactivate"),
             post(users::reactivate),

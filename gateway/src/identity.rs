@@ -915,6 +915,40 @@ impl Identity<'_> {
         Ok((pair.access_token, pair.expires_in))
     }
 
+    /// Gives (`assign`) or takes a role; answers the user's version afterwards.
+    pub async fn set_role(
+        &self,
+        admin: &Caller,
+        user_id: &str,
+        role: &str,
+        assign: bool,
+        request_id: &str,
+    ) -> Result<i64, ApiError> {
+        let user = self.load(user_id).await?;
+        self.visible_to(admin, &user)?;
+        let audit = Audit {
+            actor: admin.user_id(),
+            agency_id: admin.agency_id(),
+            request_id,
+        };
+        let role = role.to_owned();
+        let command = if assign {
+            UserCommand::AssignRole { role }
+        } else {
+            UserCommand::UnassignRole { role }
+        };
+        self.execute(user_id, command, &audit)
+            .await
+            .map_err(user_error)?;
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT max(sequence) FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(self.pool)
+        .await?;
+        Ok(version.unwrap_or(0))
+    }
+
     /// Opens a user's sealed personal `field` (`email` or `name`) with the user's wrapped data
     /// key; `None` once the person was erased (no key) or the value was altered.
     pub fn open_personal(

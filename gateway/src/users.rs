@@ -11,7 +11,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::permission::{UsersRead, UsersWrite};
+use crate::auth::permission::{RolesManage, UsersRead, UsersWrite};
 use crate::auth::{Allowed, AGENCY_ADMIN, PLATFORM_ADMIN};
 use crate::edge::RequestId;
 use crate::error::ApiError;
@@ -335,4 +335,58 @@ pub async fn list(
         Json(serde_json::json!({ "items": items, "limit": limit, "offset": offset }))
             .into_response(),
     )
+}
+
+/// `PUT` gives a role to a user of the caller's agency, `DELETE` takes it; either takes
+/// effect at the user's next request (the answer waits until it does).
+pub async fn assign_role(
+    Allowed { caller: admin, .. }: Allowed<RolesManage>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath((id, role)): ApiPath<(Uuid, String)>,
+) -> Result<StatusCode, ApiError> {
+    change_role(&state, &admin, id, &role, true, &request_id).await
+}
+
+pub async fn unassign_role(
+    Allowed { caller: admin, .. }: Allowed<RolesManage>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath((id, role)): ApiPath<(Uuid, String)>,
+) -> Result<StatusCode, ApiError> {
+    change_role(&state, &admin, id, &role, false, &request_id).await
+}
+
+async fn change_role(
+    state: &AppState,
+    admin: &crate::auth::Caller,
+    id: Uuid,
+    role: &str,
+    assign: bool,
+    request_id: &RequestId,
+) -> Result<StatusCode, ApiError> {
+    if !ROLES.contains(&role) {
+        return Err(ApiError::NotFound(format!(
+            "no role {role:?}; known: {}",
+            ROLES.join(", ")
+        )));
+    }
+    if role == PLATFORM_ADMIN && !admin.has_role(PLATFORM_ADMIN) {
+        return Err(ApiError::Forbidden(
+            "only a platform admin may give or take the platform-admin role",
+        ));
+    }
+    let version = state
+        .identity()
+        .set_role(admin, &id.to_string(), role, assign, &request_id.0)
+        .await?;
+    await_version(
+        state.pool(),
+        ReadModel::Users,
+        id,
+        version,
+        state.read_your_writes_timeout(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -23,6 +23,8 @@ struct Change {
     mfa: Option<bool>,
     /// `Some(Some(until))` locks, `Some(None)` unlocks.
     locked: Option<Option<i64>>,
+    role_added: Option<String>,
+    role_removed: Option<String>,
 }
 
 pub async fn apply(
@@ -92,6 +94,14 @@ pub async fn apply(
                 locked: Some(None),
                 ..Change::default()
             },
+            UserEvent::RoleAssigned { role } => Change {
+                role_added: Some(role),
+                ..Change::default()
+            },
+            UserEvent::RoleUnassigned { role } => Change {
+                role_removed: Some(role),
+                ..Change::default()
+            },
             _ => Change::default(),
         };
         sqlx::query(
@@ -100,6 +110,8 @@ pub async fn apply(
                     status = coalesce($3, status),
                     mfa_enabled = coalesce($4, mfa_enabled),
                     locked_until = CASE WHEN $5 THEN to_timestamp($6::double precision / 1000) ELSE locked_until END,
+                    roles = array_remove(
+                        CASE WHEN $9::text IS NULL THEN roles ELSE array_append(roles, $9) END, $10),
                     updated_at = $7, version = $8
               WHERE id = $1 AND version = $8 - 1",
         )
@@ -111,6 +123,8 @@ pub async fn apply(
         .bind(change.locked.flatten())
         .bind(at)
         .bind(event.sequence)
+        .bind(change.role_added)
+        .bind(change.role_removed)
         .execute(&mut *conn)
         .await?
         .rows_affected()

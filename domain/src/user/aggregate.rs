@@ -241,6 +241,20 @@ impl User {
                 self.active()?;
                 Ok(vec![UserEvent::ProfileUpdated { display_name }])
             }
+            // Giving a role twice, or taking one not held, records nothing.
+            UserCommand::AssignRole { role } => {
+                self.active()?;
+                Ok((!self.roles.contains(&role))
+                    .then_some(UserEvent::RoleAssigned { role })
+                    .into_iter()
+                    .collect())
+            }
+            UserCommand::UnassignRole { role } => Ok(self
+                .roles
+                .contains(&role)
+                .then_some(UserEvent::RoleUnassigned { role })
+                .into_iter()
+                .collect()),
             UserCommand::Unlock => {
                 let locked =
                     self.lockout.locked_until.is_some() || self.lockout.consecutive_failures > 0;
@@ -351,6 +365,8 @@ impl Aggregate for User {
             } => self.lockout.consecutive_failures = consecutive_failures,
             UserEvent::UserLocked { until } => self.lockout.locked_until = Some(until),
             UserEvent::UserUnlocked { .. } => self.lockout = Lockout::default(),
+            UserEvent::RoleAssigned { role } => self.roles.push(role),
+            UserEvent::RoleUnassigned { role } => self.roles.retain(|r| *r != role),
             UserEvent::MfaEnrolmentStarted { secret } => self.mfa.pending_secret = Some(secret),
             UserEvent::MfaEnabled { totp_step } => {
                 self.mfa.secret = self.mfa.pending_secret.take();

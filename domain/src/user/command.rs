@@ -53,6 +53,12 @@ pub enum UserCommand {
         display_name: Sealed,
     },
     Unlock,
+    AssignRole {
+        role: String,
+    },
+    UnassignRole {
+        role: String,
+    },
     StartMfaEnrolment {
         secret: Sealed,
     },
@@ -81,6 +87,8 @@ impl UserCommand {
             Self::ChangePassword { .. } => "ChangePassword",
             Self::UpdateProfile { .. } => "UpdateUserProfile",
             Self::Unlock => "UnlockUser",
+            Self::AssignRole { .. } => "AssignRole",
+            Self::UnassignRole { .. } => "UnassignRole",
             Self::StartMfaEnrolment { .. } => "StartMfaEnrolment",
             Self::ConfirmMfa { .. } => "ConfirmMfa",
             Self::DisableMfa { .. } => "DisableMfa",

@@ -42,6 +42,12 @@ pub enum UserEvent {
     UserUnlocked {
         by_admin: bool,
     },
+    RoleAssigned {
+        role: String,
+    },
+    RoleUnassigned {
+        role: String,
+    },
     MfaEnrolmentStarted {
         secret: Sealed,
     },
@@ -74,6 +80,8 @@ impl DomainEvent for UserEvent {
             Self::LoginFailed { .. } => "LoginFailed",
             Self::UserLocked { .. } => "UserLocked",
             Self::UserUnlocked { .. } => "UserUnlocked",
+            Self::RoleAssigned { .. } => "RoleAssigned",
+            Self::RoleUnassigned { .. } => "RoleUnassigned",
             Self::MfaEnrolmentStarted { .. } => "MfaEnrolmentStarted",
             Self::MfaEnabled { .. } => "MfaEnabled",
             Self::RecoveryCodesGenerated { .. } => "RecoveryCodesGenerated",

@@ -252,3 +252,35 @@ fn passwords_must_be_long_and_hard_to_guess() {
     ));
     assert_eq!(policy.check("correct horse battery staple 42", &[]), Ok(()));
 }
+
+#[test]
+fn roles_are_given_and_taken_once() {
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(UserCommand::AssignRole {
+            role: "agency-admin".into(),
+        })
+        .then_expect_events(vec![UserEvent::RoleAssigned {
+            role: "agency-admin".into(),
+        }]);
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(UserCommand::AssignRole {
+            role: "operator".into(),
+        })
+        .then_expect_events(vec![]);
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(UserCommand::UnassignRole {
+            role: "operator".into(),
+        })
+        .then_expect_events(vec![UserEvent::RoleUnassigned {
+            role: "operator".into(),
+        }]);
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(UserCommand::UnassignRole {
+            role: "viewer".into(),
+        })
+        .then_expect_events(vec![]);
+}

@@ -14,6 +14,7 @@ use super::Caller;
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::tenancy::{self, Scope};
 
 /// A permission, as a type a handler can name.
 pub trait Required: Send + Sync + 'static {
@@ -56,14 +57,26 @@ impl<P: Required> Allowed<P> {
     }
 }
 
-/// The caller's permissions: those of its roles. (Roles defined per agency, and changes that
-/// reach tokens already issued, are the authorization work that follows.)
-pub fn holds(caller: &Caller, permission: Permission) -> bool {
-    caller
-        .claims
-        .roles
+/// Whether `roles` give `permission`.
+pub fn grants(roles: &[String], permission: Permission) -> bool {
+    roles
         .iter()
         .any(|role| Permission::of_builtin_role(role).contains(&permission))
+}
+
+/// The caller's roles now: from the users read model, so that a role given or taken takes
+/// effect at the next request, also for tokens already issued; from the token while the read
+/// model does not know the user yet (just registered).
+async fn current_roles(state: &AppState, caller: &Caller) -> Result<Vec<String>, ApiError> {
+    let Ok(user_id) = uuid::Uuid::parse_str(caller.user_id()) else {
+        return Ok(caller.claims.roles.clone());
+    };
+    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+    let roles: Option<Vec<String>> = sqlx::query_scalar("SELECT roles FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(roles.unwrap_or_else(|| caller.claims.roles.clone()))
 }
 
 /// The id of the resource a request is about: the last path segment that is a UUID.
@@ -82,7 +95,7 @@ impl<P: Required> FromRequestParts<AppState> for Allowed<P> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let allowed = holds(&caller, P::PERMISSION);
+        let allowed = grants(&current_roles(state, &caller).await?, P::PERMISSION);
         let request_id = parts
             .extensions
             .get::<RequestId>()

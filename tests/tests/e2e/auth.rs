@@ -919,3 +919,50 @@ async fn concurrent_logins_of_one_user_all_succeed() {
         .await;
     assert_eq!(succeeded, 8, "each login is in the audit trail");
 }
+
+#[tokio::test]
+async fn a_role_given_or_taken_applies_to_tokens_already_issued() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create_user("rising@laval.example", PASSWORD, &["operator"])
+        .await;
+    let (token, _) = tokens(&app, "rising@laval.example").await;
+    let probe = format!("/users/{id}");
+    assert_eq!(
+        app.get_as(&token, &probe).await.status(),
+        403,
+        "operators cannot read users"
+    );
+
+    let role = |method: Method| {
+        app.request(method, &format!("/users/{id}/roles/agency-admin"))
+            .header("x-request-id", "req-give-role")
+            .send()
+    };
+    assert_eq!(role(Method::PUT).await.unwrap().status(), 204);
+    // The same token, at once.
+    assert_eq!(app.get_as(&token, &probe).await.status(), 200);
+    let me: Value = app.get_as(&token, "/auth/me").await.json().await.unwrap();
+    assert_eq!(me["roles"], json!(["operator", "agency-admin"]));
+
+    assert_eq!(role(Method::DELETE).await.unwrap().status(), 204);
+    let started = std::time::Instant::now();
+    assert_eq!(app.get_as(&token, &probe).await.status(), 403);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    let unknown = app
+        .request(Method::PUT, &format!("/users/{id}/roles/emperor"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let given: Value = sqlx::query_scalar(
+        "SELECT metadata FROM events WHERE aggregate_id = $1 AND event_type = 'RoleAssigned'",
+    )
+    .bind(&id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(given["actor"], app.admin_id);
+    assert_eq!(given["request_id"], "req-give-role");
+}
