@@ -201,6 +201,14 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
         )
         .route(&format!("{api}/users/{{id}}/unlock"), post(users::unlock))
         .route(
+            &format!("{api}/users/{{id}}/memberships/{{agency_id}}"),
+            put(users::grant_membership).delete(users::revoke_membership),
+        )
+        .route(
+            &format!("{api}/auth/switch-agency"),
+            post(auth_routes::switch_agency),
+        )
+        .route(
             &format!("{api}/users/{{id}}/roles/{{role}}"),
             put(users::assign_role).delete(users::unassign_role),
         )

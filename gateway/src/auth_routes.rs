@@ -289,3 +289,19 @@ pub async fn permissions(_caller: Caller) -> Response {
         .collect();
     Json(serde_json::json!({ "items": items })).into_response()
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchAgency {
+    agency_id: uuid::Uuid,
+}
+
+/// Tokens scoped to another agency the caller belongs to; 404 for any other agency.
+pub async fn switch_agency(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<SwitchAgency>,
+) -> Result<Response, ApiError> {
+    let agency = eriop_domain::AgencyId::from_uuid(body.agency_id);
+    Ok(Json(state.identity().switch_agency(&caller, agency).await?).into_response())
+}

@@ -285,19 +285,24 @@ impl Identity<'_> {
 
     /// What the user must do before anything else, if anything: change a password chosen by
     /// someone else, or enrol in MFA when the agency requires it.
-    async fn restriction_for(&self, user: &User) -> Result<Option<Restriction>, ApiError> {
+    /// `agency` is the session's (the user's own, or one it is a member of).
+    async fn restriction_for(
+        &self,
+        user: &User,
+        agency: AgencyId,
+    ) -> Result<Option<Restriction>, ApiError> {
         if user.must_change_password() {
             return Ok(Some(Restriction::PasswordChange));
         }
         if user.mfa_enabled() {
             return Ok(None);
         }
-        let agency = user.agency_id().map(|a| a.to_string()).unwrap_or_default();
+        let agency_text = agency.to_string();
         let mut tx =
-            crate::tenancy::begin(self.pool, crate::tenancy::Scope::Agency(&agency)).await?;
+            crate::tenancy::begin(self.pool, crate::tenancy::Scope::Agency(&agency_text)).await?;
         let required: Option<bool> =
             sqlx::query_scalar("SELECT mfa_required FROM agencies WHERE id = $1")
-                .bind(user.agency_id().map(|a| a.as_uuid()))
+                .bind(agency.as_uuid())
                 .fetch_optional(&mut *tx)
                 .await?;
         Ok(required
@@ -305,13 +310,30 @@ impl Identity<'_> {
             .then_some(Restriction::MfaEnrolment))
     }
 
+    /// A new session in the user's own agency.
     async fn open_session(&self, user_id: &str, user: &User) -> Result<TokenPair, ApiError> {
-        let agency_id = user.agency_id().map(|a| a.to_string()).unwrap_or_default();
-        let restriction = self.restriction_for(user).await?;
+        let agency = user
+            .agency_id()
+            .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
+        self.open_session_in(user_id, user, agency).await
+    }
+
+    /// A new session scoped to `agency`, with the roles the user holds there.
+    async fn open_session_in(
+        &self,
+        user_id: &str,
+        user: &User,
+        agency: AgencyId,
+    ) -> Result<TokenPair, ApiError> {
+        let roles = user
+            .roles_in(agency)
+            .ok_or_else(|| ApiError::NotFound("you are not a member of this agency".into()))?;
+        let agency_id = agency.to_string();
+        let restriction = self.restriction_for(user, agency).await?;
         let family = Uuid::new_v4().to_string();
         let pair = self
             .auth
-            .new_pair(user_id, &agency_id, user.roles(), &family, restriction)
+            .new_pair(user_id, &agency_id, roles, &family, restriction)
             .map_err(ApiError::internal)?;
         let owner = RefreshOwner {
             family,
@@ -440,15 +462,18 @@ impl Identity<'_> {
         if user.status() != Some(UserStatus::Active) {
             return Err(invalid_grant());
         }
+        // The roles held now in the session's agency (a revoked membership ends the session).
+        let agency: AgencyId = owner.agency_id.parse().map_err(|_| invalid_grant())?;
+        let roles = user.roles_in(agency).ok_or_else(invalid_grant)?;
         let pair = self
             .auth
             .new_pair(
                 &owner.user_id,
                 &owner.agency_id,
-                user.roles(),
+                roles,
                 &owner.family,
                 // Decided again: a refresh never lifts a restriction.
-                self.restriction_for(&user)
+                self.restriction_for(&user, agency)
                     .await
                     .map_err(|_| invalid_grant())?,
             )
@@ -526,7 +551,14 @@ impl Identity<'_> {
             agency_id: caller.agency_id().to_owned(),
             email: open(format!("email:{id}"), user.email()),
             display_name: open(format!("name:{id}"), user.display_name()),
-            roles: user.roles().to_vec(),
+            // The roles in the token's agency.
+            roles: caller
+                .agency_id()
+                .parse()
+                .ok()
+                .and_then(|agency| user.roles_in(agency))
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
             mfa_enabled: user.mfa_enabled(),
             password_change_required: user.must_change_password(),
         })
@@ -913,6 +945,53 @@ impl Identity<'_> {
                 error_description: "cannot sign the token",
             })?;
         Ok((pair.access_token, pair.expires_in))
+    }
+
+    /// Tokens for another agency the caller belongs to (a new session there).
+    pub async fn switch_agency(
+        &self,
+        caller: &Caller,
+        agency: AgencyId,
+    ) -> Result<TokenPair, ApiError> {
+        let user = self.load(caller.user_id()).await?;
+        self.open_session_in(caller.user_id(), &user, agency).await
+    }
+
+    /// Grants (`Some(roles)`) or revokes a membership in `agency`; answers the user's version.
+    pub async fn set_membership(
+        &self,
+        admin: &Caller,
+        user_id: &str,
+        agency: AgencyId,
+        roles: Option<Vec<String>>,
+        request_id: &str,
+    ) -> Result<i64, ApiError> {
+        let audit = Audit {
+            actor: admin.user_id(),
+            agency_id: &agency.to_string(),
+            request_id,
+        };
+        let command = match roles {
+            Some(roles) => UserCommand::GrantMembership {
+                agency_id: agency,
+                roles,
+            },
+            None => UserCommand::RevokeMembership { agency_id: agency },
+        };
+        self.execute(user_id, command, &audit)
+            .await
+            .map_err(user_error)?;
+        self.version(user_id).await
+    }
+
+    async fn version(&self, user_id: &str) -> Result<i64, ApiError> {
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT max(sequence) FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(self.pool)
+        .await?;
+        Ok(version.unwrap_or(0))
     }
 
     /// Gives (`assign`) or takes a role; answers the user's version afterwards.

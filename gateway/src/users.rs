@@ -11,7 +11,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::permission::{RolesManage, UsersRead, UsersWrite};
+use crate::auth::permission::{AgenciesManage, RolesManage, UsersRead, UsersWrite};
 use crate::auth::{Allowed, AGENCY_ADMIN, PLATFORM_ADMIN};
 use crate::edge::RequestId;
 use crate::error::ApiError;
@@ -379,6 +379,77 @@ async fn change_role(
     let version = state
         .identity()
         .set_role(admin, &id.to_string(), role, assign, &request_id.0)
+        .await?;
+    await_version(
+        state.pool(),
+        ReadModel::Users,
+        id,
+        version,
+        state.read_your_writes_timeout(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Membership {
+    roles: Vec<String>,
+}
+
+/// Membership of a user in another agency, with roles there. Crosses agencies, so it needs
+/// agencies:manage (the platform's).
+pub async fn grant_membership(
+    Allowed { caller: admin, .. }: Allowed<AgenciesManage>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath((id, agency)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(body): ApiJson<Membership>,
+) -> Result<StatusCode, ApiError> {
+    for role in &body.roles {
+        if !ROLES.contains(&role.as_str()) || role == PLATFORM_ADMIN {
+            return Err(ApiError::validation(
+                "roles",
+                format!("not a role of an agency: {role:?}"),
+            ));
+        }
+    }
+    let version = state
+        .identity()
+        .set_membership(
+            &admin,
+            &id.to_string(),
+            AgencyId::from_uuid(agency),
+            Some(body.roles),
+            &request_id.0,
+        )
+        .await?;
+    await_version(
+        state.pool(),
+        ReadModel::Users,
+        id,
+        version,
+        state.read_your_writes_timeout(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn revoke_membership(
+    Allowed { caller: admin, .. }: Allowed<AgenciesManage>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath((id, agency)): ApiPath<(Uuid, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    let version = state
+        .identity()
+        .set_membership(
+            &admin,
+            &id.to_string(),
+            AgencyId::from_uuid(agency),
+            None,
+            &request_id.0,
+        )
         .await?;
     await_version(
         state.pool(),

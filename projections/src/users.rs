@@ -65,6 +65,13 @@ pub async fn apply(
         .await?
         .rows_affected()
     } else {
+        let membership = match &payload {
+            UserEvent::MembershipGranted { agency_id, roles } => {
+                Some((*agency_id, Some(roles.clone())))
+            }
+            UserEvent::MembershipRevoked { agency_id } => Some((*agency_id, None)),
+            _ => None,
+        };
         let change = match payload {
             UserEvent::ProfileUpdated { display_name } => Change {
                 name: Some(display_name.0),
@@ -104,7 +111,7 @@ pub async fn apply(
             },
             _ => Change::default(),
         };
-        sqlx::query(
+        let changed = sqlx::query(
             "UPDATE users
                 SET display_name_sealed = coalesce($2, display_name_sealed),
                     status = coalesce($3, status),
@@ -127,7 +134,14 @@ pub async fn apply(
         .bind(change.role_removed)
         .execute(&mut *conn)
         .await?
-        .rows_affected()
+        .rows_affected();
+        // Only with the version guard passed: a redelivered grant must not undo a later revoke.
+        if changed == 1 {
+            if let Some((agency_id, roles)) = membership {
+                write_membership(conn, id, agency_id.as_uuid(), roles).await?;
+            }
+        }
+        changed
     };
     crate::outcome(
         conn,
@@ -137,4 +151,27 @@ pub async fn apply(
         changed,
     )
     .await
+}
+
+async fn write_membership(
+    conn: &mut PgConnection,
+    user: Uuid,
+    agency: Uuid,
+    roles: Option<Vec<String>>,
+) -> Result<(), sqlx::Error> {
+    match roles {
+        Some(roles) => sqlx::query(
+            "INSERT INTO user_memberships (user_id, agency_id, roles) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, agency_id) DO UPDATE SET roles = excluded.roles",
+        )
+        .bind(user)
+        .bind(agency)
+        .bind(roles),
+        None => sqlx::query("DELETE FROM user_memberships WHERE user_id = $1 AND agency_id = $2")
+            .bind(user)
+            .bind(agency),
+    }
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

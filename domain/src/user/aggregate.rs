@@ -56,6 +56,9 @@ pub struct User {
     roles: Vec<String>,
     #[serde(default)]
     service_account: bool,
+    /// Other agencies the user belongs to, with the roles held there.
+    #[serde(default)]
+    memberships: std::collections::BTreeMap<AgencyId, Vec<String>>,
     password_hash: String,
     must_change_password: bool,
     lockout: Lockout,
@@ -85,6 +88,14 @@ impl User {
 
     pub fn roles(&self) -> &[String] {
         &self.roles
+    }
+
+    /// The roles held in `agency`: the user's own agency, or one it is a member of.
+    pub fn roles_in(&self, agency: AgencyId) -> Option<&[String]> {
+        if self.agency_id == Some(agency) {
+            return Some(&self.roles);
+        }
+        self.memberships.get(&agency).map(Vec::as_slice)
     }
 
     pub fn is_service_account(&self) -> bool {
@@ -255,6 +266,21 @@ impl User {
                 .then_some(UserEvent::RoleUnassigned { role })
                 .into_iter()
                 .collect()),
+            UserCommand::GrantMembership { agency_id, roles } => {
+                self.active()?;
+                if self.agency_id == Some(agency_id)
+                    || self.memberships.get(&agency_id) == Some(&roles)
+                {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![UserEvent::MembershipGranted { agency_id, roles }])
+            }
+            UserCommand::RevokeMembership { agency_id } => Ok(self
+                .memberships
+                .contains_key(&agency_id)
+                .then_some(UserEvent::MembershipRevoked { agency_id })
+                .into_iter()
+                .collect()),
             UserCommand::Unlock => {
                 let locked =
                     self.lockout.locked_until.is_some() || self.lockout.consecutive_failures > 0;
@@ -367,6 +393,12 @@ impl Aggregate for User {
             UserEvent::UserUnlocked { .. } => self.lockout = Lockout::default(),
             UserEvent::RoleAssigned { role } => self.roles.push(role),
             UserEvent::RoleUnassigned { role } => self.roles.retain(|r| *r != role),
+            UserEvent::MembershipGranted { agency_id, roles } => {
+                self.memberships.insert(agency_id, roles);
+            }
+            UserEvent::MembershipRevoked { agency_id } => {
+                self.memberships.remove(&agency_id);
+            }
             UserEvent::MfaEnrolmentStarted { secret } => self.mfa.pending_secret = Some(secret),
             UserEvent::MfaEnabled { totp_step } => {
                 self.mfa.secret = self.mfa.pending_secret.take();

@@ -56,6 +56,15 @@ pub enum UserCommand {
     AssignRole {
         role: String,
     },
+    /// Membership in another agency than the user's own, with roles there (a regional
+    /// coordinator, a contractor). Granting again replaces the roles.
+    GrantMembership {
+        agency_id: AgencyId,
+        roles: Vec<String>,
+    },
+    RevokeMembership {
+        agency_id: AgencyId,
+    },
     UnassignRole {
         role: String,
     },
@@ -88,6 +97,8 @@ impl UserCommand {
             Self::UpdateProfile { .. } => "UpdateUserProfile",
             Self::Unlock => "UnlockUser",
             Self::AssignRole { .. } => "AssignRole",
+            Self::GrantMembership { .. } => "GrantMembership",
+            Self::RevokeMembership { .. } => "RevokeMembership",
             Self::UnassignRole { .. } => "UnassignRole",
             Self::StartMfaEnrolment { .. } => "StartMfaEnrolment",
             Self::ConfirmMfa { .. } => "ConfirmMfa",

@@ -48,6 +48,13 @@ pub enum UserEvent {
     RoleUnassigned {
         role: String,
     },
+    MembershipGranted {
+        agency_id: AgencyId,
+        roles: Vec<String>,
+    },
+    MembershipRevoked {
+        agency_id: AgencyId,
+    },
     MfaEnrolmentStarted {
         secret: Sealed,
     },
@@ -82,6 +89,8 @@ impl DomainEvent for UserEvent {
             Self::UserUnlocked { .. } => "UserUnlocked",
             Self::RoleAssigned { .. } => "RoleAssigned",
             Self::RoleUnassigned { .. } => "RoleUnassigned",
+            Self::MembershipGranted { .. } => "MembershipGranted",
+            Self::MembershipRevoked { .. } => "MembershipRevoked",
             Self::MfaEnrolmentStarted { .. } => "MfaEnrolmentStarted",
             Self::MfaEnabled { .. } => "MfaEnabled",
             Self::RecoveryCodesGenerated { .. } => "RecoveryCodesGenerated",

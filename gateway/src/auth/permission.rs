@@ -64,19 +64,32 @@ pub fn grants(roles: &[String], permission: Permission) -> bool {
         .any(|role| Permission::of_builtin_role(role).contains(&permission))
 }
 
-/// The caller's roles now: from the users read model, so that a role given or taken takes
-/// effect at the next request, also for tokens already issued; from the token while the read
-/// model does not know the user yet (just registered).
+/// The caller's roles now, in the token's agency: from the read models, so that a role or a
+/// membership given or taken applies at the next request, also to tokens already issued.
+/// Only a user the read models do not know yet (just registered) is taken at its token.
 async fn current_roles(state: &AppState, caller: &Caller) -> Result<Vec<String>, ApiError> {
-    let Ok(user_id) = uuid::Uuid::parse_str(caller.user_id()) else {
-        return Ok(caller.claims.roles.clone());
+    let (Ok(user_id), Ok(agency)) = (
+        uuid::Uuid::parse_str(caller.user_id()),
+        uuid::Uuid::parse_str(caller.agency_id()),
+    ) else {
+        return Ok(Vec::new());
     };
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
-    let roles: Option<Vec<String>> = sqlx::query_scalar("SELECT roles FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    Ok(roles.unwrap_or_else(|| caller.claims.roles.clone()))
+    // Keyed by the caller's own id: the one lookup that looks across agencies.
+    let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
+    let (known, home, member): (bool, Option<Vec<String>>, Option<Vec<String>>) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1),
+                (SELECT roles FROM users WHERE id = $1 AND agency_id = $2),
+                (SELECT roles FROM user_memberships WHERE user_id = $1 AND agency_id = $2)",
+    )
+    .bind(user_id)
+    .bind(agency)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(match (known, home.or(member)) {
+        (_, Some(roles)) => roles,
+        (true, None) => Vec::new(),
+        (false, None) => caller.claims.roles.clone(),
+    })
 }
 
 /// The id of the resource a request is about: the last path segment that is a UUID.

@@ -966,3 +966,101 @@ async fn a_role_given_or_taken_applies_to_tokens_already_issued() {
     assert_eq!(given["actor"], app.admin_id);
     assert_eq!(given["request_id"], "req-give-role");
 }
+
+#[tokio::test]
+async fn a_member_of_two_agencies_sees_one_at_a_time_and_only_its_own() {
+    let app = TestApp::spawn().await;
+    let me: Value = app
+        .get_as(&app.token, "/auth/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let home = me["agency_id"].as_str().unwrap().to_owned();
+    let second = app.created_agency("Longueuil").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stranger = app.created_agency("Brossard").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = app
+        .create_user("coordinator@laval.example", PASSWORD, &["agency-admin"])
+        .await;
+    let grant = app
+        .request(Method::PUT, &format!("/users/{id}/memberships/{second}"))
+        .json(&json!({ "roles": ["agency-admin"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grant.status(), 204);
+
+    let agencies_seen = |token: String| {
+        let app = &app;
+        async move {
+            let page: Value = app
+                .get_as(&token, "/audit/events?limit=1000")
+                .await
+                .json()
+                .await
+                .unwrap();
+            let mut seen: Vec<String> = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["metadata"]["agency_id"].as_str().unwrap().to_owned())
+                .collect();
+            seen.dedup();
+            seen
+        }
+    };
+    let (home_token, _) = tokens(&app, "coordinator@laval.example").await;
+    assert_eq!(agencies_seen(home_token.clone()).await, vec![home.clone()]);
+
+    let switch = |token: String, agency: String| {
+        let app = &app;
+        async move {
+            app.http
+                .post(app.api("/auth/switch-agency"))
+                .bearer_auth(token)
+                .json(&json!({ "agency_id": agency }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let switched = switch(home_token.clone(), second.clone()).await;
+    assert_eq!(switched.status(), 200);
+    let second_token = switched.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me: Value = app
+        .get_as(&second_token, "/auth/me")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["agency_id"], second);
+    assert_eq!(
+        agencies_seen(second_token.clone()).await,
+        vec![second.clone()]
+    );
+
+    // Not a member: 404, as for anything of another agency.
+    assert_eq!(switch(home_token.clone(), stranger).await.status(), 404);
+
+    // Membership revoked: the token of that agency loses its rights at the next request.
+    let revoke = app
+        .request(Method::DELETE, &format!("/users/{id}/memberships/{second}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 204);
+    assert_eq!(
+        app.get_as(&second_token, "/audit/events").await.status(),
+        403
+    );
+    assert_eq!(switch(home_token, second).await.status(), 404);
+}
