@@ -7,6 +7,7 @@ pub mod agency;
 pub mod ids;
 pub mod metadata;
 pub mod permission;
+pub mod role;
 pub mod time;
 pub mod user;
 

@@ -23,7 +23,7 @@ use crate::auth::{Auth, Clock, SystemClock};
 use crate::error::ApiError;
 use crate::relay::{Relay, RelayStatus};
 use crate::state::{AppState, Inner};
-use crate::{agencies, audit_routes, auth_routes, edge, health, openapi, users};
+use crate::{agencies, audit_routes, auth_routes, edge, health, openapi, roles, users};
 
 const USER_SNAPSHOT_EVERY: usize = 20;
 
@@ -101,6 +101,7 @@ impl App {
                 PostgresEventRepository::new(pool.clone()),
                 USER_SNAPSHOT_EVERY,
             ),
+            roles: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
             auth,
             pool,
             nats,
@@ -207,6 +208,18 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
         .route(
             &format!("{api}/auth/switch-agency"),
             post(auth_routes::switch_agency),
+        )
+        .route(
+            &format!("{api}/roles"),
+            post(roles::create).get(roles::list),
+        )
+        .route(
+            &format!("{api}/roles/{{id}}"),
+            get(roles::get).patch(roles::rename).delete(roles::delete),
+        )
+        .route(
+            &format!("{api}/roles/{{id}}/permissions/{{permission}}"),
+            put(roles::grant).delete(roles::revoke),
         )
         .route(
             &format!("{api}/users/{{id}}/roles/{{role}}"),

@@ -17,6 +17,7 @@ mod identity;
 pub mod openapi;
 mod paging;
 pub mod relay;
+mod roles;
 mod state;
 pub mod tenancy;
 mod users;

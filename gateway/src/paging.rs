@@ -45,6 +45,7 @@ impl PageParams {
 pub enum ReadModel {
     Agencies,
     Users,
+    Roles,
 }
 
 impl ReadModel {
@@ -52,6 +53,7 @@ impl ReadModel {
         match self {
             Self::Agencies => "SELECT version FROM agencies WHERE id = $1",
             Self::Users => "SELECT version FROM users WHERE id = $1",
+            Self::Roles => "SELECT version FROM roles WHERE id = $1",
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
 use eriop_domain::agency::Agency;
+use eriop_domain::role::Role;
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
@@ -13,6 +14,7 @@ use crate::auth::Auth;
 use crate::identity::{Identity, UserCqrs, UserStore};
 
 pub type AgencyCqrs = CqrsFramework<Agency, PersistedEventStore<PostgresEventRepository, Agency>>;
+pub type RoleCqrs = CqrsFramework<Role, PersistedEventStore<PostgresEventRepository, Role>>;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,6 +28,7 @@ pub(crate) struct Inner {
     pub redis: redis::Client,
     pub redis_prefix: String,
     pub users: UserCqrs,
+    pub roles: RoleCqrs,
     pub user_store: UserStore,
     pub auth: Auth,
     pub read_your_writes_timeout: Duration,
@@ -56,6 +59,10 @@ impl AppState {
 
     pub fn redis_prefix(&self) -> &str {
         &self.inner.redis_prefix
+    }
+
+    pub fn roles(&self) -> &RoleCqrs {
+        &self.inner.roles
     }
 
     pub fn auth(&self) -> &Auth {

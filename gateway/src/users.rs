@@ -365,12 +365,9 @@ async fn change_role(
     assign: bool,
     request_id: &RequestId,
 ) -> Result<StatusCode, ApiError> {
-    if !ROLES.contains(&role) {
-        return Err(ApiError::NotFound(format!(
-            "no role {role:?}; known: {}",
-            ROLES.join(", ")
-        )));
-    }
+    // A built-in role, or one of the caller's agency (another agency's role: 404).
+    let role = crate::roles::assignable(state, admin, role).await?;
+    let role = role.as_str();
     if role == PLATFORM_ADMIN && !admin.has_role(PLATFORM_ADMIN) {
         return Err(ApiError::Forbidden(
             "only a platform admin may give or take the platform-admin role",

@@ -6,6 +6,7 @@ pub mod app;
 pub mod consumer;
 pub mod read_model;
 pub mod rebuild;
+pub mod roles;
 pub mod users;
 
 pub use app::App;

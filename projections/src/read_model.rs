@@ -3,22 +3,24 @@
 use eriop_nats::StoredEvent;
 use sqlx::PgConnection;
 
-use crate::{agencies, users, Outcome, ProjectionError};
+use crate::{agencies, roles, users, Outcome, ProjectionError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadModel {
     Agencies,
     Users,
+    Roles,
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 2] = [ReadModel::Agencies, ReadModel::Users];
+    pub const ALL: [ReadModel; 3] = [ReadModel::Agencies, ReadModel::Users, ReadModel::Roles];
 
     /// The projection's name: its durable consumer and its checkpoint row.
     pub fn name(self) -> &'static str {
         match self {
             Self::Agencies => agencies::NAME,
             Self::Users => users::NAME,
+            Self::Roles => roles::NAME,
         }
     }
 
@@ -26,6 +28,7 @@ impl ReadModel {
         match self {
             Self::Agencies => agencies::AGGREGATE_TYPE,
             Self::Users => users::AGGREGATE_TYPE,
+            Self::Roles => roles::AGGREGATE_TYPE,
         }
     }
 
@@ -37,6 +40,7 @@ impl ReadModel {
         match self {
             Self::Agencies => agencies::apply(conn, event).await,
             Self::Users => users::apply(conn, event).await,
+            Self::Roles => roles::apply(conn, event).await,
         }
     }
 

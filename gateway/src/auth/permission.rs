@@ -92,6 +92,30 @@ async fn current_roles(state: &AppState, caller: &Caller) -> Result<Vec<String>,
     })
 }
 
+/// Whether one of the agency's own roles among `roles` (stored by id) gives `permission`.
+async fn agency_roles_grant(
+    state: &AppState,
+    caller: &Caller,
+    roles: &[String],
+    permission: Permission,
+) -> Result<bool, ApiError> {
+    let ids: Vec<uuid::Uuid> = roles
+        .iter()
+        .filter_map(|r| uuid::Uuid::parse_str(r).ok())
+        .collect();
+    if ids.is_empty() {
+        return Ok(false);
+    }
+    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM roles WHERE id = ANY($1) AND NOT deleted AND $2 = ANY(permissions))",
+    )
+    .bind(&ids)
+    .bind(permission.as_str())
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
 /// The id of the resource a request is about: the last path segment that is a UUID.
 fn resource_id(parts: &Parts) -> String {
     parts
@@ -108,7 +132,9 @@ impl<P: Required> FromRequestParts<AppState> for Allowed<P> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let allowed = grants(&current_roles(state, &caller).await?, P::PERMISSION);
+        let roles = current_roles(state, &caller).await?;
+        let allowed = grants(&roles, P::PERMISSION)
+            || agency_roles_grant(state, &caller, &roles, P::PERMISSION).await?;
         let request_id = parts
             .extensions
             .get::<RequestId>()

@@ -12,4 +12,5 @@ mod openapi;
 mod outage;
 mod rebuild;
 mod relay;
+mod roles;
 mod streams;

@@ -108,6 +108,7 @@ async fn every_guarded_operation_declares_and_enforces_its_permission() {
                 path.replace("{id}", &uuid::Uuid::new_v4().to_string())
                     .replace("{role}", "viewer")
                     .replace("{agency_id}", &uuid::Uuid::new_v4().to_string())
+                    .replace("{permission}", "audit:read")
             );
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let denied = app
