@@ -271,6 +271,15 @@ pub async fn create_service_account(
         .into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
+    /// Another agency's users: platform admins only.
+    agency_id: Option<Uuid>,
+}
+
 #[derive(sqlx::FromRow)]
 struct UserRow {
     id: Uuid,
@@ -291,13 +300,32 @@ struct UserRow {
 pub async fn list(
     Allowed { caller: admin, .. }: Allowed<UsersRead>,
     State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<PageParams>,
+    ApiQuery(params): ApiQuery<UsersQuery>,
 ) -> Result<Response, ApiError> {
-    let (limit, offset) = params.checked()?;
-    let agency: Uuid = admin
+    let (limit, offset) = PageParams::new(params.limit, params.offset).checked()?;
+    let own: Uuid = admin
         .agency_id()
         .parse()
         .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
+    // Another agency only for the platform, only by naming it, and logged.
+    let agency = match params.agency_id {
+        Some(other) if other != own => {
+            if !admin.has_role(PLATFORM_ADMIN) {
+                return Err(ApiError::NotFound("no such agency".into()));
+            }
+            tracing::info!(
+                target: "authz",
+                user_id = %admin.user_id(),
+                agency_id = %own,
+                target_agency_id = %other,
+                outcome = "cross-agency",
+                "platform admin lists another agency's users"
+            );
+            other
+        }
+        _ => own,
+    };
+    let agency_text = agency.to_string();
     let rows: Vec<UserRow> = sqlx::query_as(
         "SELECT u.id, u.agency_id, u.email_sealed, u.display_name_sealed, u.roles, u.status,
                 u.mfa_enabled, u.service_account, u.locked_until, u.created_at, k.wrapped_key
@@ -309,7 +337,7 @@ pub async fn list(
     .bind(agency)
     .bind(limit)
     .bind(offset)
-    .fetch_all(&mut *tenancy::begin(state.pool(), Scope::Agency(admin.agency_id())).await?)
+    .fetch_all(&mut *tenancy::begin(state.pool(), Scope::Agency(&agency_text)).await?)
     .await?;
     let identity = state.identity();
     let items: Vec<serde_json::Value> = rows

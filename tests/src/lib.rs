@@ -6,6 +6,7 @@
 //! or a TCP proxy in front of PostgreSQL that it can cut.
 
 pub mod app;
+pub mod capture;
 pub mod db;
 pub mod nats_server;
 pub mod proxy;

@@ -1,44 +1,16 @@
 //! Every request: one JSON access-log line with request id, method, route template, status
 //! and latency; no query strings, bodies, emails or tokens anywhere in the logs.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use eriop_nats::config::LogFormat;
+use eriop_tests::capture::Captured;
 use eriop_tests::TestApp;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 // current_thread runtime (the default): the app's tasks run on this thread, so the
 // thread's default subscriber sees their logs.
 #[tokio::test]
 async fn one_json_access_line_per_request_and_no_personal_data() {
-    let captured = Captured::default();
-    let _guard = tracing::subscriber::set_default(eriop_nats::logging::subscriber(
-        LogFormat::Json,
-        "info",
-        captured.clone(),
-    ));
+    let (captured, _guard) = Captured::start("info");
     let app = TestApp::spawn().await;
 
     let created = app
@@ -77,7 +49,7 @@ async fn one_json_access_line_per_request_and_no_personal_data() {
         .unwrap();
     assert_eq!(unauthorized.status(), 401);
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -132,12 +104,7 @@ async fn one_json_access_line_per_request_and_no_personal_data() {
 /// password, a token, a TOTP secret or code.
 #[tokio::test]
 async fn identity_flows_log_no_credentials() {
-    let captured = Captured::default();
-    let _guard = tracing::subscriber::set_default(eriop_nats::logging::subscriber(
-        LogFormat::Json,
-        "debug",
-        captured.clone(),
-    ));
+    let (captured, _guard) = Captured::start("debug");
     let app = TestApp::spawn().await;
     let email = "secret.person@laval.example";
     let password = "correct horse battery staple";
@@ -171,7 +138,7 @@ async fn identity_flows_log_no_credentials() {
         .unwrap();
     assert_eq!(out.status(), 204);
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     assert!(text.lines().count() > 20, "the flows were logged");
     for (what, value) in [
         ("email", email.to_owned()),
@@ -202,12 +169,7 @@ async fn identity_flows_log_no_credentials() {
 /// id, user id, agency id, permission, resource id and outcome, and no personal data.
 #[tokio::test]
 async fn every_authorization_decision_is_logged() {
-    let captured = Captured::default();
-    let _guard = tracing::subscriber::set_default(eriop_nats::logging::subscriber(
-        LogFormat::Json,
-        "info",
-        captured.clone(),
-    ));
+    let (captured, _guard) = Captured::start("info");
     let app = TestApp::spawn().await;
     let viewer = app
         .create_user(
@@ -243,7 +205,7 @@ async fn every_authorization_decision_is_logged() {
         .unwrap();
     assert_eq!(allowed.status(), 200);
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let decisions: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

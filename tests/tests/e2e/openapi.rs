@@ -57,7 +57,9 @@ async fn every_documented_operation_is_routed() {
 /// authorization (whatever the dummy request then earns).
 #[tokio::test]
 async fn every_guarded_operation_declares_and_enforces_its_permission() {
+    let (captured, _guard) = eriop_tests::capture::Captured::start("info");
     let app = TestApp::spawn().await;
+    let mut decisions: Vec<(String, &str, String)> = Vec::new();
     app.create_user(
         "matrix@laval.example",
         "correct horse battery staple",
@@ -140,4 +142,62 @@ async fn every_guarded_operation_declares_and_enforces_its_permission() {
         }
     }
     assert!(checked >= 15, "{checked} operations checked");
+
+    // Every decision of the matrix is one authz line with its fields, and nothing personal.
+    let lines = captured.lines_of("authz");
+    for (request_id, outcome, permission) in decisions {
+        let found: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["request_id"] == request_id.as_str())
+            .collect();
+        assert_eq!(found.len(), 1, "one authz line for {request_id}");
+        let line = found[0];
+        assert_eq!(line["outcome"], outcome, "{request_id}");
+        assert_eq!(line["permission"], permission.as_str(), "{request_id}");
+        for field in ["user_id", "agency_id", "resource_id"] {
+            assert!(line[field].is_string(), "{request_id}: {field}");
+        }
+        assert!(!line.to_string().contains("@laval.example"));
+    }
+}
+
+/// The converse of the tests above: every route the gateway registers (read from
+/// gateway/src/app.rs, where the router is built) is in the document, so an undocumented
+/// route, and with it a route without a declared permission, fails here.
+#[test]
+fn every_registered_route_is_documented() {
+    let source = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gateway/src/app.rs"
+    ))
+    .unwrap();
+    let doc = eriop_gateway::openapi::document("/api/v1");
+    let mut routes = 0;
+    for chunk in source.split(".route(").skip(1) {
+        let chunk = chunk.split(".fallback(").next().unwrap();
+        let path = chunk
+            .split('"')
+            .nth(1)
+            .unwrap()
+            .replace("{api}", "/api/v1")
+            .replace("{{", "{")
+            .replace("}}", "}");
+        let mut methods = 0;
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let called = chunk.contains(&format!("({method}("))
+                || chunk.contains(&format!(" {method}("))
+                || chunk.contains(&format!(".{method}("));
+            if called {
+                methods += 1;
+                assert!(
+                    doc["paths"][&path][method].is_object(),
+                    "{} {path} is routed but not in gateway/api/openapi.json",
+                    method.to_uppercase()
+                );
+            }
+        }
+        assert!(methods > 0, "no method found for {path}");
+        routes += 1;
+    }
+    assert!(routes >= 25, "{routes} routes read");
 }

@@ -260,3 +260,41 @@ async fn another_agencys_roles_and_users_do_not_exist_for_a_caller() {
     let own = as_b(Method::POST, "/roles".into()).await.unwrap();
     assert_eq!(own.status(), 415, "no body: the route is B's to use");
 }
+
+#[tokio::test]
+async fn only_the_platform_lists_another_agencys_users_by_naming_it() {
+    let app = TestApp::spawn().await;
+    let b = app.created_agency("Agency B").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let member = app
+        .create_user("member@b.example", PASSWORD, &["viewer"])
+        .await;
+    let granted = app
+        .request(Method::PUT, &format!("/users/{member}/memberships/{b}"))
+        .json(&json!({ "roles": ["agency-admin"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 204);
+    // The platform admin names agency B explicitly: B's users (none of its own yet).
+    let listed: Value = app
+        .request(Method::GET, &format!("/users?agency_id={b}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["items"].as_array().unwrap().is_empty());
+    // An agency admin naming another agency: it does not exist for them.
+    app.create_user("local.admin@laval.example", PASSWORD, &["agency-admin"])
+        .await;
+    let token = app.login("local.admin@laval.example", PASSWORD).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = app.get_as(&token, &format!("/users?agency_id={b}")).await;
+    assert_eq!(refused.status(), 404);
+}
