@@ -113,10 +113,15 @@ async fn every_guarded_operation_declares_and_enforces_its_permission() {
                     .replace("{permission}", "audit:read")
             );
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (deny_id, allow_id) = (
+                format!("matrix-{checked}-deny"),
+                format!("matrix-{checked}-allow"),
+            );
             let denied = app
                 .http
                 .request(method.clone(), &url)
                 .bearer_auth(&viewer)
+                .header("x-request-id", &deny_id)
                 .send()
                 .await
                 .unwrap();
@@ -130,9 +135,12 @@ async fn every_guarded_operation_declares_and_enforces_its_permission() {
                 .http
                 .request(method.clone(), &url)
                 .bearer_auth(&app.token)
+                .header("x-request-id", &allow_id)
                 .send()
                 .await
                 .unwrap();
+            decisions.push((deny_id, "deny", permission.to_owned()));
+            decisions.push((allow_id, "allow", permission.to_owned()));
             let status = allowed.status().as_u16();
             assert!(
                 status != 401 && status != 403,
@@ -145,6 +153,7 @@ async fn every_guarded_operation_declares_and_enforces_its_permission() {
 
     // Every decision of the matrix is one authz line with its fields, and nothing personal.
     let lines = captured.lines_of("authz");
+    assert_eq!(decisions.len(), 2 * checked);
     for (request_id, outcome, permission) in decisions {
         let found: Vec<&Value> = lines
             .iter()
