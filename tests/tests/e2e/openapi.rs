@@ -210,3 +210,100 @@ fn every_registered_route_is_documented() {
     }
     assert!(routes >= 25, "{routes} routes read");
 }
+
+/// The third column of the matrix: a token of another agency, holding the permission there,
+/// gets 404 for every resource of this agency, on every operation that names one.
+#[tokio::test]
+async fn another_agencys_resources_answer_404_on_every_operation() {
+    let app = TestApp::spawn().await;
+    let password = "correct horse battery staple";
+    // Resources of agency A (the platform agency): a user and a role.
+    let user_a = app
+        .create_user("resident@laval.example", password, &["viewer"])
+        .await;
+    let role_a: Value = app
+        .request(Method::POST, "/roles")
+        .json(&serde_json::json!({ "name": "A role", "permissions": ["users:read"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let role_a = role_a["id"].as_str().unwrap().to_owned();
+    // An admin of agency B, holding every agency permission there.
+    let b = app.created_agency("Agency B").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin_b = app
+        .create_user("admin@b.example", password, &["viewer"])
+        .await;
+    let granted = app
+        .request(Method::PUT, &format!("/users/{admin_b}/memberships/{b}"))
+        .json(&serde_json::json!({ "roles": ["agency-admin"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 204);
+    let home: Value = app.login("admin@b.example", password).await;
+    let switched: Value = app
+        .http
+        .post(app.api("/auth/switch-agency"))
+        .bearer_auth(home["access_token"].as_str().unwrap())
+        .json(&serde_json::json!({ "agency_id": b }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token_b = switched["access_token"].as_str().unwrap().to_owned();
+
+    let doc: Value = app
+        .http
+        .get(app.api("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let permission = operation["x-permission"].as_str().unwrap_or("");
+            // Agencies are the platform's; only paths that name a resource of an agency.
+            if !path.contains("{id}") || permission == "agencies:manage" || permission.is_empty() {
+                continue;
+            }
+            let id = if path.starts_with("/api/v1/roles") {
+                &role_a
+            } else {
+                &user_a
+            };
+            let url = format!(
+                "{}{}",
+                app.base,
+                path.replace("{id}", id)
+                    .replace("{role}", "viewer")
+                    .replace("{permission}", "audit:read")
+            );
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let mut request = app.http.request(method.clone(), &url).bearer_auth(&token_b);
+            if matches!(method, Method::PATCH) {
+                // A valid body, so that only the resource's agency decides the answer.
+                let field = if path.starts_with("/api/v1/roles") {
+                    "name"
+                } else {
+                    "display_name"
+                };
+                request = request.json(&serde_json::json!({ field: "x" }));
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 404, "{method} {path} of another agency");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "{checked} operations checked");
+}
