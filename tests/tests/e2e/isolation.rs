@@ -55,6 +55,46 @@ async fn a_query_without_its_agency_filter_still_sees_only_its_agency() {
         .await
         .unwrap();
     assert_eq!(smuggled.rows_affected(), 0);
+    drop(tx);
+
+    // Telemetry too: a sample of another agency can be neither written nor read.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('eriop.agency_id', $1, true)")
+        .bind(&mine)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let foreign = sqlx::query(
+        "INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_double)
+         VALUES (now(), $1::uuid, gen_random_uuid(), 'lamp', 'level', 1)",
+    )
+    .bind(&other)
+    .execute(&mut *tx)
+    .await;
+    assert!(
+        foreign.is_err(),
+        "row-level security refuses another agency's sample"
+    );
+    drop(tx);
+    sqlx::query(
+        "INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_double)
+         VALUES (now(), $1::uuid, gen_random_uuid(), 'lamp', 'level', 1)",
+    )
+    .bind(&other)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('eriop.agency_id', $1, true)")
+        .bind(&mine)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM telemetry")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, 0, "another agency's telemetry is invisible");
 }
 
 /// The agencies and the agencies of users that a transaction acting as `setting = value`
