@@ -8,7 +8,6 @@ use cqrs_es::Aggregate;
 use eriop_domain::agency::{Agency, AgencyEvent};
 use eriop_nats::StoredEvent;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::{Outcome, ProjectionError};
 
@@ -20,13 +19,7 @@ pub async fn apply(
     conn: &mut PgConnection,
     event: &StoredEvent,
 ) -> Result<Outcome, ProjectionError> {
-    let id: Uuid = event
-        .aggregate_id
-        .parse()
-        .map_err(|_| ProjectionError::Undecodable("aggregate id is not a UUID".into()))?;
-    let payload: AgencyEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|e| ProjectionError::Undecodable(format!("{} payload: {e}", event.event_type)))?;
-    let at = crate::event_time(event)?;
+    let (id, payload, at) = crate::decode::<AgencyEvent>(event)?;
     let changed = match payload {
         AgencyEvent::AgencyCreated { name, .. } => sqlx::query(
             "INSERT INTO agencies (id, name, status, created_at, updated_at, version)

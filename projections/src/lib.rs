@@ -33,6 +33,19 @@ pub enum ProjectionError {
     Database(#[from] sqlx::Error),
 }
 
+/// An event's aggregate id, typed payload and time, or why it cannot be applied.
+pub(crate) fn decode<E: serde::de::DeserializeOwned>(
+    event: &eriop_nats::StoredEvent,
+) -> Result<(uuid::Uuid, E, chrono::DateTime<chrono::Utc>), ProjectionError> {
+    let id = event
+        .aggregate_id
+        .parse()
+        .map_err(|_| ProjectionError::Undecodable("aggregate id is not a UUID".into()))?;
+    let payload = serde_json::from_value(event.payload.clone())
+        .map_err(|e| ProjectionError::Undecodable(format!("{} payload: {e}", event.event_type)))?;
+    Ok((id, payload, event_time(event)?))
+}
+
 /// The time of the command (its metadata), which is what a user means by "created at".
 pub(crate) fn event_time(
     event: &eriop_nats::StoredEvent,

@@ -4,7 +4,6 @@ use cqrs_es::Aggregate;
 use eriop_domain::role::{Role, RoleEvent};
 use eriop_nats::StoredEvent;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::{Outcome, ProjectionError};
 
@@ -15,13 +14,7 @@ pub async fn apply(
     conn: &mut PgConnection,
     event: &StoredEvent,
 ) -> Result<Outcome, ProjectionError> {
-    let id: Uuid = event
-        .aggregate_id
-        .parse()
-        .map_err(|_| ProjectionError::Undecodable("aggregate id is not a UUID".into()))?;
-    let payload: RoleEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|e| ProjectionError::Undecodable(format!("{} payload: {e}", event.event_type)))?;
-    let at = crate::event_time(event)?;
+    let (id, payload, at) = crate::decode::<RoleEvent>(event)?;
     let changed = if let RoleEvent::RoleCreated {
         agency_id,
         name,

@@ -31,13 +31,7 @@ pub async fn apply(
     conn: &mut PgConnection,
     event: &StoredEvent,
 ) -> Result<Outcome, ProjectionError> {
-    let id: Uuid = event
-        .aggregate_id
-        .parse()
-        .map_err(|_| ProjectionError::Undecodable("aggregate id is not a UUID".into()))?;
-    let payload: UserEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|e| ProjectionError::Undecodable(format!("{} payload: {e}", event.event_type)))?;
-    let at = crate::event_time(event)?;
+    let (id, payload, at) = crate::decode::<UserEvent>(event)?;
     let changed = if let UserEvent::UserRegistered {
         agency_id,
         email,
