@@ -124,6 +124,33 @@ impl Identity<'_> {
         }
     }
 
+    /// Records a password (or client secret) check: lockout is decided by the aggregate,
+    /// with the clock's time; the actor is the account that tried.
+    async fn record_attempt(
+        &self,
+        user_id: &str,
+        agency_id: &str,
+        matched: bool,
+        request_id: &str,
+    ) -> Result<(), AggregateError<UserError>> {
+        let audit = Audit {
+            actor: user_id,
+            agency_id,
+            request_id,
+        };
+        let check = if matched {
+            LoginCheck::PasswordMatched
+        } else {
+            LoginCheck::PasswordWrong
+        };
+        let attempt = UserCommand::AttemptLogin {
+            check,
+            now: self.auth.now(),
+            policy: self.auth.lockout,
+        };
+        self.execute(user_id, attempt, &audit).await
+    }
+
     pub async fn load(&self, user_id: &str) -> Result<User, ApiError> {
         self.store
             .load_aggregate(user_id)
@@ -247,22 +274,7 @@ impl Identity<'_> {
         };
         let id = user_id.to_string();
         let agency = user.agency_id().map(|a| a.to_string()).unwrap_or_default();
-        let audit = Audit {
-            actor: &id,
-            agency_id: &agency,
-            request_id,
-        };
-        let check = if matched {
-            LoginCheck::PasswordMatched
-        } else {
-            LoginCheck::PasswordWrong
-        };
-        let attempt = UserCommand::AttemptLogin {
-            check,
-            now: self.auth.now(),
-            policy: self.auth.lockout,
-        };
-        match self.execute(&id, attempt, &audit).await {
+        match self.record_attempt(&id, &agency, matched, request_id).await {
             Ok(()) => {}
             Err(AggregateError::UserError(UserError::Locked { .. } | UserError::Deactivated)) => {
                 tracing::info!(user_id = %id, "login refused: account locked or deactivated");
@@ -919,22 +931,10 @@ impl Identity<'_> {
             return Err(invalid_client());
         };
         let agency = user.agency_id().map(|a| a.to_string()).unwrap_or_default();
-        let audit = Audit {
-            actor: client_id,
-            agency_id: &agency,
-            request_id,
-        };
-        let check = if matched {
-            LoginCheck::PasswordMatched
-        } else {
-            LoginCheck::PasswordWrong
-        };
-        let attempt = UserCommand::AttemptLogin {
-            check,
-            now: self.auth.now(),
-            policy: self.auth.lockout,
-        };
-        if self.execute(client_id, attempt, &audit).await.is_err() || !matched {
+        let recorded = self
+            .record_attempt(client_id, &agency, matched, request_id)
+            .await;
+        if recorded.is_err() || !matched {
             return Err(invalid_client());
         }
         let pair = self
