@@ -4,6 +4,7 @@
 //! with plain values.
 
 pub mod agency;
+pub mod device;
 pub mod ids;
 pub mod metadata;
 pub mod permission;
