@@ -134,6 +134,27 @@ pub struct Settings {
     /// CA bundle for the broker's certificate; the system roots when unset.
     #[serde(default)]
     pub mqtt_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) when the broker asks for mutual TLS.
+    #[serde(default)]
+    pub mqtt_client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub mqtt_client_key_file: Option<PathBuf>,
+    /// Shared-subscription group (`$share/{group}/...`) so several bridges share the load;
+    /// empty: plain subscriptions (one bridge).
+    #[serde(default)]
+    pub mqtt_share_group: String,
+    /// MQTT v5 Receive Maximum: QoS 1 messages in flight unacknowledged (DESIGN.md rule 6).
+    #[serde(default = "defaults::mqtt_receive_maximum")]
+    pub mqtt_receive_maximum: u16,
+    /// Payloads larger than this go to `DLQ` (reason `oversized`).
+    #[serde(default = "defaults::mqtt_max_payload_bytes")]
+    pub mqtt_max_payload_bytes: usize,
+    /// Group commit of the bridge: a JetStream message per this many samples at most...
+    #[serde(default = "defaults::bridge_batch_max_samples")]
+    pub bridge_batch_max_samples: usize,
+    /// ...or after this long at most, from the first message of the batch.
+    #[serde(default = "defaults::bridge_batch_max_delay_ms")]
+    pub bridge_batch_max_delay_ms: u64,
 
     #[serde(default = "defaults::http_addr")]
     pub http_addr: SocketAddr,
@@ -151,6 +172,10 @@ pub struct Settings {
     pub relay_enabled: bool,
     #[serde(default = "defaults::relay_batch_size")]
     pub relay_batch_size: u32,
+    /// Run the device supervisor in this gateway: liveness (online/offline) and the
+    /// forwarding of device commands to the bridge (several may; one is active at a time).
+    #[serde(default = "defaults::yes")]
+    pub device_supervisor_enabled: bool,
 
     #[serde(default)]
     pub log_format: LogFormat,
@@ -228,6 +253,18 @@ mod defaults {
     }
     pub fn mqtt_client_id() -> String {
         "eriop-bridge".into()
+    }
+    pub fn mqtt_receive_maximum() -> u16 {
+        1_000
+    }
+    pub fn mqtt_max_payload_bytes() -> usize {
+        256 * 1024
+    }
+    pub fn bridge_batch_max_samples() -> usize {
+        300
+    }
+    pub fn bridge_batch_max_delay_ms() -> u64 {
+        5
     }
     pub fn yes() -> bool {
         true

@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod links;
 pub mod logging;
 pub mod streams;
+pub mod traffic;
 
 pub use config::Settings;
 pub use envelope::StoredEvent;

@@ -23,4 +23,8 @@ pub struct LinkReport {
     pub up: bool,
     /// When the report was written (RFC 3339).
     pub at: String,
+    /// When the bridge last handed over an MQTT message (RFC 3339): data flowing, not only
+    /// a connection.
+    #[serde(default)]
+    pub last_message_at: Option<String>,
 }

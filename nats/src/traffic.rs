@@ -1,0 +1,62 @@
+//! What travels on `TELEMETRY`, `DEVICE` and `COMMANDS`: the bridge's output and the
+//! downlink's input, as typed messages shared by producer and consumers.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One message on `TELEMETRY` (`eriop.telemetry.{agency}`): a batch of TALQ
+/// `AttributeLogData` records of one agency, as the bridge's group commit gathered them
+/// (DESIGN.md rule 6). Integrations read pure TALQ records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryBatch {
+    pub agency_id: Uuid,
+    pub records: Vec<serde_json::Value>,
+}
+
+/// `eriop.device.{agency}.{device}.activity`: the device was heard from (any message), with
+/// its uptime when the message was a heartbeat. One per device per bridge batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceActivity {
+    pub agency_id: Uuid,
+    pub device_id: Uuid,
+    /// When the bridge received the last message (Unix milliseconds).
+    pub at_ms: i64,
+    /// Set when a heartbeat was among the messages.
+    pub heartbeat_at_ms: Option<i64>,
+    pub uptime_secs: Option<u64>,
+}
+
+/// `eriop.device.{agency}.{device}.command-status`: a device's reply on `commands/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandReply {
+    pub agency_id: Uuid,
+    pub device_id: Uuid,
+    pub command_id: i64,
+    /// As the device sent it: `ongoing`, `success`, `failure` or `retry`.
+    pub status: String,
+    pub message: Option<String>,
+}
+
+/// The kinds of `DEVICE` subjects.
+pub const ACTIVITY: &str = "activity";
+pub const COMMAND_STATUS: &str = "command-status";
+
+/// One message on `COMMANDS` (`eriop.commands.{agency}.{device}`): what the bridge publishes
+/// to the device's Fundamentum `commands` topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DownlinkCommand {
+    pub agency_id: Uuid,
+    pub device_id: Uuid,
+    pub registry: String,
+    pub serial: String,
+    pub command_id: i64,
+    pub command_short_name: String,
+    pub parameters: serde_json::Value,
+}
+
+impl DownlinkCommand {
+    /// The JetStream de-duplication id: a command forwarded twice is sent once.
+    pub fn message_id(&self) -> String {
+        format!("command:{}", self.command_id)
+    }
+}
