@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use crate::consumer::Consumer;
+use crate::telemetry::TelemetryConsumer;
 use crate::ReadModel;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,7 @@ pub enum StartupError {
 
 pub struct App {
     consumers: Vec<Consumer>,
+    telemetry: TelemetryConsumer,
     telemetry_pool: PgPool,
 }
 
@@ -35,7 +37,7 @@ impl App {
         )?;
         let telemetry_pool = lazy_pool(
             settings.telemetry_database_url().expose_secret(),
-            2,
+            4,
             &settings.database_role,
         )?;
         let nats = connect::nats(settings.nats_url.expose_secret(), "eriop-projections")
@@ -45,7 +47,15 @@ impl App {
             nats,
             Duration::from_millis(settings.nats_request_timeout_ms),
         );
+        let topology = Topology::new(settings.nats_prefix.clone());
         Ok(Self {
+            telemetry: TelemetryConsumer {
+                pool: telemetry_pool.clone(),
+                js: js.clone(),
+                topology: topology.clone(),
+                max_messages: 500,
+                max_delay: Duration::from_millis(20),
+            },
             consumers: ReadModel::ALL
                 .into_iter()
                 .map(|model| Consumer {
@@ -71,9 +81,19 @@ impl App {
                 backoff.wait().await;
             }
         }));
+        let telemetry = async {
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+            loop {
+                if let Err(e) = self.telemetry.consume().await {
+                    tracing::warn!(projection = crate::telemetry::NAME, error = %e, attempt = backoff.attempts(), "telemetry interrupted, will retry");
+                }
+                backoff.wait().await;
+            }
+        };
         let partitions = keep_telemetry_partitions(&self.telemetry_pool);
         tokio::select! {
             _ = consumers => {}
+            _ = telemetry => {}
             _ = partitions => {}
             _ = shutdown => tracing::info!("stopping"),
         }

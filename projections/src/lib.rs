@@ -4,9 +4,12 @@
 pub mod agencies;
 pub mod app;
 pub mod consumer;
+pub mod device_classes;
+pub mod devices;
 pub mod read_model;
 pub mod rebuild;
 pub mod roles;
+pub mod telemetry;
 pub mod users;
 
 pub use app::App;

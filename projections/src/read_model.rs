@@ -3,17 +3,25 @@
 use eriop_nats::StoredEvent;
 use sqlx::PgConnection;
 
-use crate::{agencies, roles, users, Outcome, ProjectionError};
+use crate::{agencies, device_classes, devices, roles, users, Outcome, ProjectionError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadModel {
     Agencies,
     Users,
     Roles,
+    DeviceClasses,
+    Devices,
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 3] = [ReadModel::Agencies, ReadModel::Users, ReadModel::Roles];
+    pub const ALL: [ReadModel; 5] = [
+        ReadModel::Agencies,
+        ReadModel::Users,
+        ReadModel::Roles,
+        ReadModel::DeviceClasses,
+        ReadModel::Devices,
+    ];
 
     /// The projection's name: its durable consumer and its checkpoint row.
     pub fn name(self) -> &'static str {
@@ -21,6 +29,8 @@ impl ReadModel {
             Self::Agencies => agencies::NAME,
             Self::Users => users::NAME,
             Self::Roles => roles::NAME,
+            Self::DeviceClasses => device_classes::NAME,
+            Self::Devices => devices::NAME,
         }
     }
 
@@ -29,6 +39,19 @@ impl ReadModel {
             Self::Agencies => agencies::AGGREGATE_TYPE,
             Self::Users => users::AGGREGATE_TYPE,
             Self::Roles => roles::AGGREGATE_TYPE,
+            Self::DeviceClasses => device_classes::AGGREGATE_TYPE,
+            Self::Devices => devices::AGGREGATE_TYPE,
+        }
+    }
+
+    /// The tables the read model consists of (the first is named after it).
+    fn tables(self) -> &'static [&'static str] {
+        match self {
+            Self::Agencies => &["agencies"],
+            Self::Users => &["users"],
+            Self::Roles => &["roles"],
+            Self::DeviceClasses => &["device_classes"],
+            Self::Devices => &["devices", "device_commands"],
         }
     }
 
@@ -41,18 +64,21 @@ impl ReadModel {
             Self::Agencies => agencies::apply(conn, event).await,
             Self::Users => users::apply(conn, event).await,
             Self::Roles => roles::apply(conn, event).await,
+            Self::DeviceClasses => device_classes::apply(conn, event).await,
+            Self::Devices => devices::apply(conn, event).await,
         }
     }
 
-    /// Empties the read model (rebuild), holding its lock until the transaction ends.
+    /// Empties the read model (rebuild), holding its locks until the transaction ends.
     pub async fn reset(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        let table = self.name();
-        sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(&format!("DELETE FROM {table}"))
-            .execute(&mut *conn)
-            .await?;
+        for table in self.tables() {
+            sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(())
     }
 }

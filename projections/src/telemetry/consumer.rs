@@ -1,0 +1,212 @@
+//! The durable pull consumer of `TELEMETRY`, committing in groups.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use eriop_nats::streams::ensure_streams;
+use eriop_nats::traffic::TelemetryBatch;
+use eriop_nats::{Stream, Topology};
+use futures::StreamExt;
+use sqlx::PgPool;
+
+use super::{copy, Row, NAME};
+use crate::consumer::ConsumerError;
+
+fn nats(e: impl std::fmt::Display) -> ConsumerError {
+    ConsumerError::Nats(e.to_string())
+}
+
+pub struct TelemetryConsumer {
+    pub pool: PgPool,
+    pub js: jetstream::Context,
+    pub topology: Topology,
+    /// At most this many JetStream messages per database transaction.
+    pub max_messages: usize,
+    /// After the first message, gather more for at most this long.
+    pub max_delay: Duration,
+}
+
+impl TelemetryConsumer {
+    /// Consumes until an error; the caller retries with backoff.
+    pub async fn consume(&self) -> Result<(), ConsumerError> {
+        ensure_streams(&self.js, &self.topology)
+            .await
+            .map_err(nats)?;
+        let stream = self
+            .js
+            .get_stream(self.topology.stream_name(Stream::Telemetry))
+            .await
+            .map_err(nats)?;
+        let consumer = stream
+            .get_or_create_consumer(
+                NAME,
+                pull::Config {
+                    durable_name: Some(NAME.to_owned()),
+                    description: Some("telemetry table".to_owned()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(nats)?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.max_messages.max(1))
+            .heartbeat(Duration::from_secs(2))
+            .expires(Duration::from_secs(10))
+            .messages()
+            .await
+            .map_err(nats)?;
+        tracing::info!(projection = NAME, "consuming");
+        loop {
+            let Some(first) = messages.next().await else {
+                return Err(ConsumerError::Nats("the message stream ended".into()));
+            };
+            let mut batch = vec![first.map_err(nats)?];
+            let deadline = tokio::time::Instant::now() + self.max_delay;
+            while batch.len() < self.max_messages {
+                match tokio::time::timeout_at(deadline, messages.next()).await {
+                    Ok(Some(message)) => batch.push(message.map_err(nats)?),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.handle(batch).await?;
+        }
+    }
+
+    async fn handle(&self, batch: Vec<jetstream::Message>) -> Result<(), ConsumerError> {
+        let mut rows = Vec::new();
+        let mut last_sequence = 0;
+        for message in &batch {
+            last_sequence =
+                last_sequence.max(message.info().map(|i| i.stream_sequence).unwrap_or(0));
+            match serde_json::from_slice::<TelemetryBatch>(&message.payload) {
+                Ok(decoded) => {
+                    for record in &decoded.records {
+                        match Row::from_record(decoded.agency_id, record) {
+                            Ok(row) => rows.push(row),
+                            Err(e) => {
+                                self.dead_letter(
+                                    message,
+                                    serde_json::to_vec(record).unwrap_or_default(),
+                                    e.to_string(),
+                                )
+                                .await?
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.dead_letter(
+                        message,
+                        message.payload.to_vec(),
+                        format!("not a telemetry batch: {e}"),
+                    )
+                    .await?
+                }
+            }
+        }
+        self.write(&rows, last_sequence).await?;
+        for message in &batch {
+            message.ack().await.map_err(nats)?;
+        }
+        tracing::debug!(
+            projection = NAME,
+            messages = batch.len(),
+            rows = rows.len(),
+            "committed"
+        );
+        Ok(())
+    }
+
+    /// Rows, latest values and checkpoint, in one transaction.
+    async fn write(&self, rows: &[Row], last_sequence: u64) -> Result<(), ConsumerError> {
+        let mut tx = crate::begin_all_agencies(&self.pool).await?;
+        if !rows.is_empty() {
+            // A temporary table lives as long as the pooled connection; its rows as long as
+            // the transaction.
+            sqlx::query(
+                "CREATE TEMP TABLE IF NOT EXISTS telemetry_staging
+                   (time timestamptz, agency_id uuid, device_id uuid, function_id text,
+                    attribute text, value_double double precision, value_text text, value_json jsonb)
+                   ON COMMIT DELETE ROWS",
+            )
+            .execute(&mut *tx)
+            .await?;
+            let data = copy::encode(rows).map_err(|e| ConsumerError::Nats(e.to_string()))?;
+            let mut sink = tx
+                .copy_in_raw(&format!(
+                    "COPY telemetry_staging ({}) FROM STDIN (FORMAT binary)",
+                    copy::COLUMNS
+                ))
+                .await?;
+            sink.send(data.freeze()).await?;
+            sink.finish().await?;
+            sqlx::query(&format!(
+                "INSERT INTO telemetry ({cols})
+                 SELECT DISTINCT ON (device_id, function_id, attribute, time) {cols}
+                   FROM telemetry_staging
+                 ON CONFLICT (device_id, function_id, attribute, time) DO NOTHING",
+                cols = copy::COLUMNS
+            ))
+            .execute(&mut *tx)
+            .await?;
+            // The latest value only moves forward in device time: a late sample is stored
+            // above, but does not replace a newer value here.
+            sqlx::query(
+                "INSERT INTO device_latest (device_id, function_id, attribute, agency_id, time,
+                                            value_double, value_text, value_json)
+                 SELECT DISTINCT ON (device_id, function_id, attribute)
+                        device_id, function_id, attribute, agency_id, time, value_double, value_text, value_json
+                   FROM telemetry_staging
+                  ORDER BY device_id, function_id, attribute, time DESC
+                 ON CONFLICT (device_id, function_id, attribute) DO UPDATE
+                    SET time = excluded.time, value_double = excluded.value_double,
+                        value_text = excluded.value_text, value_json = excluded.value_json
+                  WHERE excluded.time > device_latest.time",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, stream_sequence, updated_at)
+             VALUES ($1, $2, now())
+             ON CONFLICT (projection) DO UPDATE
+                SET stream_sequence = greatest(projection_checkpoints.stream_sequence, excluded.stream_sequence),
+                    updated_at = now()",
+        )
+        .bind(NAME)
+        .bind(i64::try_from(last_sequence).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A record (or message) that can never become a row: to `DLQ` with the reason. The
+    /// message's other records are still written.
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        payload: Vec<u8>,
+        reason: String,
+    ) -> Result<(), ConsumerError> {
+        tracing::error!(projection = NAME, %reason, subject = %message.subject, "dead-lettered");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Eriop-Reason", reason.as_str());
+        headers.insert("Eriop-Original-Subject", message.subject.as_str());
+        self.js
+            .publish_with_headers(
+                self.topology.dlq_subject(&format!("projections.{NAME}")),
+                headers,
+                payload.into(),
+            )
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+}
