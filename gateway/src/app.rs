@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::devices::supervisor::Supervisor;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::routing::{get, post, put};
@@ -23,9 +24,13 @@ use crate::auth::{Auth, Clock, SystemClock};
 use crate::error::ApiError;
 use crate::relay::{Relay, RelayStatus};
 use crate::state::{AppState, Inner};
-use crate::{agencies, audit_routes, auth_routes, edge, health, openapi, roles, users};
+use crate::{
+    agencies, audit_routes, auth_routes, devices, edge, health, openapi, roles, telemetry, users,
+};
 
 const USER_SNAPSHOT_EVERY: usize = 20;
+/// A bulk registration of thousands of devices is larger than an ordinary request.
+const BULK_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -49,6 +54,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     relay: Option<Relay>,
+    supervisor: Option<Supervisor>,
     relay_status: Option<Arc<RelayStatus>>,
 }
 
@@ -87,6 +93,19 @@ impl App {
             )
         });
         let relay_status = relay.as_ref().map(Relay::status);
+        let telemetry_pool = if settings.telemetry_database_url().expose_secret()
+            == settings.database_url.expose_secret()
+        {
+            pool.clone()
+        } else {
+            let connect =
+                PgConnectOptions::from_str(settings.telemetry_database_url().expose_secret())
+                    .map_err(|e| StartupError::DatabaseUrl(e.to_string()))?;
+            crate::tenancy::act_as(PgPoolOptions::new(), &settings.database_role)
+                .max_connections(settings.database_max_connections)
+                .acquire_timeout(Duration::from_secs(2))
+                .connect_lazy_with(connect)
+        };
         let auth = Auth::from_settings(&settings, redis.clone(), clock)?;
         let state = AppState::new(Inner {
             agencies: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
@@ -103,11 +122,30 @@ impl App {
             ),
             roles: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
             auth,
-            pool,
+            pool: pool.clone(),
             nats,
             redis,
             redis_prefix: settings.redis_key_prefix.clone(),
             read_your_writes_timeout: Duration::from_millis(settings.read_your_writes_timeout_ms),
+            device_classes: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
+            devices: postgres_es::postgres_snapshot_cqrs(
+                pool.clone(),
+                Vec::new(),
+                devices::DEVICE_SNAPSHOT_EVERY,
+                (),
+            ),
+            telemetry_pool,
+            api_prefix: settings.api_v1_prefix.clone(),
+        });
+        let supervisor = settings.device_supervisor_enabled.then(|| {
+            Supervisor::new(
+                state.clone(),
+                connect::jetstream(
+                    state.nats().clone(),
+                    Duration::from_millis(settings.nats_request_timeout_ms),
+                ),
+                Topology::new(settings.nats_prefix.clone()),
+            )
         });
         let router = router(&settings, state)?;
         let listener =
@@ -121,6 +159,7 @@ impl App {
             listener,
             router,
             relay,
+            supervisor,
             relay_status,
         })
     }
@@ -140,6 +179,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let relay = self.relay.map(|relay| tokio::spawn(relay.run()));
+        let supervisor = self.supervisor.map(|s| tokio::spawn(s.run()));
         let served = axum::serve(
             self.listener,
             self.router
@@ -150,6 +190,9 @@ impl App {
         // The relay is crash-safe by construction (acks before deletes): just stop it.
         if let Some(relay) = relay {
             relay.abort();
+        }
+        if let Some(supervisor) = supervisor {
+            supervisor.abort();
         }
         served
     }
@@ -248,6 +291,40 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
         .route(
             &format!("{api}/agencies/{{id}}"),
             get(agencies::get).patch(agencies::patch),
+        )
+        .route(
+            &format!("{api}/device-classes"),
+            post(devices::classes::create).get(devices::classes::list),
+        )
+        .route(
+            &format!("{api}/devices"),
+            post(devices::registry::create).get(devices::registry::list),
+        )
+        .route(
+            &format!("{api}/devices/bulk"),
+            post(devices::bulk::register).layer(DefaultBodyLimit::max(BULK_BODY_LIMIT)),
+        )
+        .route(
+            &format!("{api}/devices/{{id}}"),
+            get(devices::registry::get)
+                .patch(devices::registry::patch)
+                .delete(devices::registry::decommission),
+        )
+        .route(
+            &format!("{api}/devices/{{id}}/commands"),
+            post(devices::commands::issue),
+        )
+        .route(
+            &format!("{api}/devices/{{id}}/commands/{{command_id}}"),
+            get(devices::commands::get),
+        )
+        .route(
+            &format!("{api}/devices/{{id}}/telemetry"),
+            get(telemetry::series),
+        )
+        .route(
+            &format!("{api}/devices/{{id}}/telemetry/export"),
+            get(telemetry::export),
         )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {

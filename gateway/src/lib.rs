@@ -9,6 +9,7 @@ mod audit_routes;
 pub mod auth;
 mod auth_routes;
 pub mod bootstrap;
+pub mod devices;
 mod edge;
 mod error;
 mod extract;
@@ -19,6 +20,7 @@ mod paging;
 pub mod relay;
 mod roles;
 mod state;
+mod telemetry;
 pub mod tenancy;
 mod users;
 

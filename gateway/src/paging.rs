@@ -46,6 +46,8 @@ pub enum ReadModel {
     Agencies,
     Users,
     Roles,
+    DeviceClasses,
+    Devices,
 }
 
 impl ReadModel {
@@ -54,6 +56,8 @@ impl ReadModel {
             Self::Agencies => "SELECT version FROM agencies WHERE id = $1",
             Self::Users => "SELECT version FROM users WHERE id = $1",
             Self::Roles => "SELECT version FROM roles WHERE id = $1",
+            Self::DeviceClasses => "SELECT version FROM device_classes WHERE id = $1",
+            Self::Devices => "SELECT version FROM devices WHERE id = $1",
         }
     }
 }

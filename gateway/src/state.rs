@@ -11,6 +11,7 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
 use crate::auth::Auth;
+use crate::devices::{DeviceClassCqrs, DeviceCqrs};
 use crate::identity::{Identity, UserCqrs, UserStore};
 
 pub type AgencyCqrs = CqrsFramework<Agency, PersistedEventStore<PostgresEventRepository, Agency>>;
@@ -32,6 +33,11 @@ pub(crate) struct Inner {
     pub user_store: UserStore,
     pub auth: Auth,
     pub read_your_writes_timeout: Duration,
+    pub device_classes: DeviceClassCqrs,
+    pub devices: DeviceCqrs,
+    /// The telemetry database (the same as `pool` unless ERIOP_TIMESCALE_URL is set).
+    pub telemetry_pool: PgPool,
+    pub api_prefix: String,
 }
 
 impl AppState {
@@ -76,6 +82,23 @@ impl AppState {
             store: &self.inner.user_store,
             auth: &self.inner.auth,
         }
+    }
+
+    pub fn device_classes(&self) -> &DeviceClassCqrs {
+        &self.inner.device_classes
+    }
+
+    pub fn devices(&self) -> &DeviceCqrs {
+        &self.inner.devices
+    }
+
+    pub fn telemetry_pool(&self) -> &PgPool {
+        &self.inner.telemetry_pool
+    }
+
+    /// `/api/v1` (ERIOP_API_V1_PREFIX), for links in answers.
+    pub fn api_prefix(&self) -> &str {
+        &self.inner.api_prefix
     }
 
     pub fn read_your_writes_timeout(&self) -> Duration {

@@ -1,0 +1,139 @@
+//! `/api/v1/device-classes`: the kinds of devices an agency has (TALQ `DeviceClass`).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use eriop_domain::device::{DeviceClassCommand, DeviceName, FunctionDesc, OfflineAfter};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::audit::Audit;
+use crate::auth::permission::{DevicesRead, DevicesWrite};
+use crate::auth::{Allowed, Caller};
+use crate::edge::RequestId;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::paging::ReadModel;
+use crate::state::AppState;
+use crate::tenancy::{self, Scope};
+
+/// Fundamentum's default heartbeat is every 15 minutes: offline after two missed ones.
+const DEFAULT_OFFLINE_AFTER_SECS: u32 = 1_800;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClass {
+    name: String,
+    functions: Vec<FunctionBody>,
+    offline_after_secs: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionBody {
+    id: String,
+    #[serde(rename = "type")]
+    function_type: String,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClassRow {
+    pub id: Uuid,
+    pub name: String,
+    pub functions: sqlx::types::Json<Vec<FunctionDesc>>,
+    pub offline_after_secs: i32,
+}
+
+impl ClassRow {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "name": self.name,
+            "functions": self.functions.0,
+            "offline_after_secs": self.offline_after_secs,
+        })
+    }
+}
+
+/// A class of the caller's agency, or 404.
+pub(crate) async fn find(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<ClassRow, ApiError> {
+    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+    sqlx::query_as(
+        "SELECT id, name, functions, offline_after_secs FROM device_classes
+          WHERE id = $1 AND agency_id = $2::uuid",
+    )
+    .bind(id)
+    .bind(caller.agency_id())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::NotFound("no such device class in your agency".into()))
+}
+
+pub async fn create(
+    Allowed { caller, .. }: Allowed<DevicesWrite>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(body): ApiJson<CreateClass>,
+) -> Result<Response, ApiError> {
+    let name =
+        DeviceName::parse(&body.name).map_err(|e| ApiError::validation("name", e.to_string()))?;
+    let raw: Vec<(String, String)> = body
+        .functions
+        .into_iter()
+        .map(|f| (f.id, f.function_type))
+        .collect();
+    let functions = FunctionDesc::parse_all(&raw)
+        .map_err(|e| ApiError::validation("functions", e.to_string()))?;
+    let offline_after = OfflineAfter::seconds(
+        body.offline_after_secs
+            .unwrap_or(DEFAULT_OFFLINE_AFTER_SECS),
+    )
+    .map_err(|e| ApiError::validation("offline_after_secs", e.to_string()))?;
+    let agency_id = super::agency_of(&caller)?;
+    let id = Uuid::now_v7();
+    let command = DeviceClassCommand::Create {
+        id,
+        agency_id,
+        name,
+        functions,
+        offline_after,
+    };
+    let audit = Audit {
+        actor: caller.user_id(),
+        agency_id: caller.agency_id(),
+        request_id: &request_id.0,
+    };
+    let metadata = audit.metadata(command.name());
+    state
+        .device_classes()
+        .execute_with_metadata(&id.to_string(), command, metadata)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    super::await_latest(&state, ReadModel::DeviceClasses, "device_class", id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(find(&state, &caller, id).await?.json()),
+    )
+        .into_response())
+}
+
+pub async fn list(
+    Allowed { caller, .. }: Allowed<DevicesRead>,
+    State(state): State<AppState>,
+) -> Result<Response, ApiError> {
+    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+    let rows: Vec<ClassRow> = sqlx::query_as(
+        "SELECT id, name, functions, offline_after_secs FROM device_classes
+          WHERE agency_id = $1::uuid ORDER BY name",
+    )
+    .bind(caller.agency_id())
+    .fetch_all(&mut *tx)
+    .await?;
+    let items: Vec<serde_json::Value> = rows.iter().map(ClassRow::json).collect();
+    Ok(Json(serde_json::json!({ "items": items })).into_response())
+}

@@ -1,0 +1,146 @@
+//! `/api/v1/devices/{id}/commands`: send a command to a device and follow its status.
+//!
+//! The command is recorded on the device (an event); the device supervisor forwards it from
+//! `EVENTS` to `COMMANDS`, the bridge publishes it on the device's Fundamentum `commands`
+//! topic, and the device's replies on `commands/{id}` come back as status changes.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use eriop_domain::device::{DeviceCommand, DeviceRequest};
+use eriop_domain::Timestamp;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::view;
+use crate::auth::permission::{DevicesCommand, DevicesRead};
+use crate::auth::{Allowed, Caller};
+use crate::edge::RequestId;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
+use crate::tenancy::{self, Scope};
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CommandBody {
+    /// TALQ override of the light level (0-100 %); no level ends the override.
+    Override {
+        level: Option<i64>,
+        expiration: Option<DateTime<Utc>>,
+        ramp_seconds: Option<i64>,
+    },
+    /// A Fundamentum command (`reboot`, ...) with its parameters.
+    Fundamentum {
+        name: String,
+        #[serde(default = "empty_object")]
+        parameters: serde_json::Value,
+    },
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+#[derive(sqlx::FromRow)]
+struct CommandRow {
+    command_id: i64,
+    device_id: Uuid,
+    request: serde_json::Value,
+    status: String,
+    message: Option<String>,
+    issued_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl CommandRow {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.command_id,
+            "device_id": self.device_id,
+            "request": self.request,
+            "status": self.status,
+            "message": self.message,
+            "issued_at": self.issued_at,
+            "updated_at": self.updated_at,
+        })
+    }
+}
+
+async fn find(
+    state: &AppState,
+    caller: &Caller,
+    device: Uuid,
+    command: i64,
+) -> Result<CommandRow, ApiError> {
+    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+    sqlx::query_as(
+        "SELECT command_id, device_id, request, status, message, issued_at, updated_at
+           FROM device_commands WHERE command_id = $1 AND device_id = $2 AND agency_id = $3::uuid",
+    )
+    .bind(command)
+    .bind(device)
+    .bind(caller.agency_id())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::NotFound("no such command for this device".into()))
+}
+
+pub async fn issue(
+    Allowed { caller, .. }: Allowed<DevicesCommand>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<CommandBody>,
+) -> Result<Response, ApiError> {
+    view::find(&state, &caller, id).await?;
+    let now = Timestamp::from_millis(Utc::now().timestamp_millis());
+    let request = match body {
+        CommandBody::Override {
+            level,
+            expiration,
+            ramp_seconds,
+        } => DeviceRequest::light_override(
+            level,
+            expiration.map(|e| Timestamp::from_millis(e.timestamp_millis())),
+            ramp_seconds,
+            now,
+        ),
+        CommandBody::Fundamentum { name, parameters } => {
+            DeviceRequest::fundamentum(&name, parameters)
+        }
+    }
+    .map_err(|e| ApiError::validation("command", e.to_string()))?;
+    let command_id: i64 = sqlx::query_scalar("SELECT nextval('device_command_ids')")
+        .fetch_one(state.pool())
+        .await?;
+    super::execute(
+        &state,
+        &caller,
+        id,
+        DeviceCommand::IssueCommand {
+            command_id,
+            request,
+        },
+        &request_id,
+    )
+    .await?;
+    let row = find(&state, &caller, id, command_id).await?;
+    let location = format!("{}/devices/{id}/commands/{command_id}", state.api_prefix());
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(row.json()),
+    )
+        .into_response())
+}
+
+pub async fn get(
+    Allowed { caller, .. }: Allowed<DevicesRead>,
+    State(state): State<AppState>,
+    ApiPath((id, command_id)): ApiPath<(Uuid, i64)>,
+) -> Result<Response, ApiError> {
+    Ok(Json(find(&state, &caller, id, command_id).await?.json()).into_response())
+}

@@ -1,0 +1,285 @@
+//! `/api/v1/devices` and `/api/v1/devices/{id}`: register, list, look at, change and
+//! decommission devices.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use eriop_domain::device::{DeviceCommand, DeviceName, FundamentumId, OfflineAfter};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::view::{self, DeviceRow};
+use crate::audit::Audit;
+use crate::auth::permission::{DevicesRead, DevicesWrite};
+use crate::auth::{Allowed, Caller};
+use crate::edge::RequestId;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::paging::PageParams;
+use crate::state::AppState;
+use crate::tenancy::{self, Scope};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDevice {
+    pub class_id: String,
+    pub registry: String,
+    pub serial: String,
+    pub name: String,
+    pub offline_after_secs: Option<u32>,
+}
+
+/// Why a registration was refused: the field and what to fix.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RowError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl RowError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+pub enum Refusal {
+    Invalid(RowError),
+    Failed(ApiError),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// Registers one device, without waiting for the read model: the one path of the single
+/// and the bulk registration. Reserves the Fundamentum identity first (unique on the
+/// platform), and gives it back if the registration fails.
+pub async fn register_one(
+    state: &AppState,
+    caller: &Caller,
+    body: RegisterDevice,
+    request_id: &RequestId,
+) -> Result<Uuid, Refusal> {
+    let invalid = |field: &'static str, e: &dyn std::fmt::Display| {
+        Refusal::Invalid(RowError::new(field, e.to_string()))
+    };
+    let name = DeviceName::parse(&body.name).map_err(|e| invalid("name", &e))?;
+    let fundamentum = FundamentumId::parse(&body.registry, &body.serial)
+        .map_err(|e| invalid("registry/serial", &e))?;
+    let offline_after = body
+        .offline_after_secs
+        .map(OfflineAfter::seconds)
+        .transpose()
+        .map_err(|e| invalid("offline_after_secs", &e))?;
+    let class_id =
+        Uuid::parse_str(body.class_id.trim()).map_err(|_| invalid("class_id", &"is not a UUID"))?;
+    let class = match super::classes::find(state, caller, class_id).await {
+        Ok(class) => class,
+        Err(ApiError::NotFound(_)) => {
+            return Err(invalid("class_id", &"no such device class in your agency"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let agency_id = super::agency_of(caller)?;
+    let id = Uuid::now_v7();
+    let reserved = sqlx::query(
+        "INSERT INTO device_identities (registry, serial, device_id) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&fundamentum.registry)
+    .bind(&fundamentum.serial)
+    .bind(id)
+    .execute(state.pool())
+    .await
+    .map_err(ApiError::from)?
+    .rows_affected();
+    if reserved == 0 {
+        return Err(invalid(
+            "registry/serial",
+            &"a live device with this Fundamentum registry and serial is already registered",
+        ));
+    }
+    let command = DeviceCommand::Register {
+        id,
+        agency_id,
+        class_id,
+        functions: class.functions.0,
+        fundamentum,
+        name,
+        offline_after,
+    };
+    let audit = Audit {
+        actor: caller.user_id(),
+        agency_id: caller.agency_id(),
+        request_id: &request_id.0,
+    };
+    let metadata = audit.metadata(command.name());
+    if let Err(e) = state
+        .devices()
+        .execute_with_metadata(&id.to_string(), command, metadata)
+        .await
+    {
+        let _ = sqlx::query("DELETE FROM device_identities WHERE device_id = $1")
+            .bind(id)
+            .execute(state.pool())
+            .await;
+        return Err(super::device_error(e).into());
+    }
+    Ok(id)
+}
+
+pub(crate) fn refusal_to_api(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Invalid(e) if e.message.contains("already registered") => {
+            ApiError::Conflict(e.message)
+        }
+        Refusal::Invalid(e) => ApiError::validation(e.field, e.message),
+        Refusal::Failed(e) => e,
+    }
+}
+
+pub async fn create(
+    Allowed { caller, .. }: Allowed<DevicesWrite>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(body): ApiJson<RegisterDevice>,
+) -> Result<Response, ApiError> {
+    let id = register_one(&state, &caller, body, &request_id)
+        .await
+        .map_err(refusal_to_api)?;
+    super::await_latest(&state, crate::paging::ReadModel::Devices, "device", id).await?;
+    let row = view::find(&state, &caller, id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(view::full(&state, &caller, &row).await?),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    limit: Option<i64>,
+    offset: Option<i64>,
+    online: Option<bool>,
+}
+
+pub async fn list(
+    Allowed { caller, .. }: Allowed<DevicesRead>,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Response, ApiError> {
+    let (limit, offset) = PageParams::new(params.limit, params.offset).checked()?;
+    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+    let rows: Vec<DeviceRow> = sqlx::query_as(&format!(
+        "{} WHERE d.agency_id = $1::uuid AND NOT d.decommissioned
+            AND ($2::boolean IS NULL OR d.online = $2)
+          ORDER BY d.name, d.id LIMIT $3 OFFSET $4",
+        view::SELECT
+    ))
+    .bind(caller.agency_id())
+    .bind(params.online)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *tx)
+    .await?;
+    let items: Vec<serde_json::Value> = rows.iter().map(view::summary).collect();
+    Ok(
+        Json(serde_json::json!({ "items": items, "limit": limit, "offset": offset }))
+            .into_response(),
+    )
+}
+
+pub async fn get(
+    Allowed { caller, .. }: Allowed<DevicesRead>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let row = view::find(&state, &caller, id).await?;
+    Ok(Json(view::full(&state, &caller, &row).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchDevice {
+    name: Option<String>,
+    /// `null`: back to the class's timeout.
+    #[serde(default, with = "double_option")]
+    offline_after_secs: Option<Option<u32>>,
+}
+
+/// `absent` → None, `null` → Some(None), value → Some(Some(v)).
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+pub async fn patch(
+    Allowed { caller, .. }: Allowed<DevicesWrite>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<PatchDevice>,
+) -> Result<Response, ApiError> {
+    view::find(&state, &caller, id).await?;
+    let name = body
+        .name
+        .as_deref()
+        .map(DeviceName::parse)
+        .transpose()
+        .map_err(|e| ApiError::validation("name", e.to_string()))?;
+    let offline_after = body
+        .offline_after_secs
+        .map(|o| o.map(OfflineAfter::seconds).transpose())
+        .transpose()
+        .map_err(|e| ApiError::validation("offline_after_secs", e.to_string()))?;
+    super::execute(
+        &state,
+        &caller,
+        id,
+        DeviceCommand::Update {
+            name,
+            offline_after,
+        },
+        &request_id,
+    )
+    .await?;
+    let row = view::find(&state, &caller, id).await?;
+    Ok(Json(view::full(&state, &caller, &row).await?).into_response())
+}
+
+pub async fn decommission(
+    Allowed { caller, .. }: Allowed<DevicesWrite>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    view::find(&state, &caller, id).await?;
+    super::execute(
+        &state,
+        &caller,
+        id,
+        DeviceCommand::Decommission,
+        &request_id,
+    )
+    .await?;
+    // The Fundamentum identity is free again for a replacement device.
+    sqlx::query("DELETE FROM device_identities WHERE device_id = $1")
+        .bind(id)
+        .execute(state.pool())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
