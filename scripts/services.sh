@@ -44,6 +44,8 @@ fi
 
 # Mosquitto
 command -v mosquitto >/dev/null || apt_install mosquitto
+# protoc builds Fundamentum's protobuf bindings (fundamentum-iot-mqtt-proto)
+command -v protoc >/dev/null || apt_install protobuf-compiler
 if ! listening 1883; then
   say "starting Mosquitto"
   mosquitto -d -c /etc/mosquitto/mosquitto.conf

@@ -1,99 +1,342 @@
-//! ERIOP's Fundamentum MQTT bridge.
+//! ERIOP's Fundamentum MQTT bridge: device traffic in (heartbeats, states, events, command
+//! replies through the TALQ adapter to JetStream, nothing acked before JetStream has it),
+//! commands out (from `COMMANDS` to the devices' `commands` topic).
 //!
-//! Foundation stage: it keeps an MQTT link to the broker (TLS when configured, credentials
-//! from the settings, reconnect with capped jittered backoff) and reports the link's state
-//! to Redis, where the gateway's readiness reads it (DESIGN.md, "Gateway edge"). The device
-//! traffic (subscriptions, TALQ adapter, batching to JetStream, downlink) is the
-//! devices-and-telemetry work, built on this link.
+//! * MQTT v5 (rumqttc) over TLS: CA file, optional client certificate, user name and
+//!   password (or a JWT as password); a fixed client id with a persistent session (clean
+//!   start off, session expiry of a day), manual acknowledgements, Receive Maximum of
+//!   1,000 by default, keep-alive, `$share/{group}/...` when configured.
+//! * Its own reconnect backoff: exponential with full jitter, capped at 30 s, reset after a
+//!   connection stayed up for a healthy period.
+//! * Reports its link, and the age of the last message it got, to Redis for the gateway's
+//!   readiness (`eriop_nats::links`).
 
+mod adapter;
+mod downlink;
+pub mod fundamentum;
 mod link;
+mod pipeline;
+mod registry;
+pub mod simulator;
 
-use std::time::Duration;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use eriop_nats::backoff::Backoff;
-use eriop_nats::Settings;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
+use eriop_nats::{connect, Settings, Topology};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
 use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::sync::mpsc;
+
+/// A connection that stayed up this long was healthy: the next failure backs off from the start.
+const HEALTHY: Duration = Duration::from_secs(10);
+/// The MQTT packets the broker may send us: above the payload limit, so that an oversized
+/// payload still arrives (and goes to `DLQ`) instead of being dropped by the broker.
+const MAX_PACKET: u32 = 1024 * 1024;
+/// How long the broker keeps our session (and the QoS 1 messages for us) while we are away.
+const SESSION_EXPIRY_SECS: u32 = 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
-    #[error("ERIOP_MQTT_CA_FILE={path} cannot be read ({reason})")]
-    CaFile { path: String, reason: String },
+    #[error("ERIOP_MQTT_{which}={path} cannot be read ({reason})")]
+    File {
+        which: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("ERIOP_MQTT_CLIENT_CERT_FILE and ERIOP_MQTT_CLIENT_KEY_FILE go together: set both or neither")]
+    ClientAuth,
     #[error("ERIOP_REDIS_URL is not a valid Redis URL ({0})")]
     RedisUrl(String),
+    #[error("ERIOP_DATABASE_URL is not a valid PostgreSQL URL ({0})")]
+    DatabaseUrl(String),
+    #[error("ERIOP_NATS_URL is not usable ({0})")]
+    NatsUrl(String),
+}
+
+/// What the bridge did, for tests and operators.
+#[derive(Debug, Default)]
+pub struct BridgeStatus {
+    connection_attempts: Mutex<Vec<Instant>>,
+    groups: AtomicU64,
+    messages: AtomicU64,
+    samples: AtomicU64,
+    dead_lettered: AtomicU64,
+    last_message_ms: AtomicU64,
+    up: std::sync::atomic::AtomicBool,
+}
+
+impl BridgeStatus {
+    /// When the bridge tried to connect (the last 64 attempts).
+    pub fn connection_attempts(&self) -> Vec<Instant> {
+        self.connection_attempts
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the MQTT connection is up now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    pub fn samples(&self) -> u64 {
+        self.samples.load(Ordering::Relaxed)
+    }
+
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+
+    fn record_attempt(&self) {
+        if let Ok(mut attempts) = self.connection_attempts.lock() {
+            attempts.push(Instant::now());
+            let excess = attempts.len().saturating_sub(64);
+            attempts.drain(..excess);
+        }
+    }
+
+    fn record_group(&self, messages: usize) {
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.messages.fetch_add(messages as u64, Ordering::Relaxed);
+        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        self.last_message_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn record_output(&self, samples: usize, dead: usize) {
+        self.samples.fetch_add(samples as u64, Ordering::Relaxed);
+        self.dead_lettered.fetch_add(dead as u64, Ordering::Relaxed);
+    }
+
+    /// When the last MQTT message was handed over (Unix ms), if any.
+    pub fn last_message_ms(&self) -> Option<i64> {
+        match self.last_message_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => i64::try_from(ms).ok(),
+        }
+    }
 }
 
 pub struct Bridge {
     options: MqttOptions,
+    share_group: String,
+    receive_maximum: u16,
     reporter: link::Reporter,
+    pool: sqlx::PgPool,
+    js: async_nats::jetstream::Context,
+    topology: Topology,
+    limits: pipeline::Limits,
+    status: Arc<BridgeStatus>,
+}
+
+fn read(which: &'static str, path: &std::path::Path) -> Result<Vec<u8>, BridgeError> {
+    std::fs::read(path).map_err(|e| BridgeError::File {
+        which,
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The MQTT v5 options of the settings: TLS, credentials, session, flow control.
+pub fn mqtt_options(settings: &Settings) -> Result<MqttOptions, BridgeError> {
+    let mut options = MqttOptions::new(
+        settings.mqtt_client_id.clone(),
+        settings.mqtt_broker_host.clone(),
+        settings.mqtt_broker_port,
+    );
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
+    options.set_receive_maximum(Some(settings.mqtt_receive_maximum.max(1)));
+    options.set_max_packet_size(Some(MAX_PACKET));
+    options.set_manual_acks(true);
+    if let Some(user) = &settings.mqtt_username {
+        let password = settings
+            .mqtt_password
+            .as_ref()
+            .map(|p| p.expose_secret().to_owned())
+            .unwrap_or_default();
+        options.set_credentials(user.clone(), password);
+    }
+    if settings.mqtt_use_tls {
+        let client_auth = match (
+            &settings.mqtt_client_cert_file,
+            &settings.mqtt_client_key_file,
+        ) {
+            (Some(cert), Some(key)) => Some((
+                read("CLIENT_CERT_FILE", cert)?,
+                read("CLIENT_KEY_FILE", key)?,
+            )),
+            (None, None) => None,
+            _ => return Err(BridgeError::ClientAuth),
+        };
+        let transport = match &settings.mqtt_ca_file {
+            Some(path) => Transport::Tls(TlsConfiguration::Simple {
+                ca: read("CA_FILE", path)?,
+                alpn: None,
+                client_auth,
+            }),
+            None if client_auth.is_none() => Transport::tls_with_default_config(),
+            None => {
+                return Err(BridgeError::File {
+                    which: "CA_FILE",
+                    path: String::new(),
+                    reason: "a client certificate needs the broker's CA file too".into(),
+                })
+            }
+        };
+        options.set_transport(transport);
+    }
+    Ok(options)
 }
 
 impl Bridge {
-    pub fn build(settings: &Settings) -> Result<Self, BridgeError> {
-        let mut options = MqttOptions::new(
-            settings.mqtt_client_id.clone(),
-            settings.mqtt_broker_host.clone(),
-            settings.mqtt_broker_port,
-        );
-        options.set_keep_alive(Duration::from_secs(30));
-        // A persistent session: the broker keeps QoS 1 messages for us while we reconnect.
-        options.set_clean_session(false);
-        if let Some(user) = &settings.mqtt_username {
-            let password = settings
-                .mqtt_password
-                .as_ref()
-                .map(|p| p.expose_secret().to_owned())
-                .unwrap_or_default();
-            options.set_credentials(user.clone(), password);
-        }
-        if settings.mqtt_use_tls {
-            let transport = match &settings.mqtt_ca_file {
-                Some(path) => Transport::Tls(TlsConfiguration::Simple {
-                    ca: std::fs::read(path).map_err(|e| BridgeError::CaFile {
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?,
-                    alpn: None,
-                    client_auth: None,
-                }),
-                None => Transport::tls_with_default_config(),
-            };
-            options.set_transport(transport);
-        }
+    pub async fn build(settings: &Settings) -> Result<Self, BridgeError> {
+        let options = mqtt_options(settings)?;
         let redis = redis::Client::open(settings.redis_url.expose_secret())
             .map_err(|e| BridgeError::RedisUrl(e.to_string()))?;
-        let reporter =
-            link::Reporter::new(redis, &settings.redis_key_prefix, &settings.mqtt_client_id);
-        Ok(Self { options, reporter })
+        let status = Arc::new(BridgeStatus::default());
+        let reporter = link::Reporter::new(
+            redis,
+            &settings.redis_key_prefix,
+            &settings.mqtt_client_id,
+            status.clone(),
+        );
+        let connect_options = PgConnectOptions::from_str(settings.database_url.expose_secret())
+            .map_err(|e| BridgeError::DatabaseUrl(e.to_string()))?;
+        let role = settings.database_role.clone();
+        let mut pool_options = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5));
+        if !role.is_empty() {
+            let statement = format!("SET ROLE \"{}\"", role.replace('"', "\"\""));
+            pool_options = pool_options.after_connect(move |conn, _| {
+                let statement = statement.clone();
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, statement.as_str()).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options.connect_lazy_with(connect_options);
+        let nats = connect::nats(settings.nats_url.expose_secret(), "eriop-bridge")
+            .await
+            .map_err(|e| BridgeError::NatsUrl(e.to_string()))?;
+        let js = connect::jetstream(
+            nats,
+            Duration::from_millis(settings.nats_request_timeout_ms),
+        );
+        Ok(Self {
+            options,
+            share_group: settings.mqtt_share_group.clone(),
+            receive_maximum: settings.mqtt_receive_maximum.max(1),
+            reporter,
+            pool,
+            js,
+            topology: Topology::new(settings.nats_prefix.clone()),
+            limits: pipeline::Limits {
+                max_samples: settings.bridge_batch_max_samples.max(1),
+                max_delay: Duration::from_millis(settings.bridge_batch_max_delay_ms),
+                max_payload: settings.mqtt_max_payload_bytes,
+            },
+            status,
+        })
     }
 
-    /// Keeps the link up and reported until `shutdown`.
+    pub fn status(&self) -> Arc<BridgeStatus> {
+        self.status.clone()
+    }
+
+    /// Runs until `shutdown`.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) {
-        let (_client, mut eventloop) = AsyncClient::new(self.options, 1_000);
+        let (client, mut eventloop) =
+            AsyncClient::new(self.options, usize::from(self.receive_maximum) * 2);
+        // Unbounded on purpose: the loop that polls the MQTT connection must never wait for
+        // the pipeline, or the pipeline's acks (which that loop sends) could never leave:
+        // a deadlock. MQTT's own flow control (Receive Maximum) bounds what is in flight.
+        let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let state = self.reporter.state();
-        let link = async {
+        let status = self.status.clone();
+        let filters: Vec<Filter> = fundamentum::subscriptions(&self.share_group)
+            .into_iter()
+            .map(|f| Filter::new(f, QoS::AtLeastOnce))
+            .collect();
+        let subscriber = client.clone();
+        let link = async move {
             let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+            let mut connected_at: Option<Instant> = None;
+            let mut attempting = true;
             loop {
+                if attempting {
+                    status.record_attempt();
+                    attempting = false;
+                }
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        backoff.reset();
+                        connected_at = Some(Instant::now());
                         state.send_replace(true);
+                        status.up.store(true, Ordering::Relaxed);
                         tracing::info!("MQTT link up");
+                        // Subscribing again is harmless when the session kept them.
+                        if let Err(e) = subscriber.subscribe_many(filters.clone()).await {
+                            tracing::warn!(error = %e, "cannot subscribe");
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        if incoming_tx.send(publish).is_err() {
+                            return;
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => {
+                        status.up.store(false, Ordering::Relaxed);
+                        if connected_at.take().is_some_and(|t| t.elapsed() >= HEALTHY) {
+                            backoff.reset();
+                        }
                         if state.send_replace(false) {
                             tracing::warn!(error = %e, "MQTT link down, will retry");
                         } else {
-                            tracing::debug!(error = %e, attempt = backoff.attempts(), "MQTT reconnect failed");
+                            tracing::debug!(error = %e, attempt = backoff.attempts(), "MQTT connection failed");
                         }
                         backoff.wait().await;
+                        attempting = true;
                     }
                 }
             }
         };
+        let pipeline = pipeline::Pipeline {
+            client: client.clone(),
+            js: self.js.clone(),
+            topology: self.topology.clone(),
+            registry: registry::Registry::new(self.pool.clone()),
+            limits: self.limits,
+            status: self.status.clone(),
+        };
+        let downlink = async {
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+            loop {
+                if let Err(e) =
+                    downlink::run(client.clone(), self.js.clone(), self.topology.clone()).await
+                {
+                    tracing::warn!(error = %e, "command downlink interrupted, will retry");
+                }
+                backoff.wait().await;
+            }
+        };
         tokio::select! {
             _ = link => {}
+            _ = pipeline.run(incoming_rx) => {}
+            _ = downlink => {}
             _ = self.reporter.run() => {}
             _ = shutdown => tracing::info!("stopping"),
         }

@@ -12,14 +12,21 @@ pub(crate) struct Reporter {
     redis: redis::Client,
     key: String,
     state: watch::Sender<bool>,
+    status: std::sync::Arc<crate::BridgeStatus>,
 }
 
 impl Reporter {
-    pub(crate) fn new(redis: redis::Client, prefix: &str, client_id: &str) -> Self {
+    pub(crate) fn new(
+        redis: redis::Client,
+        prefix: &str,
+        client_id: &str,
+        status: std::sync::Arc<crate::BridgeStatus>,
+    ) -> Self {
         Self {
             redis,
             key: mqtt_link_key(prefix, client_id),
             state: watch::channel(false).0,
+            status,
         }
     }
 
@@ -35,6 +42,10 @@ impl Reporter {
             let report = LinkReport {
                 up: *changes.borrow_and_update(),
                 at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+                last_message_at: self.status.last_message_ms().and_then(|ms| {
+                    chrono::DateTime::from_timestamp_millis(ms)
+                        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+                }),
             };
             if let Err(e) = self.write(&mut connection, &report).await {
                 tracing::warn!(error = %e, "cannot report the MQTT link to Redis, will retry");

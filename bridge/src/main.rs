@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
     let Some(settings) = eriop_nats::start_service("eriop-bridge") else {
         return ExitCode::FAILURE;
     };
-    match eriop_bridge::Bridge::build(&settings) {
+    match eriop_bridge::Bridge::build(&settings).await {
         Ok(bridge) => {
             bridge.run_until(eriop_nats::shutdown_signal()).await;
             ExitCode::SUCCESS

@@ -27,6 +27,9 @@ pub struct TestApp {
     pub db: TestDb,
     pub topology: Topology,
     pub relay: Option<Arc<RelayStatus>>,
+    /// The running bridge's status (a new one after `restart_bridge`).
+    pub bridge: Arc<eriop_bridge::BridgeStatus>,
+    bridge_task: Option<tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -66,9 +69,10 @@ impl TestApp {
         let projections = eriop_projections::App::build(settings.clone())
             .await
             .unwrap();
-        let bridge = eriop_bridge::Bridge::build(&settings).unwrap();
+        let bridge = eriop_bridge::Bridge::build(&settings).await.unwrap();
+        let bridge_status = bridge.status();
+        let bridge_task = Some(tokio::spawn(bridge.run_until(std::future::pending())));
         let tasks = vec![
-            tokio::spawn(bridge.run_until(std::future::pending())),
             tokio::spawn(async move {
                 let _ = gateway.run_until(std::future::pending()).await;
             }),
@@ -95,6 +99,8 @@ impl TestApp {
             settings,
             db,
             relay,
+            bridge: bridge_status,
+            bridge_task,
             tasks,
         };
         let (email, password) = (app.admin_email.clone(), app.admin_password.clone());
@@ -273,8 +279,26 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Kills the bridge as a crash would (no goodbye to the broker: its session and the
+    /// messages it had not acked stay with the broker).
+    pub fn kill_bridge(&mut self) {
+        if let Some(task) = self.bridge_task.take() {
+            task.abort();
+        }
+    }
+
+    /// Starts a new bridge with the same settings (same client id: same MQTT session).
+    pub async fn start_bridge(&mut self) {
+        let bridge = eriop_bridge::Bridge::build(&self.settings).await.unwrap();
+        self.bridge = bridge.status();
+        self.bridge_task = Some(tokio::spawn(bridge.run_until(std::future::pending())));
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
+        self.kill_bridge();
         for task in &self.tasks {
             task.abort();
         }

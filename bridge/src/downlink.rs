@@ -1,0 +1,80 @@
+//! Commands to devices: a durable consumer of `COMMANDS` publishes each one on the device's
+//! Fundamentum `commands` topic (QoS 1), and acks it once the MQTT client took it. The
+//! device's replies come back through the pipeline (`commands/{id}`).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use eriop_nats::traffic::DownlinkCommand;
+use eriop_nats::{Stream, Topology};
+use futures::StreamExt;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::AsyncClient;
+
+use crate::fundamentum;
+
+const NAME: &str = "bridge-downlink";
+
+pub async fn run(
+    client: AsyncClient,
+    js: jetstream::Context,
+    topology: Topology,
+) -> Result<(), String> {
+    eriop_nats::streams::ensure_streams(&js, &topology)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream = js
+        .get_stream(topology.stream_name(Stream::Commands))
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = stream
+        .get_or_create_consumer(
+            NAME,
+            pull::Config {
+                durable_name: Some(NAME.to_owned()),
+                description: Some("device commands to Fundamentum".into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer
+        .stream()
+        .heartbeat(Duration::from_secs(2))
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        match serde_json::from_slice::<DownlinkCommand>(&message.payload) {
+            Ok(command) => {
+                client
+                    .publish(
+                        fundamentum::commands_topic(&command.registry, &command.serial),
+                        QoS::AtLeastOnce,
+                        false,
+                        fundamentum::encode_command(
+                            command.command_id,
+                            &command.command_short_name,
+                            &command.parameters,
+                        ),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(device_id = %command.device_id, command_id = command.command_id, "command sent to the device");
+                message.ack().await.map_err(|e| e.to_string())?;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "undecodable downlink command, dropped");
+                message
+                    .ack_with(jetstream::AckKind::Term)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Err("the COMMANDS consumer ended".into())
+}

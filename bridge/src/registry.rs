@@ -1,0 +1,76 @@
+//! Which device a Fundamentum `(registry, serial)` is: the registry read model, cached.
+//! Only known devices are cached (for a short while, so a decommissioning takes effect); an
+//! unknown one is asked again each time, so a device registered a moment ago is found.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use eriop_domain::device::FunctionDesc;
+use sqlx::types::Json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const TTL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub id: Uuid,
+    pub agency_id: Uuid,
+    pub functions: Vec<FunctionDesc>,
+}
+
+pub struct Registry {
+    pool: PgPool,
+    cache: HashMap<(String, String), (DeviceInfo, Instant)>,
+}
+
+impl Registry {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            cache: HashMap::new(),
+        }
+    }
+
+    pub async fn lookup(
+        &mut self,
+        registry: &str,
+        serial: &str,
+    ) -> Result<Option<DeviceInfo>, sqlx::Error> {
+        let key = (registry.to_owned(), serial.to_owned());
+        if let Some((info, at)) = self.cache.get(&key) {
+            if at.elapsed() < TTL {
+                return Ok(Some(info.clone()));
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        // The bridge serves every agency.
+        sqlx::query("SELECT set_config('eriop.all_agencies', 'on', true)")
+            .execute(&mut *tx)
+            .await?;
+        let row: Option<(Uuid, Uuid, Json<Vec<FunctionDesc>>)> = sqlx::query_as(
+            "SELECT id, agency_id, functions FROM devices
+              WHERE registry = $1 AND serial = $2 AND NOT decommissioned",
+        )
+        .bind(registry)
+        .bind(serial)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(match row {
+            Some((id, agency_id, Json(functions))) => {
+                let info = DeviceInfo {
+                    id,
+                    agency_id,
+                    functions,
+                };
+                self.cache.insert(key, (info.clone(), Instant::now()));
+                Some(info)
+            }
+            None => {
+                self.cache.remove(&key);
+                None
+            }
+        })
+    }
+}
