@@ -8,6 +8,7 @@
 pub mod app;
 pub mod capture;
 pub mod db;
+pub mod mosquitto;
 pub mod nats_server;
 pub mod proxy;
 pub mod totp;

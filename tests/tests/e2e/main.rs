@@ -4,6 +4,7 @@ mod agencies;
 mod audit;
 mod auth;
 mod bad_input;
+mod devices;
 mod health;
 mod isolation;
 mod logs;

@@ -72,6 +72,35 @@ async fn every_guarded_operation_declares_and_enforces_its_permission() {
         .as_str()
         .unwrap()
         .to_owned();
+    // A viewer may read devices and telemetry: those are denied to a user whose only role
+    // grants audit:read.
+    let role: Value = app
+        .request(Method::POST, "/roles")
+        .json(&serde_json::json!({"name": "auditors", "permissions": ["audit:read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let auditor_id = app
+        .create_user("auditor@laval.example", "correct horse battery staple", &[])
+        .await;
+    let assigned = app
+        .request(
+            Method::PUT,
+            &format!("/users/{auditor_id}/roles/{}", role["id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(assigned.status(), 204, "{:?}", assigned.text().await);
+    let auditor = app
+        .login("auditor@laval.example", "correct horse battery staple")
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let doc: Value = app
         .http
         .get(app.api("/openapi.json"))
@@ -111,6 +140,7 @@ async fn every_guarded_operation_declares_and_enforces_its_permission() {
                     .replace("{role}", "viewer")
                     .replace("{agency_id}", &uuid::Uuid::new_v4().to_string())
                     .replace("{permission}", "audit:read")
+                    .replace("{command_id}", "1")
             );
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let (deny_id, allow_id) = (
@@ -120,7 +150,7 @@ async fn every_guarded_operation_declares_and_enforces_its_permission() {
             let denied = app
                 .http
                 .request(method.clone(), &url)
-                .bearer_auth(&viewer)
+                .bearer_auth(denied_token(permission, &viewer, &auditor))
                 .header("x-request-id", &deny_id)
                 .send()
                 .await
@@ -231,6 +261,28 @@ async fn another_agencys_resources_answer_404_on_every_operation() {
         .await
         .unwrap();
     let role_a = role_a["id"].as_str().unwrap().to_owned();
+    // ... and a device (with its class).
+    let class_a: Value = app
+        .request(Method::POST, "/device-classes")
+        .json(&serde_json::json!({ "name": "Light", "functions": [{"id": "basic", "type": "BasicFunction"}] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device_a: Value = app
+        .request(Method::POST, "/devices")
+        .json(&serde_json::json!({
+            "class_id": class_a["id"], "registry": "reg-a", "serial": "SN-A", "name": "A light",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device_a = device_a["id"].as_str().unwrap().to_owned();
     // An admin of agency B, holding every agency permission there.
     let b = app.created_agency("Agency B").await["id"]
         .as_str()
@@ -279,6 +331,8 @@ async fn another_agencys_resources_answer_404_on_every_operation() {
             }
             let id = if path.starts_with("/api/v1/roles") {
                 &role_a
+            } else if path.starts_with("/api/v1/devices") {
+                &device_a
             } else {
                 &user_a
             };
@@ -288,17 +342,23 @@ async fn another_agencys_resources_answer_404_on_every_operation() {
                 path.replace("{id}", id)
                     .replace("{role}", "viewer")
                     .replace("{permission}", "audit:read")
+                    .replace("{command_id}", "1")
             );
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let mut request = app.http.request(method.clone(), &url).bearer_auth(&token_b);
             if matches!(method, Method::PATCH) {
                 // A valid body, so that only the resource's agency decides the answer.
-                let field = if path.starts_with("/api/v1/roles") {
-                    "name"
-                } else {
-                    "display_name"
-                };
+                let field =
+                    if path.starts_with("/api/v1/roles") || path.starts_with("/api/v1/devices") {
+                        "name"
+                    } else {
+                        "display_name"
+                    };
                 request = request.json(&serde_json::json!({ field: "x" }));
+            }
+            if matches!(method, Method::POST) && path.ends_with("/commands") {
+                request =
+                    request.json(&serde_json::json!({ "type": "fundamentum", "name": "reboot" }));
             }
             let response = request.send().await.unwrap();
             assert_eq!(response.status(), 404, "{method} {path} of another agency");
@@ -306,4 +366,16 @@ async fn another_agencys_resources_answer_404_on_every_operation() {
         }
     }
     assert!(checked >= 12, "{checked} operations checked");
+}
+
+/// A token that lacks `permission`: the viewer's, unless the viewer role grants it.
+fn denied_token<'a>(permission: &str, viewer: &'a str, auditor: &'a str) -> &'a str {
+    let viewer_has = eriop_domain::Permission::of_builtin_role("viewer")
+        .iter()
+        .any(|p| p.as_str() == permission);
+    if viewer_has {
+        auditor
+    } else {
+        viewer
+    }
 }

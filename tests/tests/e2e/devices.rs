@@ -1,0 +1,510 @@
+//! Devices and telemetry, end to end: a private TLS Mosquitto with a CA made by the test,
+//! virtual Fundamentum devices, the bridge, NATS JetStream, the projections and the API.
+
+use std::time::Duration;
+
+use eriop_bridge::simulator::{LightId, VirtualLight};
+use eriop_nats::{Settings, Stream};
+use eriop_tests::mosquitto::{make_ca, Broker};
+use eriop_tests::{wait, TestApp, TestDb};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn app_on(broker: &Broker) -> TestApp {
+    let (port, ca) = (broker.port, broker.ca_file());
+    TestApp::spawn_with(TestDb::migrated().await, move |s| {
+        s.mqtt_broker_host = "127.0.0.1".into();
+        s.mqtt_broker_port = port;
+        s.mqtt_use_tls = true;
+        s.mqtt_ca_file = Some(ca);
+    })
+    .await
+}
+
+async fn create_class(app: &TestApp, offline_after_secs: u32) -> String {
+    let response = app
+        .request(Method::POST, "/device-classes")
+        .json(&json!({
+            "name": "Street light",
+            "offline_after_secs": offline_after_secs,
+            "functions": [
+                {"id": "lampMonitor001", "type": "LampMonitorFunction"},
+                {"id": "lampActuator001", "type": "LampActuatorFunction"},
+                {"id": "comm001", "type": "CommunicationFunction"},
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn register(app: &TestApp, class: &str, registry: &str, serial: &str) -> String {
+    let response = app
+        .request(Method::POST, "/devices")
+        .json(&json!({"class_id": class, "registry": registry, "serial": serial, "name": format!("Pole {serial}")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A virtual device on the test's broker, with a persistent session (its unacked messages
+/// are sent again after a broker restart).
+async fn light(app: &TestApp, registry: &str, serial: &str, answer: bool) -> VirtualLight {
+    let mut s: Settings = app.settings.clone();
+    s.mqtt_client_id = format!("{}-{registry}-{serial}", app.settings.nats_prefix);
+    let mut options = eriop_bridge::mqtt_options(&s).unwrap();
+    options.set_manual_acks(false);
+    let id = LightId {
+        registry: registry.into(),
+        serial: serial.into(),
+    };
+    VirtualLight::connect(id, options, answer).await
+}
+
+async fn device(app: &TestApp, id: &str) -> Value {
+    let response = app
+        .request(Method::GET, &format!("/devices/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Each light publishes states `from..to` (one sample each, at `start + i` ms).
+async fn publish(lights: &[VirtualLight], start: i64, from: i64, to: i64) {
+    let futures = lights.iter().map(|l| async move {
+        for i in from..to {
+            l.states(start + i, json!({ "lampMonitor001.activePower": i as f64 }))
+                .await
+                .unwrap();
+        }
+    });
+    futures::future::join_all(futures).await;
+}
+
+/// The samples the devices sent (not the liveness records ERIOP adds).
+async fn rows(app: &TestApp) -> i64 {
+    app.db
+        .count("SELECT count(*) FROM telemetry WHERE attribute = 'activePower'")
+        .await
+}
+
+/// Every message of the test's DLQ stream: (reason, original subject, bytes).
+async fn dead_letters(app: &TestApp) -> Vec<(String, String, Vec<u8>)> {
+    let js = app.jetstream().await;
+    let Ok(mut stream) = js.get_stream(app.topology.stream_name(Stream::Dlq)).await else {
+        return Vec::new();
+    };
+    let info = stream.info().await.unwrap().clone();
+    let mut out = Vec::new();
+    if info.state.messages == 0 {
+        return out;
+    }
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let header = |name: &str| {
+            m.headers
+                .get(name)
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
+        out.push((
+            header("Eriop-Reason"),
+            header("Eriop-Original-Subject"),
+            m.payload.to_vec(),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bridge_speaks_tls_and_refuses_a_broker_its_ca_did_not_sign() {
+    let broker = Broker::start_tls();
+    let app = app_on(&broker).await;
+    wait::until(
+        "the bridge to connect over TLS",
+        Duration::from_secs(20),
+        || async { app.bridge.is_up().then_some(()) },
+    )
+    .await;
+
+    let other = tempfile::tempdir().unwrap();
+    let stranger_ca = make_ca(other.path(), "stranger");
+    let (port, ca) = (broker.port, stranger_ca);
+    let refused = TestApp::spawn_with(TestDb::migrated().await, move |s| {
+        s.mqtt_broker_host = "127.0.0.1".into();
+        s.mqtt_broker_port = port;
+        s.mqtt_use_tls = true;
+        s.mqtt_ca_file = Some(ca);
+    })
+    .await;
+    wait::until(
+        "the bridge to try (and fail) three times",
+        Duration::from_secs(20),
+        || async { (refused.bridge.connection_attempts().len() >= 3).then_some(()) },
+    )
+    .await;
+    assert!(
+        !refused.bridge.is_up(),
+        "a broker whose certificate the CA did not sign is refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_qos1_messages_land_exactly_once_through_a_broker_restart_and_a_bridge_crash()
+{
+    const DEVICES: usize = 10;
+    const PER_DEVICE: i64 = 1_000;
+    let mut broker = Broker::start_tls();
+    let mut app = app_on(&broker).await;
+    let class = create_class(&app, 600).await;
+    let mut lights = Vec::new();
+    for n in 0..DEVICES {
+        let serial = format!("SN-{n}");
+        register(&app, &class, "reg-load", &serial).await;
+        lights.push(light(&app, "reg-load", &serial, false).await);
+    }
+    let start = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    publish(&lights, start, 0, 300).await;
+    wait::until("some rows", Duration::from_secs(60), || async {
+        (rows(&app).await > 0).then_some(())
+    })
+    .await;
+
+    // The broker restarts in the middle (it saves its persistence on SIGTERM).
+    let attempts_before = app.bridge.connection_attempts().len();
+    broker.stop();
+    let down = std::time::Instant::now();
+    publish(&lights, start, 300, 500).await; // queued by the devices' clients while the broker is away
+    wait::until("the bridge to retry", Duration::from_secs(20), || async {
+        (app.bridge.connection_attempts().len() >= attempts_before + 3).then_some(())
+    })
+    .await;
+    let outage = down.elapsed();
+    broker.restart();
+    let attempts = app.bridge.connection_attempts()[attempts_before..].to_vec();
+    // Backoff, not a busy loop: few attempts over the outage, and the wait before attempt
+    // k+1 within its ceiling, 200 ms doubling (full jitter: anywhere below it).
+    assert!(
+        attempts.len() <= 4 + (outage.as_millis() / 100) as usize,
+        "{} attempts in {outage:?}",
+        attempts.len()
+    );
+    for (k, pair) in attempts.windows(2).enumerate() {
+        let ceiling = Duration::from_millis(200 * 2u64.pow(k as u32)).min(Duration::from_secs(30));
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap <= ceiling + Duration::from_millis(500),
+            "wait {k}: {gap:?} above {ceiling:?}"
+        );
+    }
+
+    publish(&lights, start, 500, 700).await;
+    // The bridge crashes, and comes back with the same session.
+    app.kill_bridge();
+    publish(&lights, start, 700, PER_DEVICE).await;
+    app.start_bridge().await;
+
+    let expected = DEVICES as i64 * PER_DEVICE;
+    wait::until_eq(
+        "every sample to land, once",
+        Duration::from_secs(120),
+        expected,
+        || rows(&app),
+    )
+    .await;
+    let distinct = app
+        .db
+        .count("SELECT count(DISTINCT (device_id, time)) FROM telemetry WHERE attribute = 'activePower'")
+        .await;
+    assert_eq!(distinct, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_messages_go_to_the_dlq_with_their_reason_and_the_valid_ones_around_them_are_stored() {
+    let broker = Broker::start_tls();
+    let app = app_on(&broker).await;
+    let class = create_class(&app, 600).await;
+    let id = register(&app, &class, "reg-dlq", "SN-1").await;
+    let good = light(&app, "reg-dlq", "SN-1", false).await;
+    let stranger = light(&app, "reg-dlq", "SN-UNKNOWN", false).await;
+    let now = chrono::Utc::now().timestamp_millis();
+
+    good.states(now, json!({"lampMonitor001.activePower": 1.0}))
+        .await
+        .unwrap();
+    good.publish_raw("states", b"{not json".to_vec())
+        .await
+        .unwrap();
+    good.client
+        .publish_with_properties(
+            good.id.topic("heartbeat"),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            vec![0xff, 0xff, 0xff, 0x01],
+            rumqttc::v5::mqttbytes::v5::PublishProperties {
+                user_properties: vec![("v".into(), "1".into())],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    good.publish_raw("events", vec![b'x'; 300 * 1024])
+        .await
+        .unwrap();
+    good.publish_raw("telemetry", b"{}".to_vec()).await.unwrap();
+    stranger
+        .states(now, json!({"lampMonitor001.activePower": 9.0}))
+        .await
+        .unwrap();
+    good.states(now + 1, json!({"lampMonitor001.activePower": 2.0}))
+        .await
+        .unwrap();
+
+    wait::until("five dead letters", Duration::from_secs(30), || async {
+        (dead_letters(&app).await.len() >= 5).then_some(())
+    })
+    .await;
+    let dead = dead_letters(&app).await;
+    let reasons: Vec<&str> = dead.iter().map(|(r, _, _)| r.as_str()).collect();
+    for expected in [
+        "states is not",
+        "protobuf",
+        "oversized",
+        "unknown topic",
+        "unregistered device",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "{expected} in {reasons:?}"
+        );
+    }
+    let original = dead
+        .iter()
+        .find(|(r, _, _)| r.contains("states is not"))
+        .unwrap();
+    assert_eq!(original.2, b"{not json", "the original bytes are kept");
+    assert!(original.1.ends_with("/devices/SN-1/states"));
+    wait::until_eq("the two valid samples", Duration::from_secs(30), 2, || {
+        rows(&app)
+    })
+    .await;
+    assert_eq!(
+        app.db.count(&format!("SELECT count(*) FROM telemetry WHERE device_id = '{id}' AND attribute = 'activePower'")).await,
+        2
+    );
+    assert_eq!(dead.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_device_goes_offline_and_its_next_heartbeat_brings_it_back() {
+    let broker = Broker::start_tls();
+    let app = app_on(&broker).await;
+    let class = create_class(&app, 2).await;
+    let id = register(&app, &class, "reg-live", "SN-1").await;
+    let lamp = light(&app, "reg-live", "SN-1", false).await;
+    assert_eq!(device(&app, &id).await["online"], false);
+
+    lamp.heartbeat(120).await.unwrap();
+    wait::until("online", Duration::from_secs(20), || async {
+        let d = device(&app, &id).await;
+        (d["online"] == true && d["uptime_secs"] == 120).then_some(())
+    })
+    .await;
+    let went_online = std::time::Instant::now();
+    wait::until(
+        "offline after 2 s of silence",
+        Duration::from_secs(20),
+        || async { (device(&app, &id).await["online"] == false).then_some(()) },
+    )
+    .await;
+    assert!(
+        went_online.elapsed() >= Duration::from_millis(1_500),
+        "not before its timeout"
+    );
+    let latest = &device(&app, &id).await["latest"];
+    wait::until(
+        "the TALQ communicationFailure record",
+        Duration::from_secs(20),
+        || async {
+            (device(&app, &id).await["latest"]["comm001.communicationFailure"]["value"] == true)
+                .then_some(())
+        },
+    )
+    .await;
+    let _ = latest;
+
+    lamp.heartbeat(125).await.unwrap();
+    wait::until("online again", Duration::from_secs(20), || async {
+        (device(&app, &id).await["online"] == true).then_some(())
+    })
+    .await;
+    let events: Vec<String> = app
+        .events_on_stream()
+        .await
+        .into_iter()
+        .filter(|(_, e)| e.aggregate_id == id)
+        .map(|(_, e)| e.event_type)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "DeviceRegistered",
+            "DeviceCameOnline",
+            "DeviceWentOffline",
+            "DeviceCameOnline"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_reaches_the_device_as_fundamentum_json_and_its_replies_show_in_the_api() {
+    let broker = Broker::start_tls();
+    let app = app_on(&broker).await;
+    let class = create_class(&app, 600).await;
+    let id = register(&app, &class, "reg-cmd", "SN-1").await;
+    let mut lamp = light(&app, "reg-cmd", "SN-1", true).await;
+    // The device is known to the bridge once it spoke.
+    lamp.heartbeat(1).await.unwrap();
+
+    let response = app
+        .request(Method::POST, &format!("/devices/{id}/commands"))
+        .json(&json!({"type": "override", "level": 40, "ramp_seconds": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+    let command: Value = response.json().await.unwrap();
+    let command_id = command["id"].as_i64().unwrap();
+    assert_eq!(command["status"], "pending");
+
+    let received = tokio::time::timeout(Duration::from_secs(30), lamp.next_command())
+        .await
+        .expect("the command reaches the device")
+        .unwrap();
+    assert_eq!(received.topic, "registries/reg-cmd/devices/SN-1/commands");
+    let sent = &received.body[0];
+    assert_eq!(sent["device_command_id"], command_id);
+    assert_eq!(sent["command_short_name"], "talq-override");
+    assert_eq!(
+        sent["parameters"]["targetCommand"]["state"],
+        json!({"name": "LevelState", "value": 40})
+    );
+    assert_eq!(sent["parameters"]["addresses"][0]["address"], id.as_str());
+
+    wait::until("the device's success", Duration::from_secs(30), || async {
+        let r = app
+            .request(Method::GET, &format!("/devices/{id}/commands/{command_id}"))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        (body["status"] == "success").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_samples_are_stored_but_do_not_replace_a_newer_latest_value() {
+    let broker = Broker::start_tls();
+    let app = app_on(&broker).await;
+    let class = create_class(&app, 600).await;
+    let id = register(&app, &class, "reg-late", "SN-1").await;
+    let lamp = light(&app, "reg-late", "SN-1", false).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    lamp.states(now, json!({"lampMonitor001.activePower": 50.0}))
+        .await
+        .unwrap();
+    wait::until_eq("the current sample", Duration::from_secs(30), 1, || {
+        rows(&app)
+    })
+    .await;
+    lamp.states(now - 3_600_000, json!({"lampMonitor001.activePower": 10.0}))
+        .await
+        .unwrap();
+    wait::until_eq("the late sample", Duration::from_secs(30), 2, || rows(&app)).await;
+
+    let d = device(&app, &id).await;
+    assert_eq!(d["latest"]["lampMonitor001.activePower"]["value"], 50.0);
+    let from = chrono::DateTime::from_timestamp_millis(now - 7_200_000)
+        .unwrap()
+        .to_rfc3339();
+    let to = chrono::DateTime::from_timestamp_millis(now + 1_000)
+        .unwrap()
+        .to_rfc3339();
+    let csv = app
+        .http
+        .get(app.api(&format!("/devices/{id}/telemetry/export")))
+        .query(&[("from", &from), ("to", &to)])
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    let power: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains(",activePower,"))
+        .collect();
+    assert_eq!(power.len(), 2, "{csv}");
+    assert!(
+        power[0].ends_with(",lampMonitor001,activePower,10,,"),
+        "{csv}"
+    );
+    assert!(
+        power[1].ends_with(",lampMonitor001,activePower,50,,"),
+        "{csv}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bulk_file_of_1000_devices_with_10_bad_rows_registers_990_and_reports_10() {
+    let app = TestApp::spawn().await;
+    let class = create_class(&app, 600).await;
+    let mut csv = String::from("class_id,registry,serial,name\n");
+    let mut bad = Vec::new();
+    for n in 1..=1000 {
+        let row = match n % 100 {
+            7 => {
+                bad.push(n);
+                format!("{class},reg-bulk,SN/{n},Pole {n}\n")
+            }
+            _ => format!("{class},reg-bulk,SN-{n},Pole {n}\n"),
+        };
+        csv.push_str(&row);
+    }
+    let response = app
+        .request(Method::POST, "/devices/bulk")
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["registered"], 990);
+    assert_eq!(report["failed"], 10);
+    let failed: Vec<u64> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "failed")
+        .map(|r| r["row"].as_u64().unwrap())
+        .collect();
+    assert_eq!(failed, bad);
+    assert_eq!(app.db.count("SELECT count(*) FROM devices").await, 990);
+}
