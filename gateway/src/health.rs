@@ -115,15 +115,37 @@ async fn mqtt_link(state: &AppState) -> Result<(), String> {
         ));
     }
     let reports: Vec<Option<String>> = conn.mget(&keys).await.map_err(|e| e.to_string())?;
-    let up = reports
+    let up: Vec<links::LinkReport> = reports
         .iter()
         .flatten()
         .filter_map(|r| serde_json::from_str::<links::LinkReport>(r).ok())
-        .any(|r| r.up);
-    if up {
-        Ok(())
-    } else {
-        Err("the bridge cannot reach the MQTT broker".to_owned())
+        .filter(|r| r.up)
+        .collect();
+    if up.is_empty() {
+        return Err("the bridge cannot reach the MQTT broker".to_owned());
+    }
+    // Data flowing, not only a connection: the freshest message any bridge handed over.
+    let max_silence = state.mqtt_max_silence();
+    let last = up
+        .iter()
+        .filter_map(|r| r.last_message_at.as_deref())
+        .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .max();
+    match last {
+        Some(last) if !max_silence.is_zero() => {
+            let age = chrono::Utc::now().signed_duration_since(last);
+            let age = age.to_std().unwrap_or_default();
+            if age > max_silence {
+                return Err(format!(
+                    "connected, but no MQTT message for {} s (ERIOP_MQTT_MAX_SILENCE_SECS={}): are devices publishing, is the subscription alive?",
+                    age.as_secs(),
+                    max_silence.as_secs()
+                ));
+            }
+            Ok(())
+        }
+        // A bridge that never had a message (a new deployment) is not judged on silence.
+        _ => Ok(()),
     }
 }
 

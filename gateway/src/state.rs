@@ -38,6 +38,7 @@ pub(crate) struct Inner {
     /// The telemetry database (the same as `pool` unless ERIOP_TIMESCALE_URL is set).
     pub telemetry_pool: PgPool,
     pub api_prefix: String,
+    pub mqtt_max_silence: Duration,
 }
 
 impl AppState {
@@ -94,6 +95,11 @@ impl AppState {
 
     pub fn telemetry_pool(&self) -> &PgPool {
         &self.inner.telemetry_pool
+    }
+
+    /// How long the bridges may hand over no message before readiness says so.
+    pub fn mqtt_max_silence(&self) -> Duration {
+        self.inner.mqtt_max_silence
     }
 
     /// `/api/v1` (ERIOP_API_V1_PREFIX), for links in answers.

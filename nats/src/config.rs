@@ -146,6 +146,10 @@ pub struct Settings {
     /// MQTT v5 Receive Maximum: QoS 1 messages in flight unacknowledged (DESIGN.md rule 6).
     #[serde(default = "defaults::mqtt_receive_maximum")]
     pub mqtt_receive_maximum: u16,
+    /// Readiness: the MQTT link counts as down when a bridge that has received messages got
+    /// none for this long (data must flow, not only a connection). 0: never judged.
+    #[serde(default = "defaults::mqtt_max_silence_secs")]
+    pub mqtt_max_silence_secs: u64,
     /// Payloads larger than this go to `DLQ` (reason `oversized`).
     #[serde(default = "defaults::mqtt_max_payload_bytes")]
     pub mqtt_max_payload_bytes: usize,
@@ -256,6 +260,9 @@ mod defaults {
     }
     pub fn mqtt_receive_maximum() -> u16 {
         1_000
+    }
+    pub fn mqtt_max_silence_secs() -> u64 {
+        900
     }
     pub fn mqtt_max_payload_bytes() -> usize {
         256 * 1024

@@ -508,3 +508,61 @@ async fn a_bulk_file_of_1000_devices_with_10_bad_rows_registers_990_and_reports_
     assert_eq!(failed, bad);
     assert_eq!(app.db.count("SELECT count(*) FROM devices").await, 990);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_reports_mqtt_down_when_connected_but_no_message_flows() {
+    let broker = Broker::start_tls();
+    let (port, ca) = (broker.port, broker.ca_file());
+    let app = TestApp::spawn_with(TestDb::migrated().await, move |s| {
+        s.mqtt_broker_host = "127.0.0.1".into();
+        s.mqtt_broker_port = port;
+        s.mqtt_use_tls = true;
+        s.mqtt_ca_file = Some(ca);
+        s.mqtt_max_silence_secs = 1;
+    })
+    .await;
+    let mqtt = || async {
+        let body: Value = app
+            .http
+            .get(format!("{}/health/ready", app.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["checks"]["mqtt"].clone()
+    };
+    // Connected and never had a message (a new deployment): ready.
+    wait::until("mqtt up", Duration::from_secs(20), || async {
+        (mqtt().await["status"] == "up").then_some(())
+    })
+    .await;
+    let class = create_class(&app, 600).await;
+    register(&app, &class, "reg-ready", "SN-1").await;
+    let lamp = light(&app, "reg-ready", "SN-1", false).await;
+    lamp.heartbeat(1).await.unwrap();
+    wait::until("silence noticed", Duration::from_secs(30), || async {
+        let check = mqtt().await;
+        (check["status"] == "down"
+            && check["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no MQTT message"))
+        .then_some(())
+    })
+    .await;
+    // Messages flow again: ready again (within a report refresh).
+    let flowing = async {
+        loop {
+            lamp.heartbeat(2).await.unwrap();
+            if mqtt().await["status"] == "up" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), flowing)
+        .await
+        .expect("mqtt up again while messages flow");
+}
