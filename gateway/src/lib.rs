@@ -20,7 +20,7 @@ mod paging;
 pub mod relay;
 mod roles;
 mod state;
-mod telemetry;
+pub mod telemetry;
 pub mod tenancy;
 mod users;
 

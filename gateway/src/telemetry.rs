@@ -41,7 +41,7 @@ pub struct SeriesParams {
     agg: Agg,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Agg {
     #[default]
@@ -52,6 +52,8 @@ pub enum Agg {
 }
 
 impl Agg {
+    pub const ALL: [Agg; 4] = [Agg::Avg, Agg::Min, Agg::Max, Agg::Last];
+
     fn sql(self) -> &'static str {
         match self {
             Agg::Avg => "to_jsonb(avg(value_double))",
@@ -66,7 +68,7 @@ impl Agg {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Agg::Avg => "avg",
             Agg::Min => "min",
@@ -119,6 +121,28 @@ async fn timescale(state: &AppState) -> Result<bool, ApiError> {
     Ok(*FOUND.get_or_init(|| found))
 }
 
+/// The series query: `$1` bucket seconds (float), `$2` agency id (text), `$3` device id,
+/// `$4` function id, `$5` attribute, `$6` from (inclusive), `$7` to (exclusive). Answers
+/// `bucket`, `value` (JSON) and `samples` per bucket, in time order.
+///
+/// Both databases bin from the same origin (a Monday, TimescaleDB's default), so both answer
+/// the same buckets for any bucket size.
+pub fn series_sql(timescale: bool, agg: Agg) -> String {
+    let bin = if timescale {
+        "time_bucket(make_interval(secs => $1), time, TIMESTAMPTZ '2000-01-03')"
+    } else {
+        "date_bin(make_interval(secs => $1), time, TIMESTAMPTZ '2000-01-03')"
+    };
+    format!(
+        "SELECT {bin} AS bucket, {agg} AS value, count(*) AS samples
+           FROM telemetry
+          WHERE agency_id = $2::uuid AND device_id = $3 AND function_id = $4 AND attribute = $5
+            AND time >= $6 AND time < $7
+          GROUP BY 1 ORDER BY 1",
+        agg = agg.sql()
+    )
+}
+
 #[derive(sqlx::FromRow)]
 struct Point {
     bucket: DateTime<Utc>,
@@ -147,31 +171,17 @@ pub async fn series(
         ));
     }
     let (function_id, attribute) = split_attribute(&params.attribute);
-    // Both bin from the same origin (a Monday, TimescaleDB's default), so both databases
-    // answer the same buckets.
-    let bin = if timescale(&state).await? {
-        "time_bucket(make_interval(secs => $1), time, TIMESTAMPTZ '2000-01-03')"
-    } else {
-        "date_bin(make_interval(secs => $1), time, TIMESTAMPTZ '2000-01-03')"
-    };
     let mut tx = tenancy::begin(state.telemetry_pool(), Scope::Agency(caller.agency_id())).await?;
-    let rows: Vec<Point> = sqlx::query_as(&format!(
-        "SELECT {bin} AS bucket, {agg} AS value, count(*) AS samples
-           FROM telemetry
-          WHERE agency_id = $2::uuid AND device_id = $3 AND function_id = $4 AND attribute = $5
-            AND time >= $6 AND time < $7
-          GROUP BY 1 ORDER BY 1",
-        agg = params.agg.sql()
-    ))
-    .bind(bucket as f64)
-    .bind(caller.agency_id())
-    .bind(id)
-    .bind(function_id)
-    .bind(attribute)
-    .bind(params.from)
-    .bind(params.to)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<Point> = sqlx::query_as(&series_sql(timescale(&state).await?, params.agg))
+        .bind(bucket as f64)
+        .bind(caller.agency_id())
+        .bind(id)
+        .bind(function_id)
+        .bind(attribute)
+        .bind(params.from)
+        .bind(params.to)
+        .fetch_all(&mut *tx)
+        .await?;
     let points: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|p| serde_json::json!({ "time": p.bucket, "value": p.value, "samples": p.samples }))

@@ -15,3 +15,4 @@ mod rebuild;
 mod relay;
 mod roles;
 mod streams;
+mod telemetry;

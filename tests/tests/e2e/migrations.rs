@@ -104,7 +104,7 @@ async fn telemetry_is_range_partitioned_on_plain_postgresql() {
     );
 }
 
-fn timescale_url() -> String {
+pub fn timescale_url() -> String {
     if let Ok(url) = std::env::var("ERIOP_TEST_TIMESCALE_URL") {
         return url;
     }

@@ -1,0 +1,350 @@
+//! The telemetry query: the right buckets on plain PostgreSQL and on TimescaleDB, and never
+//! another agency's data.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use eriop_domain::device::talq;
+use eriop_gateway::telemetry::{series_sql, Agg};
+use eriop_nats::traffic::TelemetryBatch;
+use eriop_tests::{wait, TestApp, TestDb};
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Executor, PgPool};
+use uuid::Uuid;
+
+const BUCKET_SECS: i64 = 300;
+
+/// 30 samples, 40 s apart, values 0..30 with a twist so min/max/last differ from the order.
+fn samples(start: DateTime<Utc>) -> Vec<(DateTime<Utc>, f64)> {
+    (0..30)
+        .map(|i: i64| {
+            (
+                start + chrono::Duration::seconds(40 * i),
+                ((i * 7) % 30) as f64,
+            )
+        })
+        .collect()
+}
+
+/// What a bucketed series must be, computed from the samples (origin 2000-01-03, the
+/// query's): (bucket start, value, samples).
+fn expected(samples: &[(DateTime<Utc>, f64)], agg: Agg) -> Vec<(DateTime<Utc>, f64, i64)> {
+    let origin = Utc.with_ymd_and_hms(2000, 1, 3, 0, 0, 0).unwrap();
+    let mut buckets: std::collections::BTreeMap<DateTime<Utc>, Vec<(DateTime<Utc>, f64)>> =
+        Default::default();
+    for (t, v) in samples {
+        let offset = (*t - origin).num_seconds().div_euclid(BUCKET_SECS) * BUCKET_SECS;
+        buckets
+            .entry(origin + chrono::Duration::seconds(offset))
+            .or_default()
+            .push((*t, *v));
+    }
+    buckets
+        .into_iter()
+        .map(|(start, values)| {
+            let vs: Vec<f64> = values.iter().map(|(_, v)| *v).collect();
+            let value = match agg {
+                Agg::Avg => vs.iter().sum::<f64>() / vs.len() as f64,
+                Agg::Min => vs.iter().copied().fold(f64::INFINITY, f64::min),
+                Agg::Max => vs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                Agg::Last => values.iter().max_by_key(|(t, _)| *t).unwrap().1,
+            };
+            (start, value, values.len() as i64)
+        })
+        .collect()
+}
+
+fn assert_series(
+    seen: &[(DateTime<Utc>, f64, i64)],
+    expected: &[(DateTime<Utc>, f64, i64)],
+    what: &str,
+) {
+    assert_eq!(seen.len(), expected.len(), "{what}: {seen:?}");
+    for (s, e) in seen.iter().zip(expected) {
+        assert_eq!((s.0, s.2), (e.0, e.2), "{what}");
+        assert!((s.1 - e.1).abs() < 1e-9, "{what}: {} vs {}", s.1, e.1);
+    }
+}
+
+async fn query(
+    pool: &PgPool,
+    timescale: bool,
+    agg: Agg,
+    agency: Uuid,
+    device: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, f64, i64)> {
+    let rows: Vec<(DateTime<Utc>, Option<Value>, i64)> =
+        sqlx::query_as(&series_sql(timescale, agg))
+            .bind(BUCKET_SECS as f64)
+            .bind(agency.to_string())
+            .bind(device)
+            .bind("lampMonitor001")
+            .bind("activePower")
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    rows.into_iter()
+        .map(|(b, v, n)| (b, v.and_then(|v| v.as_f64()).unwrap(), n))
+        .collect()
+}
+
+async fn insert(pool: &PgPool, agency: Uuid, device: Uuid, samples: &[(DateTime<Utc>, f64)]) {
+    for (t, v) in samples {
+        sqlx::query(
+            "INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_double)
+             VALUES ($1, $2, $3, 'lampMonitor001', 'activePower', $4)",
+        )
+        .bind(t)
+        .bind(agency)
+        .bind(device)
+        .bind(v)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn telemetry_buckets_are_the_same_on_postgresql_and_timescaledb() {
+    let start = Utc.with_ymd_and_hms(2026, 3, 1, 10, 2, 30).unwrap();
+    let data = samples(start);
+    let (from, to) = (
+        start - chrono::Duration::hours(1),
+        start + chrono::Duration::hours(1),
+    );
+    let (agency, other, device) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+
+    let pg = TestDb::migrated().await;
+    insert(&pg.pool, agency, device, &data).await;
+    // Another agency's row under the same device id: never in this agency's series.
+    insert(
+        &pg.pool,
+        other,
+        device,
+        &[(start + chrono::Duration::seconds(1), 1e6)],
+    )
+    .await;
+
+    let timescale = PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move { conn.execute("DEALLOCATE ALL").await.map(drop) })
+        })
+        .connect(&crate::migrations::timescale_url())
+        .await
+        .expect("TimescaleDB on loopback (../shared/timescaledb/start.sh) answers");
+    eriop_migrations::down(&timescale, 0).await.unwrap();
+    eriop_migrations::up(&timescale).await.unwrap();
+    insert(&timescale, agency, device, &data).await;
+    insert(
+        &timescale,
+        other,
+        device,
+        &[(start + chrono::Duration::seconds(1), 1e6)],
+    )
+    .await;
+
+    for agg in Agg::ALL {
+        let want = expected(&data, agg);
+        assert_series(
+            &query(&pg.pool, false, agg, agency, device, from, to).await,
+            &want,
+            &format!("PostgreSQL {agg:?}"),
+        );
+        assert_series(
+            &query(&timescale, true, agg, agency, device, from, to).await,
+            &want,
+            &format!("TimescaleDB {agg:?}"),
+        );
+    }
+    eriop_migrations::down(&timescale, 0).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
+    let app = TestApp::spawn().await;
+    let class: Value = app
+        .request(Method::POST, "/device-classes")
+        .json(&json!({"name": "Light", "functions": [{"id": "lampMonitor001", "type": "LampMonitorFunction"}]}))
+        .send().await.unwrap().json().await.unwrap();
+    let device: Value = app
+        .request(Method::POST, "/devices")
+        .json(&json!({"class_id": class["id"], "registry": app.settings.nats_prefix, "serial": "SN-1", "name": "Pole 1"}))
+        .send().await.unwrap().json().await.unwrap();
+    let device_id: Uuid = device["id"].as_str().unwrap().parse().unwrap();
+    let agency: Uuid = class_agency(&app).await;
+
+    // Through the real path: a TELEMETRY batch of TALQ records, projected into the table.
+    let start = Utc::now() - chrono::Duration::hours(2);
+    let data = samples(start);
+    let records: Vec<Value> = data
+        .iter()
+        .map(|(t, v)| {
+            let value = talq::typed_value(
+                talq::attribute_type("LampMonitorFunction", "activePower"),
+                &json!(v),
+            );
+            talq::attribute_log_data(
+                device_id,
+                "lampMonitor001",
+                "activePower",
+                &value,
+                &t.to_rfc3339(),
+            )
+        })
+        .collect();
+    let js = app.jetstream().await;
+    let batch = TelemetryBatch {
+        agency_id: agency,
+        records,
+    };
+    js.publish(
+        app.topology.telemetry_subject(&agency.to_string()),
+        serde_json::to_vec(&batch).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    wait::until_eq("the samples", Duration::from_secs(30), 30, || {
+        app.db
+            .count("SELECT count(*) FROM telemetry WHERE attribute = 'activePower'")
+    })
+    .await;
+    // A row of another agency under this device id (as a faulty writer could leave).
+    sqlx::query("INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_double) VALUES ($1, $2, $3, 'lampMonitor001', 'activePower', 1e6)")
+        .bind(start + chrono::Duration::seconds(1)).bind(Uuid::new_v4()).bind(device_id).execute(&app.db.pool).await.unwrap();
+
+    let (from, to) = (
+        (start - chrono::Duration::hours(1)).to_rfc3339(),
+        (start + chrono::Duration::hours(1)).to_rfc3339(),
+    );
+    for agg in Agg::ALL {
+        let body: Value = app
+            .http
+            .get(app.api(&format!("/devices/{device_id}/telemetry")))
+            .query(&[
+                ("attribute", "lampMonitor001.activePower"),
+                ("from", &from),
+                ("to", &to),
+                ("bucket", "5m"),
+                ("agg", agg.name()),
+            ])
+            .bearer_auth(&app.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let seen: Vec<(DateTime<Utc>, f64, i64)> = body["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["time"].as_str().unwrap().parse().unwrap(),
+                    p["value"].as_f64().unwrap(),
+                    p["samples"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_series(&seen, &expected(&data, agg), agg.name());
+    }
+    let csv = app
+        .http
+        .get(app.api(&format!("/devices/{device_id}/telemetry/export")))
+        .query(&[("from", &from), ("to", &to)])
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 30,
+        "header and this agency's 30 samples"
+    );
+    assert!(!csv.contains("1000000"));
+
+    // Too many points: a clear 422, not a huge answer.
+    let response = app
+        .http
+        .get(app.api(&format!("/devices/{device_id}/telemetry")))
+        .query(&[
+            ("attribute", "lampMonitor001.activePower"),
+            ("from", "2020-01-01T00:00:00Z"),
+            ("to", "2026-01-01T00:00:00Z"),
+            ("bucket", "1m"),
+        ])
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+
+    // Another agency's administrator: the device does not exist for them.
+    let b = app.created_agency("Agency B").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin_b = app
+        .create_user(
+            "admin@b.example",
+            "correct horse battery staple",
+            &["viewer"],
+        )
+        .await;
+    let granted = app
+        .request(Method::PUT, &format!("/users/{admin_b}/memberships/{b}"))
+        .json(&json!({"roles": ["agency-admin"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 204);
+    let home = app
+        .login("admin@b.example", "correct horse battery staple")
+        .await;
+    let switched: Value = app
+        .http
+        .post(app.api("/auth/switch-agency"))
+        .bearer_auth(home["access_token"].as_str().unwrap())
+        .json(&json!({"agency_id": b}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token_b = switched["access_token"].as_str().unwrap();
+    for path in ["telemetry?attribute=lampMonitor001.activePower&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&bucket=1h", "telemetry/export?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"] {
+        let r = app.get_as(token_b, &format!("/devices/{device_id}/{path}")).await;
+        assert_eq!(r.status(), 404, "{path}");
+    }
+}
+
+/// The admin's agency (the platform agency), where the test's device lives.
+async fn class_agency(app: &TestApp) -> Uuid {
+    let me: Value = app
+        .request(Method::GET, "/auth/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    me["agency_id"]
+        .as_str()
+        .or(me["agency"].as_str())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
