@@ -15,4 +15,5 @@ mod rebuild;
 mod relay;
 mod roles;
 mod streams;
+mod talq;
 mod telemetry;
