@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export CARGO_TERM_COLOR ?= auto
 
-.PHONY: help run test services migrate migrate-down migrate-status bootstrap-admin rebuild bench lint fmt audit ci
+.PHONY: help run test services migrate migrate-down migrate-status bootstrap-admin rebuild simulate bench lint fmt audit ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ bootstrap-admin: ## Create the first platform administrator: make bootstrap-admi
 
 rebuild: ## Empty the read models and replay the event store into them
 	@cargo run --quiet -p eriop-projections --bin eriop-projections -- rebuild
+
+simulate: ## Virtual street lights on the dev broker: make simulate DEVICES=100 RATE=50 [TOKEN=access-token registers them]
+	@bash scripts/simulate.sh
 
 bench: services ## Measure the command path and login on this machine (release build): make bench [ARGS="--commands 5000"]
 	@RUST_LOG=$${RUST_LOG:-warn} ERIOP_TEST_NATS_URL=nats://127.0.0.1:$${ERIOP_DEV_NATS_PORT:-4223} cargo run --release --quiet -p eriop-tests --bin eriop-bench -- $(ARGS)

@@ -35,11 +35,16 @@ for _ in $(seq 1 100); do
   if curl -fsS "http://$addr/health/live" >/dev/null 2>&1; then break; fi
   sleep 0.1
 done
+if [ -n "${SIMULATE:-}" ]; then
+  # make run SIMULATE=20: virtual street lights too (registered when TOKEN is set; see make simulate)
+  start simulate env DEVICES="$SIMULATE" RATE="${RATE:-5}" bash scripts/simulate.sh
+fi
 cat >&2 <<MSG
 
   ERIOP API:   http://$addr/api/v1   (health: http://$addr/health/ready)
   First admin: make bootstrap-admin EMAIL=you@agency.example   (prints a one-time password)
   Log in:      curl -H 'content-type: application/json' -d '{"email":"…","password":"…"}' http://$addr/api/v1/auth/login
+  Devices:     make simulate DEVICES=20 RATE=5 TOKEN=<access_token>   (registers and runs virtual street lights)
   Stop:        Ctrl-C
 
 MSG

@@ -179,28 +179,34 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let relay = self.relay.map(|relay| tokio::spawn(relay.run()));
-        let supervisor = self.supervisor.map(|s| tokio::spawn(s.run()));
-        let served = axum::serve(
+        // The workers stop with the server, also when this future is dropped (a task
+        // aborted): both are crash-safe by construction (the relay acks before it deletes,
+        // the supervisor acks after it acted), so stopping them is enough.
+        let _relay = self
+            .relay
+            .map(|relay| AbortOnDrop(tokio::spawn(relay.run())));
+        let _supervisor = self.supervisor.map(|s| AbortOnDrop(tokio::spawn(s.run())));
+        axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-        .await;
-        // The relay is crash-safe by construction (acks before deletes): just stop it.
-        if let Some(relay) = relay {
-            relay.abort();
-        }
-        if let Some(supervisor) = supervisor {
-            supervisor.abort();
-        }
-        served
+        .await
     }
 
     /// Serves until SIGINT or SIGTERM.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.run_until(eriop_nats::shutdown_signal()).await
+    }
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

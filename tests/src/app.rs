@@ -30,6 +30,7 @@ pub struct TestApp {
     /// The running bridge's status (a new one after `restart_bridge`).
     pub bridge: Arc<eriop_bridge::BridgeStatus>,
     bridge_task: Option<tokio::task::JoinHandle<()>>,
+    gateway_task: Option<tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -72,12 +73,10 @@ impl TestApp {
         let bridge = eriop_bridge::Bridge::build(&settings).await.unwrap();
         let bridge_status = bridge.status();
         let bridge_task = Some(tokio::spawn(bridge.run_until(std::future::pending())));
-        let tasks = vec![
-            tokio::spawn(async move {
-                let _ = gateway.run_until(std::future::pending()).await;
-            }),
-            tokio::spawn(projections.run_until(std::future::pending())),
-        ];
+        let gateway_task = Some(tokio::spawn(async move {
+            let _ = gateway.run_until(std::future::pending()).await;
+        }));
+        let tasks = vec![tokio::spawn(projections.run_until(std::future::pending()))];
         let admin_email = format!("admin.{}@eriop.test", settings.nats_prefix);
         let admin_password = format!("correct horse {} staple", settings.nats_prefix);
         let admin = eriop_gateway::bootstrap::bootstrap_admin(
@@ -101,6 +100,7 @@ impl TestApp {
             relay,
             bridge: bridge_status,
             bridge_task,
+            gateway_task,
             tasks,
         };
         let (email, password) = (app.admin_email.clone(), app.admin_password.clone());
@@ -288,6 +288,28 @@ impl TestApp {
         }
     }
 
+    /// Kills the gateway (API, relay, device supervisor) as a crash would.
+    pub fn kill_gateway(&mut self) {
+        if let Some(task) = self.gateway_task.take() {
+            task.abort();
+        }
+    }
+
+    /// Starts a new gateway with the same settings (a new port: `base` follows).
+    pub async fn start_gateway(&mut self) {
+        let gateway = eriop_gateway::App::build_with_clock(
+            self.settings.clone(),
+            Arc::new(self.clock.clone()),
+        )
+        .await
+        .unwrap();
+        self.base = format!("http://127.0.0.1:{}", gateway.port());
+        self.relay = gateway.relay_status();
+        self.gateway_task = Some(tokio::spawn(async move {
+            let _ = gateway.run_until(std::future::pending()).await;
+        }));
+    }
+
     /// Starts a new bridge with the same settings (same client id: same MQTT session).
     pub async fn start_bridge(&mut self) {
         let bridge = eriop_bridge::Bridge::build(&self.settings).await.unwrap();
@@ -299,6 +321,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.kill_bridge();
+        self.kill_gateway();
         for task in &self.tasks {
             task.abort();
         }

@@ -566,3 +566,27 @@ async fn readiness_reports_mqtt_down_when_connected_but_no_message_flows() {
         .await
         .expect("mqtt up again while messages flow");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_restart_no_device_stays_falsely_online() {
+    let broker = Broker::start_tls();
+    let mut app = app_on(&broker).await;
+    let class = create_class(&app, 2).await;
+    let id = register(&app, &class, "reg-restart", "SN-1").await;
+    let lamp = light(&app, "reg-restart", "SN-1", false).await;
+    lamp.heartbeat(1).await.unwrap();
+    wait::until("online", Duration::from_secs(20), || async {
+        (device(&app, &id).await["online"] == true).then_some(())
+    })
+    .await;
+    // The gateway (and its supervisor, the only one) is down while the device falls silent
+    // past its 2 s timeout: nothing runs that could notice, so time itself must pass.
+    app.kill_gateway();
+    drop(lamp);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    app.start_gateway().await;
+    wait::until("reconciled: offline", Duration::from_secs(20), || async {
+        (device(&app, &id).await["online"] == false).then_some(())
+    })
+    .await;
+}
