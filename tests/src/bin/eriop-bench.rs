@@ -2,7 +2,10 @@
 //! the gateway and projections built in-process on a fresh database and NATS prefix.
 //!
 //! Commands: `POST /api/v1/agencies` answered after the read model shows the agency (so each
-//! one travels aggregate, event store, relay, JetStream, projection); logins (argon2id-bound).
+//! one travels aggregate, event store, relay, JetStream, projection); logins (argon2id-bound);
+//! telemetry: QoS 1 states messages from virtual devices through a private TLS Mosquitto, the
+//! bridge, JetStream and the projector into the telemetry table (end to end, until the last
+//! row is committed).
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +28,12 @@ struct Cli {
     /// Logins to make (each verifies an argon2id hash: CPU-bound by design).
     #[arg(long, default_value_t = 100)]
     logins: usize,
+    /// Telemetry: states messages to send (4 samples each); 0 skips.
+    #[arg(long, default_value_t = 20_000)]
+    telemetry_messages: usize,
+    /// Telemetry: virtual devices sending them.
+    #[arg(long, default_value_t = 50)]
+    devices: usize,
 }
 
 struct Summary {
@@ -87,10 +96,16 @@ where
 async fn main() {
     let cli = Cli::parse();
     eprintln!("starting ERIOP in-process on a fresh database...");
-    let app = TestApp::spawn_with(TestDb::migrated().await, |s| {
+    let broker = eriop_tests::mosquitto::Broker::start_tls();
+    let (port, ca) = (broker.port, broker.ca_file());
+    let app = TestApp::spawn_with(TestDb::migrated().await, move |s| {
         // The benchmark measures, it does not get throttled.
         s.login_attempts_per_ip_per_minute = u32::MAX;
         s.log_level = "warn".into();
+        s.mqtt_broker_host = "127.0.0.1".into();
+        s.mqtt_broker_port = port;
+        s.mqtt_use_tls = true;
+        s.mqtt_ca_file = Some(ca);
     })
     .await;
     let app = &app;
@@ -120,4 +135,97 @@ async fn main() {
     })
     .await;
     logins.print("login (argon2id m=19 MiB t=2 p=1)");
+
+    if cli.telemetry_messages > 0 {
+        telemetry(app, cli.telemetry_messages, cli.devices.max(1)).await;
+    }
+}
+
+/// States messages from `devices` virtual lights, as fast as QoS 1 lets them go, until every
+/// sample is a committed row.
+async fn telemetry(app: &TestApp, messages: usize, devices: usize) {
+    use eriop_bridge::simulator::{light_states, LightId, VirtualLight};
+    let class: serde_json::Value = app
+        .request(reqwest::Method::POST, "/device-classes")
+        .json(&serde_json::json!({"name": "Bench light", "functions": [
+            {"id": "lampMonitor001", "type": "LampMonitorFunction"},
+            {"id": "lampActuator001", "type": "LampActuatorFunction"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut csv = String::from("class_id,registry,serial,name\n");
+    for n in 0..devices {
+        csv.push_str(&format!(
+            "{},bench,SN-{n},Bench {n}\n",
+            class["id"].as_str().unwrap()
+        ));
+    }
+    let report: serde_json::Value = app
+        .request(reqwest::Method::POST, "/devices/bulk")
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["registered"], devices);
+    let mut lights = Vec::new();
+    for n in 0..devices {
+        let mut s = app.settings.clone();
+        s.mqtt_client_id = format!("bench-{n}");
+        let mut options = eriop_bridge::mqtt_options(&s).unwrap();
+        options.set_manual_acks(false);
+        let id = LightId {
+            registry: "bench".into(),
+            serial: format!("SN-{n}"),
+        };
+        lights.push(VirtualLight::connect(id, options, false).await);
+    }
+    let per_device = messages / devices;
+    let expected = (per_device * devices * 4) as i64;
+    let base = chrono::Utc::now().timestamp_millis() - 86_400_000;
+    eprintln!(
+        "telemetry: {} messages from {devices} devices...",
+        per_device * devices
+    );
+    let started = Instant::now();
+    let senders = lights.iter().map(|light| async move {
+        for i in 0..per_device {
+            light
+                .states(base + i as i64, light_states(i as u64))
+                .await
+                .unwrap();
+        }
+    });
+    let sending = futures::future::join_all(senders);
+    let counting = async {
+        let mut last_report = Instant::now();
+        loop {
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM telemetry WHERE function_id <> 'comm001' AND attribute <> 'communicationFailure'")
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+            if rows >= expected {
+                return;
+            }
+            if last_report.elapsed() >= Duration::from_secs(2) {
+                eprintln!("telemetry: {rows}/{expected} samples stored");
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (_, ()) = tokio::join!(sending, counting);
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "telemetry (MQTT QoS 1 over TLS -> bridge -> JetStream -> projector -> PostgreSQL): {} messages, {expected} samples in {elapsed:.2} s = {:.0} messages/s, {:.0} samples/s",
+        per_device * devices,
+        (per_device * devices) as f64 / elapsed,
+        expected as f64 / elapsed
+    );
 }
