@@ -59,10 +59,10 @@ pub async fn apply(
     match &payload {
         DeviceEvent::DeviceUpdated {
             name: n,
-            offline_after_secs,
+            offline_after: timeout,
         } => {
             name = n.clone();
-            offline_after = *offline_after_secs;
+            offline_after = timeout.map(|t| t.seconds());
         }
         DeviceEvent::DeviceDecommissioned => decommissioned = true,
         DeviceEvent::DeviceCameOnline { at } => online = Some((true, *at)),

@@ -74,7 +74,10 @@ pub enum DeviceEvent {
     },
     DeviceUpdated {
         name: Option<String>,
-        offline_after_secs: Option<Option<u32>>,
+        /// Absent: unchanged. (An explicit enum: `Option<Option<_>>` would not survive JSON,
+        /// where `Some(None)` and `None` are both `null`.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offline_after: Option<Timeout>,
     },
     DeviceDecommissioned,
     DeviceCameOnline {
@@ -111,6 +114,23 @@ impl DomainEvent for DeviceEvent {
 
     fn event_version(&self) -> String {
         "1.0".to_owned()
+    }
+}
+
+/// A device's offline timeout: its class's, or its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timeout {
+    ClassDefault,
+    Seconds(u32),
+}
+
+impl Timeout {
+    pub fn seconds(self) -> Option<u32> {
+        match self {
+            Self::ClassDefault => None,
+            Self::Seconds(s) => Some(s),
+        }
     }
 }
 
@@ -194,15 +214,16 @@ impl Device {
                 let name = name
                     .map(|n| n.as_str().to_owned())
                     .filter(|n| *n != self.name);
-                let offline_after_secs = offline_after
+                let offline_after = offline_after
                     .map(|o| o.map(OfflineAfter::as_secs))
-                    .filter(|o| *o != self.offline_after_secs);
-                if name.is_none() && offline_after_secs.is_none() {
+                    .filter(|o| *o != self.offline_after_secs)
+                    .map(|o| o.map_or(Timeout::ClassDefault, Timeout::Seconds));
+                if name.is_none() && offline_after.is_none() {
                     Vec::new()
                 } else {
                     vec![DeviceEvent::DeviceUpdated {
                         name,
-                        offline_after_secs,
+                        offline_after,
                     }]
                 }
             }
@@ -284,13 +305,13 @@ impl Aggregate for Device {
             }
             DeviceEvent::DeviceUpdated {
                 name,
-                offline_after_secs,
+                offline_after,
             } => {
                 if let Some(name) = name {
                     self.name = name;
                 }
-                if let Some(o) = offline_after_secs {
-                    self.offline_after_secs = o;
+                if let Some(o) = offline_after {
+                    self.offline_after_secs = o.seconds();
                 }
             }
             DeviceEvent::DeviceDecommissioned => self.decommissioned = true,

@@ -10,7 +10,7 @@ pub mod talq;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Device, DeviceCommand, DeviceError, DeviceEvent};
+pub use aggregate::{Device, DeviceCommand, DeviceError, DeviceEvent, Timeout};
 pub use class::{DeviceClass, DeviceClassCommand, DeviceClassError, DeviceClassEvent};
 pub use command::{CommandStatus, DeviceRequest, RequestError};
 pub use names::{

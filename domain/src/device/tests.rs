@@ -138,3 +138,39 @@ fn states_are_typed_by_the_class_and_kept_when_they_do_not_fit() {
     let v = talq::typed_value(None, &serde_json::json!({"x": 1}));
     assert_eq!(v.attribute["type"], "Attribute");
 }
+
+#[test]
+fn a_timeout_back_to_the_class_default_survives_the_event_store() {
+    let refused = Device::default()
+        .decide(DeviceCommand::Update {
+            name: None,
+            offline_after: Some(None),
+        })
+        .unwrap_err();
+    assert_eq!(refused, DeviceError::NotFound);
+    let mut device = Device::default();
+    cqrs_es::Aggregate::apply(&mut device, registered());
+    cqrs_es::Aggregate::apply(
+        &mut device,
+        DeviceEvent::DeviceUpdated {
+            name: None,
+            offline_after: Some(Timeout::Seconds(120)),
+        },
+    );
+    let events = device
+        .decide(DeviceCommand::Update {
+            name: None,
+            offline_after: Some(None),
+        })
+        .unwrap();
+    // Stored as JSON and read back, the change is still "back to the class's timeout".
+    let json = serde_json::to_value(&events).unwrap();
+    let back: Vec<DeviceEvent> = serde_json::from_value(json).unwrap();
+    assert_eq!(
+        back,
+        vec![DeviceEvent::DeviceUpdated {
+            name: None,
+            offline_after: Some(Timeout::ClassDefault),
+        }]
+    );
+}

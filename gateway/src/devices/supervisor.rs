@@ -375,11 +375,11 @@ impl Supervisor {
                 self.forward(id, watch, command_id, request, &event).await?;
             }
             DeviceEvent::DeviceUpdated {
-                offline_after_secs: Some(secs),
+                offline_after: Some(timeout),
                 ..
             } => {
                 if let Some(watch) = run.watches.get_mut(&id) {
-                    let secs = match secs {
+                    let secs = match timeout.seconds() {
                         Some(secs) => i64::from(secs),
                         None => {
                             let mut tx = crate::tenancy::begin(

@@ -590,3 +590,132 @@ async fn after_a_restart_no_device_stays_falsely_online() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn beacons_are_their_own_devices_and_an_unregistered_one_goes_to_the_dlq() {
+    let broker = Broker::start_tls();
+    let app = app_on(&broker).await;
+    let class = create_class(&app, 600).await;
+    let cabinet = register(&app, &class, "reg-beacon", "CAB-1").await;
+    let lamp = register(&app, &class, "reg-beacon", "LAMP-1").await;
+    let gateway = light(&app, "reg-beacon", "CAB-1", false).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let body = json!({
+        "timestamp": now,
+        "states": {"lampMonitor001.activePower": 5.0},
+        "beacons": [
+            {"identification": "LAMP-1", "states": {"lampMonitor001": {"activePower": 7.5}}},
+            {"identification": "LAMP-UNKNOWN", "states": {"lampMonitor001.activePower": 9.0}},
+        ],
+    });
+    gateway
+        .publish_raw("states", serde_json::to_vec(&body).unwrap())
+        .await
+        .unwrap();
+    wait::until_eq(
+        "the cabinet's and the lamp's samples",
+        Duration::from_secs(30),
+        2,
+        || rows(&app),
+    )
+    .await;
+    assert_eq!(
+        device(&app, &cabinet).await["latest"]["lampMonitor001.activePower"]["value"],
+        5.0
+    );
+    assert_eq!(
+        device(&app, &lamp).await["latest"]["lampMonitor001.activePower"]["value"],
+        7.5
+    );
+    wait::until(
+        "the unknown beacon in the DLQ",
+        Duration::from_secs(30),
+        || async {
+            dead_letters(&app)
+                .await
+                .into_iter()
+                .find(|(reason, _, _)| reason.contains("LAMP-UNKNOWN"))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_is_changed_decommissioned_and_its_identity_reused() {
+    let app = TestApp::spawn().await;
+    let class = create_class(&app, 600).await;
+    let id = register(&app, &class, "reg-life", "SN-1").await;
+    let again = app
+        .request(Method::POST, "/devices")
+        .json(&json!({"class_id": class, "registry": "reg-life", "serial": "SN-1", "name": "Twin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status(),
+        409,
+        "one live device per Fundamentum identity"
+    );
+
+    let patched = app
+        .request(Method::PATCH, &format!("/devices/{id}"))
+        .json(&json!({"name": "Pole 1 (Rue Principale)", "offline_after_secs": 120}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let d: Value = patched.json().await.unwrap();
+    assert_eq!(
+        (d["name"].as_str(), d["offline_after_secs"].as_i64()),
+        (Some("Pole 1 (Rue Principale)"), Some(120))
+    );
+    let back: Value = app
+        .request(Method::PATCH, &format!("/devices/{id}"))
+        .json(&json!({"offline_after_secs": null}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        back["offline_after_secs"], 600,
+        "back to the class's timeout"
+    );
+
+    let gone = app
+        .request(Method::DELETE, &format!("/devices/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    let missing = app
+        .request(Method::GET, &format!("/devices/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    register(&app, &class, "reg-life", "SN-1").await;
+
+    // JSON bulk: the good rows in, the bad one reported.
+    let response = app
+        .request(Method::POST, "/devices/bulk")
+        .json(&json!([
+            {"class_id": class, "registry": "reg-life", "serial": "SN-2", "name": "Two"},
+            {"class_id": class, "registry": "reg-life", "serial": "SN-3"},
+            {"class_id": class, "registry": "reg-life", "serial": "SN-4", "name": "Four"},
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(
+        (report["registered"].as_u64(), report["failed"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(report["rows"][1]["status"], "failed");
+    assert!(report["rows"][1]["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("name"));
+}
