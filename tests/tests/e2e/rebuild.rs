@@ -7,6 +7,9 @@ async fn rows(app: &TestApp) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT row_to_json(a)::text FROM agencies a
          UNION ALL SELECT row_to_json(u)::text FROM users u
+         UNION ALL SELECT row_to_json(c)::text FROM device_classes c
+         UNION ALL SELECT row_to_json(d)::text FROM devices d
+         UNION ALL SELECT row_to_json(k)::text FROM device_commands k
          ORDER BY 1",
     )
     .fetch_all(&app.db.pool)
@@ -38,6 +41,43 @@ async fn rebuild_gives_the_same_rows() {
     .await;
     app.login("rebuilt@laval.example", "correct horse battery staple")
         .await;
+    // A device class, a device changed once, and a command to it.
+    let class: serde_json::Value = app
+        .request(reqwest::Method::POST, "/device-classes")
+        .json(&json!({"name": "Light", "functions": [{"id": "basic", "type": "BasicFunction"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device: serde_json::Value = app
+        .request(reqwest::Method::POST, "/devices")
+        .json(&json!({"class_id": class["id"], "registry": "r", "serial": "s", "name": "Pole"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device = device["id"].as_str().unwrap();
+    let patched = app
+        .request(reqwest::Method::PATCH, &format!("/devices/{device}"))
+        .json(&json!({"offline_after_secs": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let command = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/devices/{device}/commands"),
+        )
+        .json(&json!({"type": "fundamentum", "name": "reboot"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(command.status(), 202);
     // Logins do not wait for the read model: let it catch up before comparing.
     let user_events = app
         .db
@@ -55,11 +95,11 @@ async fn rebuild_gives_the_same_rows() {
     )
     .await;
     let before = rows(&app).await;
-    // 8 agencies (the platform one too) and 2 users (the admin too).
-    assert_eq!(before.len(), 8 + 2);
+    // 8 agencies (the platform one too), 2 users (the admin too), a class, a device, a command.
+    assert_eq!(before.len(), 8 + 2 + 3);
     let events = app
         .db
-        .count("SELECT count(*) FROM events WHERE aggregate_type IN ('agency', 'user')")
+        .count("SELECT count(*) FROM events WHERE aggregate_type IN ('agency', 'user', 'device_class', 'device')")
         .await as u64;
 
     // A damaged read model (someone edited it by hand) is repaired too.
@@ -68,6 +108,10 @@ async fn rebuild_gives_the_same_rows() {
         .await
         .unwrap();
     sqlx::query("DELETE FROM users WHERE roles = '{viewer}'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE device_commands SET status = 'success'")
         .execute(&app.db.pool)
         .await
         .unwrap();
