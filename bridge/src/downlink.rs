@@ -20,33 +20,21 @@ pub async fn run(
     js: jetstream::Context,
     topology: Topology,
 ) -> Result<(), String> {
-    eriop_nats::streams::ensure_streams(&js, &topology)
-        .await
-        .map_err(|e| e.to_string())?;
-    let stream = js
-        .get_stream(topology.stream_name(Stream::Commands))
-        .await
-        .map_err(|e| e.to_string())?;
-    let consumer = stream
-        .get_or_create_consumer(
-            NAME,
-            pull::Config {
-                durable_name: Some(NAME.to_owned()),
-                description: Some("device commands to Fundamentum".into()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut messages = consumer
-        .stream()
-        .heartbeat(Duration::from_secs(2))
-        .expires(Duration::from_secs(10))
-        .messages()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut messages = eriop_nats::streams::durable_messages(
+        &js,
+        &topology,
+        Stream::Commands,
+        pull::Config {
+            durable_name: Some(NAME.to_owned()),
+            description: Some("device commands to Fundamentum".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        },
+        100,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| e.to_string())?;
         match serde_json::from_slice::<DownlinkCommand>(&message.payload) {

@@ -12,7 +12,16 @@ pub struct Audit<'a> {
     pub request_id: &'a str,
 }
 
-impl Audit<'_> {
+impl<'a> Audit<'a> {
+    /// What `caller` does, through request `request_id`.
+    pub fn by(caller: &'a crate::auth::Caller, request_id: &'a str) -> Self {
+        Self {
+            actor: caller.user_id(),
+            agency_id: caller.agency_id(),
+            request_id,
+        }
+    }
+
     /// `time` is the wall clock's, always: the audit trail records when a change was made,
     /// even in tests that move the domain's clock (lockout, token expiry) by hand.
     pub fn metadata(&self, command: &str) -> HashMap<String, String> {

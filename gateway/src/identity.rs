@@ -532,11 +532,7 @@ impl Identity<'_> {
             .deny(&caller.claims.jti, caller.claims.exp * 1000, now)
             .await
             .map_err(unavailable)?;
-        let audit = Audit {
-            actor: caller.user_id(),
-            agency_id: caller.agency_id(),
-            request_id,
-        };
+        let audit = Audit::by(caller, request_id);
         self.execute(
             caller.user_id(),
             UserCommand::LogOut {
@@ -596,11 +592,7 @@ impl Identity<'_> {
         let sealed = self
             .auth
             .seal(&format!("totp:{}", caller.user_id()), &secret);
-        let audit = Audit {
-            actor: caller.user_id(),
-            agency_id: caller.agency_id(),
-            request_id,
-        };
+        let audit = Audit::by(caller, request_id);
         self.execute(
             caller.user_id(),
             UserCommand::StartMfaEnrolment { secret: sealed },
@@ -646,11 +638,7 @@ impl Identity<'_> {
             .iter()
             .map(|c| self.auth.recovery_code_hash(c))
             .collect();
-        let audit = Audit {
-            actor: caller.user_id(),
-            agency_id: caller.agency_id(),
-            request_id,
-        };
+        let audit = Audit::by(caller, request_id);
         self.execute(
             caller.user_id(),
             UserCommand::ConfirmMfa {
@@ -672,11 +660,7 @@ impl Identity<'_> {
     ) -> Result<(), ApiError> {
         let user = self.load(user_id).await?;
         self.visible_to(admin, &user)?;
-        let audit = Audit {
-            actor: admin.user_id(),
-            agency_id: admin.agency_id(),
-            request_id,
-        };
+        let audit = Audit::by(admin, request_id);
         self.execute(user_id, UserCommand::Unlock, &audit)
             .await
             .map_err(user_error)
@@ -795,11 +779,7 @@ impl Identity<'_> {
     ) -> Result<(), ApiError> {
         let user = self.load(user_id).await?;
         self.visible_to(admin, &user)?;
-        let audit = Audit {
-            actor: admin.user_id(),
-            agency_id: admin.agency_id(),
-            request_id,
-        };
+        let audit = Audit::by(admin, request_id);
         self.execute(user_id, UserCommand::DisableMfa { by_admin: true }, &audit)
             .await
             .map_err(user_error)
@@ -815,11 +795,7 @@ impl Identity<'_> {
     ) -> Result<(), ApiError> {
         let user = self.load(user_id).await?;
         self.visible_to(admin, &user)?;
-        let audit = Audit {
-            actor: admin.user_id(),
-            agency_id: admin.agency_id(),
-            request_id,
-        };
+        let audit = Audit::by(admin, request_id);
         let command = if active {
             UserCommand::Reactivate
         } else {
@@ -850,11 +826,7 @@ impl Identity<'_> {
             &format!("name:{user_id}"),
             display_name.as_bytes(),
         ));
-        let audit = Audit {
-            actor: admin.user_id(),
-            agency_id: admin.agency_id(),
-            request_id,
-        };
+        let audit = Audit::by(admin, request_id);
         self.execute(
             user_id,
             UserCommand::UpdateProfile {
@@ -1005,11 +977,7 @@ impl Identity<'_> {
     ) -> Result<i64, ApiError> {
         let user = self.load(user_id).await?;
         self.visible_to(admin, &user)?;
-        let audit = Audit {
-            actor: admin.user_id(),
-            agency_id: admin.agency_id(),
-            request_id,
-        };
+        let audit = Audit::by(admin, request_id);
         let role = role.to_owned();
         let command = if assign {
             UserCommand::AssignRole { role }

@@ -105,11 +105,7 @@ async fn execute(
     command: RoleCommand,
     request_id: &RequestId,
 ) -> Result<(), ApiError> {
-    let audit = Audit {
-        actor: caller.user_id(),
-        agency_id: caller.agency_id(),
-        request_id: &request_id.0,
-    };
+    let audit = Audit::by(caller, &request_id.0);
     let metadata = audit.metadata(command.name());
     state
         .roles()

@@ -87,11 +87,7 @@ pub async fn create(
         .agency_id()
         .parse()
         .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
-    let audit = Audit {
-        actor: admin.user_id(),
-        agency_id: admin.agency_id(),
-        request_id: &request_id.0,
-    };
+    let audit = Audit::by(&admin, &request_id.0);
     let user_id = state
         .identity()
         .register(
@@ -251,11 +247,7 @@ pub async fn create_service_account(
         .agency_id()
         .parse()
         .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
-    let audit = Audit {
-        actor: admin.user_id(),
-        agency_id: admin.agency_id(),
-        request_id: &request_id.0,
-    };
+    let audit = Audit::by(&admin, &request_id.0);
     let (id, secret) = state
         .identity()
         .register_service_account(&audit, agency_id, name, body.roles.clone())

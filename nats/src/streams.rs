@@ -174,6 +174,33 @@ pub async fn ensure_streams(
     Ok(())
 }
 
+/// Opens the durable pull consumer `config.durable_name` on `which` (created, or updated to
+/// `config`) and its message stream, pulling up to `batch` messages at a time. The stream asks with short heartbeats, so that after a
+/// NATS restart a stalled pull is noticed and renewed within seconds; it ends with an error
+/// when the connection is lost, and the caller retries with backoff.
+pub async fn durable_messages(
+    js: &jetstream::Context,
+    topology: &Topology,
+    which: Stream,
+    config: jetstream::consumer::pull::Config,
+    batch: usize,
+) -> Result<jetstream::consumer::pull::Stream, async_nats::Error> {
+    ensure_streams(js, topology).await?;
+    let name = config.durable_name.clone().unwrap_or_default();
+    let consumer = js
+        .get_stream(topology.stream_name(which))
+        .await?
+        .get_or_create_consumer(&name, config)
+        .await?;
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(batch.max(1))
+        .heartbeat(Duration::from_secs(2))
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

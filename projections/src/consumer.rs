@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
-use eriop_nats::streams::ensure_streams;
+use eriop_nats::streams::durable_messages;
 use eriop_nats::{StoredEvent, Stream, Topology};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -42,37 +42,23 @@ pub struct Consumer {
 impl Consumer {
     /// Consumes until an error; the caller decides about retrying.
     pub async fn consume(&self) -> Result<(), ConsumerError> {
-        ensure_streams(&self.js, &self.topology)
-            .await
-            .map_err(nats)?;
-        let stream = self
-            .js
-            .get_stream(self.topology.stream_name(Stream::Events))
-            .await
-            .map_err(nats)?;
-        let consumer = stream
-            .get_or_create_consumer(
-                self.model.name(),
-                pull::Config {
-                    durable_name: Some(self.model.name().to_owned()),
-                    description: Some(format!("{} read model", self.model.name())),
-                    filter_subject: self.topology.events_of(self.model.aggregate_type()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 1_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(nats)?;
-        // Short heartbeats: after a NATS restart the pull is renewed within seconds.
-        let mut messages = consumer
-            .stream()
-            .heartbeat(Duration::from_secs(2))
-            .expires(Duration::from_secs(10))
-            .messages()
-            .await
-            .map_err(nats)?;
+        let mut messages = durable_messages(
+            &self.js,
+            &self.topology,
+            Stream::Events,
+            pull::Config {
+                durable_name: Some(self.model.name().to_owned()),
+                description: Some(format!("{} read model", self.model.name())),
+                filter_subject: self.topology.events_of(self.model.aggregate_type()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 1_000,
+                ..Default::default()
+            },
+            200,
+        )
+        .await
+        .map_err(nats)?;
         tracing::info!(projection = self.model.name(), "consuming");
         while let Some(message) = messages.next().await {
             let message = message.map_err(nats)?;

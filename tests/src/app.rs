@@ -155,6 +155,46 @@ impl TestApp {
             .to_owned()
     }
 
+    /// An access token of `email` (logs in, asserting a 200 without MFA).
+    pub async fn access_token(&self, email: &str, password: &str) -> String {
+        self.login(email, password).await["access_token"]
+            .as_str()
+            .expect("tokens, not an MFA challenge")
+            .to_owned()
+    }
+
+    /// A new agency and an `agency-admin` of it (a user of the admin's agency given a
+    /// membership there), switched to it: `(agency id, access token in that agency)`.
+    pub async fn admin_of_new_agency(&self, name: &str, email: &str) -> (String, String) {
+        let password = "correct horse battery staple";
+        let agency = self.created_agency(name).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let user = self.create_user(email, password, &["viewer"]).await;
+        let membership = self
+            .request(Method::PUT, &format!("/users/{user}/memberships/{agency}"))
+            .json(&serde_json::json!({ "roles": ["agency-admin"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(membership.status(), 204);
+        let home = self.access_token(email, password).await;
+        let switched: Value = self
+            .http
+            .post(self.api("/auth/switch-agency"))
+            .bearer_auth(&home)
+            .json(&serde_json::json!({ "agency_id": agency }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = switched["access_token"].as_str().unwrap().to_owned();
+        (agency, token)
+    }
+
     /// The refresh grant of the token endpoint (form body).
     pub async fn refresh(&self, refresh_token: &str) -> Response {
         self.http

@@ -103,11 +103,7 @@ pub async fn create(
         functions,
         offline_after,
     };
-    let audit = Audit {
-        actor: caller.user_id(),
-        agency_id: caller.agency_id(),
-        request_id: &request_id.0,
-    };
+    let audit = Audit::by(&caller, &request_id.0);
     let metadata = audit.metadata(command.name());
     state
         .device_classes()

@@ -114,11 +114,7 @@ pub async fn register_one(
         name,
         offline_after,
     };
-    let audit = Audit {
-        actor: caller.user_id(),
-        agency_id: caller.agency_id(),
-        request_id: &request_id.0,
-    };
+    let audit = Audit::by(caller, &request_id.0);
     let metadata = audit.metadata(command.name());
     if let Err(e) = state
         .devices()

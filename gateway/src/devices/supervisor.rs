@@ -25,7 +25,7 @@ use eriop_domain::device::{
 };
 use eriop_domain::Timestamp;
 use eriop_nats::backoff::Backoff;
-use eriop_nats::streams::ensure_streams;
+use eriop_nats::streams::durable_messages;
 use eriop_nats::traffic::{self, CommandReply, DeviceActivity, DownlinkCommand, TelemetryBatch};
 use eriop_nats::{StoredEvent, Stream, Topology};
 use futures::StreamExt;
@@ -141,9 +141,6 @@ impl Supervisor {
         {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        ensure_streams(&self.js, &self.topology)
-            .await
-            .map_err(nats)?;
         let mut device_messages = self.consumer(Stream::Device, None).await?;
         let mut event_messages = self
             .consumer(Stream::Events, Some(self.topology.events_of("device")))
@@ -182,36 +179,26 @@ impl Supervisor {
         which: Stream,
         filter: Option<String>,
     ) -> Result<jetstream::consumer::pull::Stream, SupervisorError> {
-        let stream = self
-            .js
-            .get_stream(self.topology.stream_name(which))
-            .await
-            .map_err(nats)?;
-        let consumer = stream
-            .get_or_create_consumer(
-                NAME,
-                pull::Config {
-                    durable_name: Some(NAME.to_owned()),
-                    description: Some("device liveness and command forwarding".into()),
-                    filter_subject: filter.unwrap_or_default(),
-                    // A new supervisor starts from now: replaying old commands would send
-                    // them to devices again. Reconciliation covers what came before.
-                    deliver_policy: DeliverPolicy::New,
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(nats)?;
-        consumer
-            .stream()
-            .heartbeat(Duration::from_secs(2))
-            .expires(Duration::from_secs(10))
-            .messages()
-            .await
-            .map_err(nats)
+        durable_messages(
+            &self.js,
+            &self.topology,
+            which,
+            pull::Config {
+                durable_name: Some(NAME.to_owned()),
+                description: Some("device liveness and command forwarding".into()),
+                filter_subject: filter.unwrap_or_default(),
+                // A new supervisor starts from now: replaying old commands would send
+                // them to devices again. Reconciliation covers what came before.
+                deliver_policy: DeliverPolicy::New,
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 10_000,
+                ..Default::default()
+            },
+            200,
+        )
+        .await
+        .map_err(nats)
     }
 
     /// Every live device's status against its last activity: both ways fixed.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
-use eriop_nats::streams::ensure_streams;
+use eriop_nats::streams::durable_messages;
 use eriop_nats::traffic::TelemetryBatch;
 use eriop_nats::{Stream, Topology};
 use futures::StreamExt;
@@ -29,36 +29,22 @@ pub struct TelemetryConsumer {
 impl TelemetryConsumer {
     /// Consumes until an error; the caller retries with backoff.
     pub async fn consume(&self) -> Result<(), ConsumerError> {
-        ensure_streams(&self.js, &self.topology)
-            .await
-            .map_err(nats)?;
-        let stream = self
-            .js
-            .get_stream(self.topology.stream_name(Stream::Telemetry))
-            .await
-            .map_err(nats)?;
-        let consumer = stream
-            .get_or_create_consumer(
-                NAME,
-                pull::Config {
-                    durable_name: Some(NAME.to_owned()),
-                    description: Some("telemetry table".to_owned()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(nats)?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(self.max_messages.max(1))
-            .heartbeat(Duration::from_secs(2))
-            .expires(Duration::from_secs(10))
-            .messages()
-            .await
-            .map_err(nats)?;
+        let mut messages = durable_messages(
+            &self.js,
+            &self.topology,
+            Stream::Telemetry,
+            pull::Config {
+                durable_name: Some(NAME.to_owned()),
+                description: Some("telemetry table".to_owned()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+            self.max_messages,
+        )
+        .await
+        .map_err(nats)?;
         tracing::info!(projection = NAME, "consuming");
         loop {
             let Some(first) = messages.next().await else {

@@ -284,33 +284,7 @@ async fn another_agencys_resources_answer_404_on_every_operation() {
         .unwrap();
     let device_a = device_a["id"].as_str().unwrap().to_owned();
     // An admin of agency B, holding every agency permission there.
-    let b = app.created_agency("Agency B").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let admin_b = app
-        .create_user("admin@b.example", password, &["viewer"])
-        .await;
-    let granted = app
-        .request(Method::PUT, &format!("/users/{admin_b}/memberships/{b}"))
-        .json(&serde_json::json!({ "roles": ["agency-admin"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(granted.status(), 204);
-    let home: Value = app.login("admin@b.example", password).await;
-    let switched: Value = app
-        .http
-        .post(app.api("/auth/switch-agency"))
-        .bearer_auth(home["access_token"].as_str().unwrap())
-        .json(&serde_json::json!({ "agency_id": b }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token_b = switched["access_token"].as_str().unwrap().to_owned();
+    let (_, token_b) = app.admin_of_new_agency("Agency B", "admin@b.example").await;
 
     let doc: Value = app
         .http

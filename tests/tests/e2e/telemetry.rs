@@ -292,39 +292,8 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
     assert_eq!(response.status(), 422);
 
     // Another agency's administrator: the device does not exist for them.
-    let b = app.created_agency("Agency B").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let admin_b = app
-        .create_user(
-            "admin@b.example",
-            "correct horse battery staple",
-            &["viewer"],
-        )
-        .await;
-    let granted = app
-        .request(Method::PUT, &format!("/users/{admin_b}/memberships/{b}"))
-        .json(&json!({"roles": ["agency-admin"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(granted.status(), 204);
-    let home = app
-        .login("admin@b.example", "correct horse battery staple")
-        .await;
-    let switched: Value = app
-        .http
-        .post(app.api("/auth/switch-agency"))
-        .bearer_auth(home["access_token"].as_str().unwrap())
-        .json(&json!({"agency_id": b}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token_b = switched["access_token"].as_str().unwrap();
+    let (_, token_b) = app.admin_of_new_agency("Agency B", "admin@b.example").await;
+    let token_b = token_b.as_str();
     for path in ["telemetry?attribute=lampMonitor001.activePower&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&bucket=1h", "telemetry/export?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"] {
         let r = app.get_as(token_b, &format!("/devices/{device_id}/{path}")).await;
         assert_eq!(r.status(), 404, "{path}");
