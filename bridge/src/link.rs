@@ -46,6 +46,9 @@ impl Reporter {
                     chrono::DateTime::from_timestamp_millis(ms)
                         .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
                 }),
+                messages: self.status.messages(),
+                samples: self.status.samples(),
+                dead_lettered: self.status.dead_lettered(),
             };
             if let Err(e) = self.write(&mut connection, &report).await {
                 tracing::warn!(error = %e, "cannot report the MQTT link to Redis, will retry");

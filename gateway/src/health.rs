@@ -23,6 +23,9 @@ pub struct Check {
     latency_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// What the dependency reports of itself (the bridges: traffic counters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -41,7 +44,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             sqlx::query("SELECT 1")
                 .execute(state.pool())
                 .await
-                .map(drop)
+                .map(|_| None)
                 .map_err(|e| e.to_string())
         }),
         check(async {
@@ -53,7 +56,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             redis::cmd("PING")
                 .query_async::<String>(&mut conn)
                 .await
-                .map(drop)
+                .map(|_| None)
                 .map_err(|e| e.to_string())
         }),
         check(async {
@@ -61,7 +64,11 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             if client.connection_state() != async_nats::connection::State::Connected {
                 return Err("not connected".to_owned());
             }
-            client.flush().await.map_err(|e| e.to_string())
+            client
+                .flush()
+                .await
+                .map(|_| None)
+                .map_err(|e| e.to_string())
         }),
         check(mqtt_link(&state)),
     );
@@ -90,7 +97,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 
 /// The MQTT link is the bridge's: up when at least one bridge reported it up within the
 /// report's lifetime (see `eriop_nats::links`).
-async fn mqtt_link(state: &AppState) -> Result<(), String> {
+async fn mqtt_link(state: &AppState) -> Result<Option<serde_json::Value>, String> {
     let mut conn = state
         .redis()
         .get_multiplexed_async_connection()
@@ -124,6 +131,13 @@ async fn mqtt_link(state: &AppState) -> Result<(), String> {
     if up.is_empty() {
         return Err("the bridge cannot reach the MQTT broker".to_owned());
     }
+    let details = serde_json::json!({
+        "bridges_up": up.len(),
+        "messages": up.iter().map(|r| r.messages).sum::<u64>(),
+        "samples": up.iter().map(|r| r.samples).sum::<u64>(),
+        "dead_lettered": up.iter().map(|r| r.dead_lettered).sum::<u64>(),
+        "last_message_at": up.iter().filter_map(|r| r.last_message_at.clone()).max(),
+    });
     // Data flowing, not only a connection: the freshest message any bridge handed over.
     let max_silence = state.mqtt_max_silence();
     let last = up
@@ -142,32 +156,35 @@ async fn mqtt_link(state: &AppState) -> Result<(), String> {
                     max_silence.as_secs()
                 ));
             }
-            Ok(())
+            Ok(Some(details))
         }
         // A bridge that never had a message (a new deployment) is not judged on silence.
-        _ => Ok(()),
+        _ => Ok(Some(details)),
     }
 }
 
-async fn check(probe: impl Future<Output = Result<(), String>>) -> Check {
+async fn check(probe: impl Future<Output = Result<Option<serde_json::Value>, String>>) -> Check {
     let started = Instant::now();
     let outcome = tokio::time::timeout(CHECK_TIMEOUT, probe).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match outcome {
-        Ok(Ok(())) => Check {
+        Ok(Ok(details)) => Check {
             status: "up",
             latency_ms,
             error: None,
+            details,
         },
         Ok(Err(error)) => Check {
             status: "down",
             latency_ms,
             error: Some(error),
+            details: None,
         },
         Err(_) => Check {
             status: "down",
             latency_ms,
             error: Some(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+            details: None,
         },
     }
 }

@@ -27,4 +27,12 @@ pub struct LinkReport {
     /// a connection.
     #[serde(default)]
     pub last_message_at: Option<String>,
+    /// Since the bridge started: MQTT messages handed over, samples published, and messages
+    /// sent to `DLQ` (rejected input is counted, not only stored).
+    #[serde(default)]
+    pub messages: u64,
+    #[serde(default)]
+    pub samples: u64,
+    #[serde(default)]
+    pub dead_lettered: u64,
 }

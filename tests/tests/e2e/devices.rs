@@ -305,6 +305,24 @@ async fn bad_messages_go_to_the_dlq_with_their_reason_and_the_valid_ones_around_
         2
     );
     assert_eq!(dead.len(), 5);
+    // Counted where operators look: the bridge's report in readiness.
+    wait::until(
+        "the count in readiness",
+        Duration::from_secs(20),
+        || async {
+            let body: Value = app
+                .http
+                .get(format!("{}/health/ready", app.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (body["checks"]["mqtt"]["details"]["dead_lettered"] == 5).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
