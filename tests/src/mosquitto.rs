@@ -60,6 +60,11 @@ fn free_port() -> u16 {
 impl Broker {
     /// A broker with a TLS listener on 127.0.0.1 whose certificate `ca` signed.
     pub fn start_tls() -> Self {
+        Self::start_tls_on(free_port())
+    }
+
+    /// The same on a given port (Dimonoff's device SDK always connects to 8883).
+    pub fn start_tls_on(port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path();
         make_ca(path, "ca");
@@ -103,7 +108,6 @@ impl Broker {
                 "ext.cnf",
             ],
         );
-        let port = free_port();
         std::fs::create_dir_all(path.join("data")).unwrap();
         // Anonymous access on this test listener, as on Fundamentum's test setups; enough in
         // flight and queued that the bridge's batching is never throttled (DESIGN.md rule 6).

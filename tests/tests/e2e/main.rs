@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod devices;
+mod fundamentum_sdk;
 mod health;
 mod isolation;
 mod logs;
