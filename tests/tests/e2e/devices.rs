@@ -737,3 +737,48 @@ async fn a_device_is_changed_decommissioned_and_its_identity_reused() {
         .unwrap()
         .contains("name"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_bridges_in_a_shared_subscription_split_the_load_and_store_each_sample_once() {
+    let broker = Broker::start_tls();
+    let (port, ca) = (broker.port, broker.ca_file());
+    let app = TestApp::spawn_with(TestDb::migrated().await, move |s| {
+        s.mqtt_broker_host = "127.0.0.1".into();
+        s.mqtt_broker_port = port;
+        s.mqtt_use_tls = true;
+        s.mqtt_ca_file = Some(ca);
+        s.mqtt_share_group = "eriop".into();
+    })
+    .await;
+    let mut second = app.settings.clone();
+    second.mqtt_client_id = format!("{}-bridge-2", app.settings.nats_prefix);
+    let bridge = eriop_bridge::Bridge::build(&second).await.unwrap();
+    let status = bridge.status();
+    let _running = tokio::spawn(bridge.run_until(std::future::pending()));
+    wait::until(
+        "both bridges connected",
+        Duration::from_secs(20),
+        || async { (app.bridge.is_up() && status.is_up()).then_some(()) },
+    )
+    .await;
+
+    let class = create_class(&app, 600).await;
+    let mut lights = Vec::new();
+    for n in 0..4 {
+        let serial = format!("SN-{n}");
+        register(&app, &class, "reg-share", &serial).await;
+        lights.push(light(&app, "reg-share", &serial, false).await);
+    }
+    let start = chrono::Utc::now().timestamp_millis() - 60_000;
+    publish(&lights, start, 0, 500).await;
+    wait::until_eq("every sample, once", Duration::from_secs(60), 2_000, || {
+        rows(&app)
+    })
+    .await;
+    let (one, two) = (app.bridge.messages(), status.messages());
+    assert!(
+        one > 0 && two > 0,
+        "both bridges took a share: {one} and {two}"
+    );
+    assert_eq!(one + two, 2_000, "each message went to one bridge");
+}
