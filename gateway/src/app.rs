@@ -319,7 +319,7 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
         )
         .route(
             &format!("{api}/devices/{{id}}/commands"),
-            post(devices::commands::issue),
+            post(devices::commands::issue).get(devices::commands::list),
         )
         .route(
             &format!("{api}/devices/{{id}}/commands/{{command_id}}"),

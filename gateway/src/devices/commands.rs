@@ -19,7 +19,8 @@ use crate::auth::permission::{DevicesCommand, DevicesRead};
 use crate::auth::{Allowed, Caller};
 use crate::edge::RequestId;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::paging::PageParams;
 use crate::state::AppState;
 use crate::tenancy::{self, Scope};
 
@@ -135,6 +136,41 @@ pub async fn issue(
         Json(row.json()),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// The device's commands, newest first.
+pub async fn list(
+    Allowed { caller, .. }: Allowed<DevicesRead>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Response, ApiError> {
+    view::find(&state, &caller, id).await?;
+    let (limit, offset) = PageParams::new(params.limit, params.offset).checked()?;
+    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+    let rows: Vec<CommandRow> = sqlx::query_as(
+        "SELECT command_id, device_id, request, status, message, issued_at, updated_at
+           FROM device_commands WHERE device_id = $1 AND agency_id = $2::uuid
+          ORDER BY command_id DESC LIMIT $3 OFFSET $4",
+    )
+    .bind(id)
+    .bind(caller.agency_id())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *tx)
+    .await?;
+    let items: Vec<serde_json::Value> = rows.iter().map(CommandRow::json).collect();
+    Ok(
+        Json(serde_json::json!({ "items": items, "limit": limit, "offset": offset }))
+            .into_response(),
+    )
 }
 
 pub async fn get(

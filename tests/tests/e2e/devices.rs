@@ -421,6 +421,15 @@ async fn a_command_reaches_the_device_as_fundamentum_json_and_its_replies_show_i
     );
     assert_eq!(sent["parameters"]["addresses"][0]["address"], id.as_str());
 
+    let listed: Value = app
+        .request(Method::GET, &format!("/devices/{id}/commands"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["id"], command_id);
     wait::until("the device's success", Duration::from_secs(30), || async {
         let r = app
             .request(Method::GET, &format!("/devices/{id}/commands/{command_id}"))
