@@ -70,6 +70,7 @@ pub struct BridgeStatus {
     dead_lettered: AtomicU64,
     last_message_ms: AtomicU64,
     up: std::sync::atomic::AtomicBool,
+    retries: AtomicU64,
 }
 
 impl BridgeStatus {
@@ -96,6 +97,16 @@ impl BridgeStatus {
 
     pub fn dead_lettered(&self) -> u64 {
         self.dead_lettered.load(Ordering::Relaxed)
+    }
+
+    /// How often a group could not be handed over (NATS or the registry unreachable) and
+    /// was retried, nothing acked meanwhile.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    fn record_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
     fn record_attempt(&self) {

@@ -103,6 +103,7 @@ impl Pipeline {
                 match self.commit(&group).await {
                     Ok(()) => break,
                     Err(e) => {
+                        self.status.record_retry();
                         tracing::warn!(error = %e, messages = group.len(), attempt = backoff.attempts(), "cannot hand over a group of MQTT messages, will retry (nothing acked)");
                         backoff.wait().await;
                     }

@@ -791,3 +791,64 @@ async fn two_bridges_in_a_shared_subscription_split_the_load_and_store_each_samp
     );
     assert_eq!(one + two, 2_000, "each message went to one bridge");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bridge_holds_its_acks_while_nats_and_the_registry_are_down_and_catches_up() {
+    let broker = Broker::start_tls();
+    let mut nats = eriop_tests::NatsServer::start().await;
+    let proxy = eriop_tests::TcpProxy::start("127.0.0.1:5432").await;
+    let db = TestDb::migrated().await;
+    let (db_url, nats_url, port, ca) = (
+        db.url_via(proxy.port),
+        nats.url(),
+        broker.port,
+        broker.ca_file(),
+    );
+    let app = TestApp::spawn_with(db, move |s| {
+        s.database_url = db_url.into();
+        s.nats_url = nats_url.into();
+        s.mqtt_broker_host = "127.0.0.1".into();
+        s.mqtt_broker_port = port;
+        s.mqtt_use_tls = true;
+        s.mqtt_ca_file = Some(ca);
+    })
+    .await;
+    let class = create_class(&app, 600).await;
+    let mut lights = Vec::new();
+    for n in 0..3 {
+        let serial = format!("SN-{n}");
+        register(&app, &class, "reg-outage", &serial).await;
+        lights.push(light(&app, "reg-outage", &serial, false).await);
+    }
+    let start = chrono::Utc::now().timestamp_millis() - 60_000;
+    // Two devices speak before the outage (the bridge knows them), the third only during it.
+    publish(&lights[..2], start, 0, 100).await;
+    wait::until_eq("the first samples", Duration::from_secs(30), 200, || {
+        rows(&app)
+    })
+    .await;
+    let handed_over = app.bridge.messages();
+
+    proxy.cut();
+    nats.stop();
+    publish(&lights, start, 100, 300).await;
+    wait::until("the bridge to retry", Duration::from_secs(30), || async {
+        (app.bridge.retries() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.bridge.messages(),
+        handed_over,
+        "nothing handed over, nothing acked"
+    );
+
+    nats.resume().await;
+    proxy.restore();
+    wait::until_eq(
+        "every sample, once",
+        Duration::from_secs(90),
+        200 + 3 * 200,
+        || rows(&app),
+    )
+    .await;
+}
