@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull};
+use async_nats::jetstream::{self, consumer::pull, AckKind};
 use eriop_nats::streams::durable_messages;
 use eriop_nats::traffic::TelemetryBatch;
 use eriop_nats::{Stream, Topology};
@@ -94,7 +94,16 @@ impl TelemetryConsumer {
                 }
             }
         }
-        self.write(&rows, last_sequence).await?;
+        if let Err(e) = self.write(&rows, last_sequence).await {
+            // Ask for them again in a second rather than after the ack wait: the database is
+            // usually back soon, and nothing was committed.
+            for message in &batch {
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+            return Err(e);
+        }
         for message in &batch {
             message.ack().await.map_err(nats)?;
         }

@@ -852,3 +852,81 @@ async fn the_bridge_holds_its_acks_while_nats_and_the_registry_are_down_and_catc
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_telemetry_projector_catches_up_soon_after_its_database_returns() {
+    let broker = Broker::start_tls();
+    let proxy = eriop_tests::TcpProxy::start("127.0.0.1:5432").await;
+    let db = TestDb::migrated().await;
+    let (db_url, port, ca) = (db.url_via(proxy.port), broker.port, broker.ca_file());
+    let app = TestApp::spawn_with(db, move |s| {
+        s.database_url = db_url.into();
+        s.mqtt_broker_host = "127.0.0.1".into();
+        s.mqtt_broker_port = port;
+        s.mqtt_use_tls = true;
+        s.mqtt_ca_file = Some(ca);
+    })
+    .await;
+    let class = create_class(&app, 600).await;
+    register(&app, &class, "reg-db", "SN-1").await;
+    let lights = vec![light(&app, "reg-db", "SN-1", false).await];
+    let start = chrono::Utc::now().timestamp_millis() - 60_000;
+    publish(&lights, start, 0, 50).await;
+    wait::until_eq("the first samples", Duration::from_secs(30), 50, || {
+        rows(&app)
+    })
+    .await;
+    let js = app.jetstream().await;
+    let telemetry = app.topology.stream_name(eriop_nats::Stream::Telemetry);
+    let stored = || {
+        let (js, name) = (js.clone(), telemetry.clone());
+        async move {
+            js.get_stream(&name)
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .state
+                .last_sequence
+        }
+    };
+    let before = stored().await;
+
+    proxy.cut();
+    publish(&lights, start, 50, 100).await;
+    // The bridge knows the device (cached): the samples reach JetStream; the projector
+    // cannot write them.
+    wait::until(
+        "the samples on TELEMETRY",
+        Duration::from_secs(30),
+        || async { (stored().await > before).then_some(()) },
+    )
+    .await;
+    // The projector failed to write them, and asked for them again (a NAK with a short
+    // delay, not JetStream's 30 s ack wait).
+    wait::until(
+        "a redelivery to the projector",
+        Duration::from_secs(15),
+        || {
+            let (js, name) = (js.clone(), telemetry.clone());
+            async move {
+                let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+                    .get_stream(&name)
+                    .await
+                    .unwrap()
+                    .get_consumer("telemetry")
+                    .await
+                    .unwrap();
+                (consumer.info().await.unwrap().num_redelivered > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    proxy.restore();
+    // Well within JetStream's 30 s ack wait: the projector asked for them again itself.
+    wait::until_eq("every sample, once", Duration::from_secs(20), 100, || {
+        rows(&app)
+    })
+    .await;
+}
