@@ -20,22 +20,24 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
 use chrono::{SecondsFormat, Utc};
 use cqrs_es::AggregateError;
-use eriop_domain::device::{
-    talq, CommandStatus, DeviceCommand, DeviceEvent, DeviceRequest, FunctionDesc,
-};
+use eriop_domain::device::{talq, CommandStatus, DeviceCommand, DeviceEvent};
 use eriop_domain::Timestamp;
 use eriop_nats::backoff::Backoff;
 use eriop_nats::streams::durable_messages;
-use eriop_nats::traffic::{self, CommandReply, DeviceActivity, DownlinkCommand, TelemetryBatch};
+use eriop_nats::traffic::{self, CommandReply, DeviceActivity, TelemetryBatch};
 use eriop_nats::{StoredEvent, Stream, Topology};
 use futures::StreamExt;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::types::Json;
 use sqlx::{Connection, PgConnection};
-use tokio_util::time::{delay_queue, DelayQueue};
+use tokio_util::time::DelayQueue;
 use uuid::Uuid;
 
 use crate::state::AppState;
+
+mod forward;
+mod watch;
+
+use watch::{schedule, watch_of, Run, WatchRow, WATCH_SELECT};
 
 /// "ERIOPSUP" as a big-endian i64.
 const LOCK_KEY: i64 = 0x4552_494f_5053_5550;
@@ -66,48 +68,11 @@ fn rfc3339(t: Timestamp) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// What the supervisor knows of one device.
-struct Watch {
-    agency_id: Uuid,
-    class_id: Uuid,
-    registry: String,
-    serial: String,
-    functions: Vec<FunctionDesc>,
-    timeout_ms: i64,
-    last_activity: Option<Timestamp>,
-    online: bool,
-    timer: Option<delay_queue::Key>,
-}
-
-#[derive(sqlx::FromRow)]
-struct WatchRow {
-    id: Uuid,
-    agency_id: Uuid,
-    class_id: Uuid,
-    registry: String,
-    serial: String,
-    functions: Json<Vec<FunctionDesc>>,
-    timeout_secs: i32,
-    online: bool,
-    last_activity: Option<chrono::DateTime<Utc>>,
-}
-
-const WATCH_SELECT: &str = "SELECT d.id, d.agency_id, d.class_id, d.registry, d.serial, d.functions,
-        coalesce(d.offline_after_secs, c.offline_after_secs) AS timeout_secs, d.online, a.last_activity
-   FROM devices d JOIN device_classes c ON c.id = d.class_id
-   LEFT JOIN device_activity a ON a.device_id = d.id
-  WHERE NOT d.decommissioned";
-
 pub struct Supervisor {
     state: AppState,
     connect: PgConnectOptions,
     js: jetstream::Context,
     topology: Topology,
-}
-
-struct Run {
-    watches: HashMap<Uuid, Watch>,
-    timers: DelayQueue<Uuid>,
 }
 
 impl Supervisor {
@@ -399,67 +364,6 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn forward(
-        &self,
-        id: Uuid,
-        watch: &Watch,
-        command_id: i64,
-        request: DeviceRequest,
-        event: &StoredEvent,
-    ) -> Result<(), SupervisorError> {
-        let issued = event
-            .metadata
-            .get(eriop_domain::metadata::TIME)
-            .cloned()
-            .unwrap_or_else(|| event.recorded_at.clone());
-        let (command_short_name, parameters) = match request {
-            DeviceRequest::Override {
-                level,
-                expiration,
-                ramp_seconds,
-            } => (
-                "talq-override".to_owned(),
-                talq::override_command(
-                    id,
-                    level,
-                    &issued,
-                    expiration.map(rfc3339).as_deref(),
-                    ramp_seconds,
-                    &command_id.to_string(),
-                ),
-            ),
-            DeviceRequest::Fundamentum { name, parameters } => (name, parameters),
-        };
-        let downlink = DownlinkCommand {
-            agency_id: watch.agency_id,
-            device_id: id,
-            registry: watch.registry.clone(),
-            serial: watch.serial.clone(),
-            command_id,
-            command_short_name,
-            parameters,
-        };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            downlink.message_id().as_str(),
-        );
-        let body = serde_json::to_vec(&downlink).map_err(nats)?;
-        self.js
-            .publish_with_headers(
-                self.topology
-                    .command_subject(&watch.agency_id.to_string(), &id.to_string()),
-                headers,
-                body.into(),
-            )
-            .await
-            .map_err(nats)?
-            .await
-            .map_err(nats)?;
-        tracing::info!(device_id = %id, command_id, "command forwarded to the bridge");
-        Ok(())
-    }
-
     async fn on_timer(&self, run: &mut Run, id: Uuid) -> Result<(), SupervisorError> {
         let now = now();
         let Some(watch) = run.watches.get_mut(&id) else {
@@ -563,37 +467,5 @@ impl Supervisor {
                 Err(e) => return Err(SupervisorError::Store(e.to_string())),
             }
         }
-    }
-}
-
-fn watch_of(row: WatchRow) -> Watch {
-    Watch {
-        agency_id: row.agency_id,
-        class_id: row.class_id,
-        registry: row.registry,
-        serial: row.serial,
-        functions: row.functions.0,
-        timeout_ms: i64::from(row.timeout_secs) * 1000,
-        last_activity: row
-            .last_activity
-            .map(|t| Timestamp::from_millis(t.timestamp_millis())),
-        online: row.online,
-        timer: None,
-    }
-}
-
-/// (Re)arms the device's timer at last activity + timeout.
-fn schedule(run: &mut Run, id: Uuid) {
-    let Some(watch) = run.watches.get_mut(&id) else {
-        return;
-    };
-    let due_ms = watch
-        .last_activity
-        .map_or(0, |t| t.millis() + watch.timeout_ms)
-        - now().millis();
-    let delay = Duration::from_millis(u64::try_from(due_ms.max(0)).unwrap_or(0));
-    match watch.timer {
-        Some(ref key) => run.timers.reset(key, delay),
-        None => watch.timer = Some(run.timers.insert(id, delay)),
     }
 }

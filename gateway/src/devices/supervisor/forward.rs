@@ -1,0 +1,72 @@
+//! Commands on their way: a `CommandIssued` event becomes a `DownlinkCommand` on `COMMANDS`.
+
+use eriop_domain::device::{talq, DeviceRequest};
+use eriop_nats::traffic::DownlinkCommand;
+use eriop_nats::StoredEvent;
+use uuid::Uuid;
+
+use super::watch::Watch;
+use super::{nats, rfc3339, Supervisor, SupervisorError};
+
+impl Supervisor {
+    pub(super) async fn forward(
+        &self,
+        id: Uuid,
+        watch: &Watch,
+        command_id: i64,
+        request: DeviceRequest,
+        event: &StoredEvent,
+    ) -> Result<(), SupervisorError> {
+        let issued = event
+            .metadata
+            .get(eriop_domain::metadata::TIME)
+            .cloned()
+            .unwrap_or_else(|| event.recorded_at.clone());
+        let (command_short_name, parameters) = match request {
+            DeviceRequest::Override {
+                level,
+                expiration,
+                ramp_seconds,
+            } => (
+                "talq-override".to_owned(),
+                talq::override_command(
+                    id,
+                    level,
+                    &issued,
+                    expiration.map(rfc3339).as_deref(),
+                    ramp_seconds,
+                    &command_id.to_string(),
+                ),
+            ),
+            DeviceRequest::Fundamentum { name, parameters } => (name, parameters),
+        };
+        let downlink = DownlinkCommand {
+            agency_id: watch.agency_id,
+            device_id: id,
+            registry: watch.registry.clone(),
+            serial: watch.serial.clone(),
+            command_id,
+            command_short_name,
+            parameters,
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            downlink.message_id().as_str(),
+        );
+        let body = serde_json::to_vec(&downlink).map_err(nats)?;
+        self.js
+            .publish_with_headers(
+                self.topology
+                    .command_subject(&watch.agency_id.to_string(), &id.to_string()),
+                headers,
+                body.into(),
+            )
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        tracing::info!(device_id = %id, command_id, "command forwarded to the bridge");
+        Ok(())
+    }
+}
