@@ -65,6 +65,67 @@ impl Broker {
 
     /// The same on a given port (Dimonoff's device SDK always connects to 8883).
     pub fn start_tls_on(port: u16) -> Self {
+        Self::build(port, false)
+    }
+
+    /// A TLS broker that refuses clients without a certificate its CA signed (mutual TLS).
+    pub fn start_tls_requiring_client_certificates() -> Self {
+        Self::build(free_port(), true)
+    }
+
+    /// A client certificate and key signed by the broker's CA: `(cert, key)` paths.
+    pub fn client_certificate(&self, name: &str) -> (PathBuf, PathBuf) {
+        let path = self.dir.path();
+        // A v3 certificate (rustls accepts no other) for client authentication.
+        std::fs::write(
+            path.join("client-ext.cnf"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        let (key, csr, cert) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        openssl(
+            path,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ],
+        );
+        openssl(
+            path,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &cert,
+                "-extfile",
+                "client-ext.cnf",
+            ],
+        );
+        (path.join(cert), path.join(key))
+    }
+
+    fn build(port: u16, require_client_certificates: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path();
         make_ca(path, "ca");
@@ -116,8 +177,9 @@ impl Broker {
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
                  persistence true\npersistence_location {d}/data/\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n\
-                 log_dest none\n{user}",
+                 log_dest none\n{user}{mutual}",
                 d = path.display(),
+                mutual = if require_client_certificates { "require_certificate true\n" } else { "" },
                 // Run as root (CI is), Mosquitto would drop to its own user and lose access to the test's files.
                 user = if runs_as_root() { "user root\n" } else { "" },
             ),

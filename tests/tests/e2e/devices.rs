@@ -930,3 +930,41 @@ async fn the_telemetry_projector_catches_up_soon_after_its_database_returns() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bridge_presents_its_client_certificate_when_the_broker_asks_for_one() {
+    let broker = Broker::start_tls_requiring_client_certificates();
+    let (cert, key) = broker.client_certificate("eriop-bridge");
+    let (port, ca) = (broker.port, broker.ca_file());
+    let app = TestApp::spawn_with(TestDb::migrated().await, move |s| {
+        s.mqtt_broker_host = "127.0.0.1".into();
+        s.mqtt_broker_port = port;
+        s.mqtt_use_tls = true;
+        s.mqtt_ca_file = Some(ca);
+        s.mqtt_client_cert_file = Some(cert);
+        s.mqtt_client_key_file = Some(key);
+    })
+    .await;
+    wait::until(
+        "connected with its certificate",
+        Duration::from_secs(20),
+        || async { app.bridge.is_up().then_some(()) },
+    )
+    .await;
+
+    // Without one, the broker refuses it.
+    let mut without = app.settings.clone();
+    without.mqtt_client_id = format!("{}-no-cert", app.settings.nats_prefix);
+    without.mqtt_client_cert_file = None;
+    without.mqtt_client_key_file = None;
+    let bridge = eriop_bridge::Bridge::build(&without).await.unwrap();
+    let status = bridge.status();
+    let _running = tokio::spawn(bridge.run_until(std::future::pending()));
+    wait::until(
+        "three refused attempts",
+        Duration::from_secs(20),
+        || async { (status.connection_attempts().len() >= 3).then_some(()) },
+    )
+    .await;
+    assert!(!status.is_up());
+}
