@@ -225,21 +225,10 @@ impl Bridge {
         );
         let connect_options = PgConnectOptions::from_str(settings.database_url.expose_secret())
             .map_err(|e| BridgeError::DatabaseUrl(e.to_string()))?;
-        let role = settings.database_role.clone();
-        let mut pool_options = PgPoolOptions::new()
+        let pool = eriop_nats::db::act_as(PgPoolOptions::new(), &settings.database_role)
             .max_connections(2)
-            .acquire_timeout(Duration::from_secs(5));
-        if !role.is_empty() {
-            let statement = format!("SET ROLE \"{}\"", role.replace('"', "\"\""));
-            pool_options = pool_options.after_connect(move |conn, _| {
-                let statement = statement.clone();
-                Box::pin(async move {
-                    sqlx::Executor::execute(conn, statement.as_str()).await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = pool_options.connect_lazy_with(connect_options);
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(connect_options);
         let nats = connect::nats(settings.nats_url.expose_secret(), "eriop-bridge")
             .await
             .map_err(|e| BridgeError::NatsUrl(e.to_string()))?;

@@ -43,11 +43,8 @@ impl Registry {
                 return Ok(Some(info.clone()));
             }
         }
-        let mut tx = self.pool.begin().await?;
         // The bridge serves every agency.
-        sqlx::query("SELECT set_config('eriop.all_agencies', 'on', true)")
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = eriop_nats::db::begin(&self.pool, eriop_nats::db::Scope::All).await?;
         let row: Option<(Uuid, Uuid, Json<Vec<FunctionDesc>>)> = sqlx::query_as(
             "SELECT id, agency_id, functions FROM devices
               WHERE registry = $1 AND serial = $2 AND NOT decommissioned",

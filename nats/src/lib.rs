@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod config;
 pub mod connect;
+pub mod db;
 pub mod envelope;
 pub mod links;
 pub mod logging;

@@ -107,7 +107,7 @@ impl App {
 fn lazy_pool(url: &str, max: u32, role: &str) -> Result<PgPool, StartupError> {
     let options =
         PgConnectOptions::from_str(url).map_err(|e| StartupError::DatabaseUrl(e.to_string()))?;
-    Ok(crate::act_as(PgPoolOptions::new(), role)
+    Ok(eriop_nats::db::act_as(PgPoolOptions::new(), role)
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(options))

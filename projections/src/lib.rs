@@ -91,24 +91,5 @@ pub(crate) async fn outcome(
 pub async fn begin_all_agencies(
     pool: &sqlx::PgPool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('eriop.all_agencies', 'on', true)")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
-}
-
-/// Makes every connection of a pool act as `role` (`SET ROLE`; empty: the login role).
-pub fn act_as(options: sqlx::postgres::PgPoolOptions, role: &str) -> sqlx::postgres::PgPoolOptions {
-    if role.is_empty() {
-        return options;
-    }
-    let statement = format!("SET ROLE \"{}\"", role.replace('"', "\"\""));
-    options.after_connect(move |conn, _| {
-        let statement = statement.clone();
-        Box::pin(async move {
-            sqlx::Executor::execute(conn, statement.as_str()).await?;
-            Ok(())
-        })
-    })
+    eriop_nats::db::begin(pool, eriop_nats::db::Scope::All).await
 }
