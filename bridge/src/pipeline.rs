@@ -254,10 +254,13 @@ impl Pipeline {
         let samples = out.samples();
         let mut acks = Vec::new();
         for (agency, records) in out.telemetry {
-            for chunk in records.chunks(self.limits.max_samples.max(1)) {
+            // Moved, not copied: each JetStream message takes its share of the records.
+            let mut records = records;
+            while !records.is_empty() {
+                let rest = records.split_off(records.len().min(self.limits.max_samples.max(1)));
                 let batch = TelemetryBatch {
                     agency_id: agency,
-                    records: chunk.to_vec(),
+                    records: std::mem::replace(&mut records, rest),
                 };
                 let body = serde_json::to_vec(&batch).map_err(|e| nats(&e))?;
                 acks.push(

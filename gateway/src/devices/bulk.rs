@@ -152,7 +152,7 @@ pub async fn register(
         .into_iter()
         .map(|(row, outcome)| match outcome {
             Ok(id) => json!({ "row": row, "status": "registered", "id": id }),
-            Err(Refusal::Invalid(e)) => {
+            Err(Refusal::Invalid(e) | Refusal::Taken(e)) => {
                 json!({ "row": row, "status": "failed", "errors": [e] })
             }
             Err(Refusal::Failed(e)) => {

@@ -48,6 +48,8 @@ impl RowError {
 
 pub enum Refusal {
     Invalid(RowError),
+    /// The Fundamentum identity belongs to another live device (409 alone, a failed row in bulk).
+    Taken(RowError),
     Failed(ApiError),
 }
 
@@ -100,10 +102,10 @@ pub async fn register_one(
     .map_err(ApiError::from)?
     .rows_affected();
     if reserved == 0 {
-        return Err(invalid(
+        return Err(Refusal::Taken(RowError::new(
             "registry/serial",
-            &"a live device with this Fundamentum registry and serial is already registered",
-        ));
+            "a live device with this Fundamentum registry and serial is already registered",
+        )));
     }
     let command = DeviceCommand::Register {
         id,
@@ -132,9 +134,7 @@ pub async fn register_one(
 
 pub(crate) fn refusal_to_api(refusal: Refusal) -> ApiError {
     match refusal {
-        Refusal::Invalid(e) if e.message.contains("already registered") => {
-            ApiError::Conflict(e.message)
-        }
+        Refusal::Taken(e) => ApiError::Conflict(e.message),
         Refusal::Invalid(e) => ApiError::validation(e.field, e.message),
         Refusal::Failed(e) => e,
     }

@@ -579,19 +579,16 @@ async fn readiness_reports_mqtt_down_when_connected_but_no_message_flows() {
         .then_some(())
     })
     .await;
-    // Messages flow again: ready again (within a report refresh).
-    let flowing = async {
-        loop {
+    // Messages flow again (a heartbeat per look): ready again within a report refresh.
+    wait::until(
+        "mqtt up again while messages flow",
+        Duration::from_secs(30),
+        || async {
             lamp.heartbeat(2).await.unwrap();
-            if mqtt().await["status"] == "up" {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), flowing)
-        .await
-        .expect("mqtt up again while messages flow");
+            (mqtt().await["status"] == "up").then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
