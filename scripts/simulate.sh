@@ -13,6 +13,16 @@ api=${ERIOP_API_URL:-http://${ERIOP_HTTP_ADDR:-127.0.0.1:8080}/api/v1}
 
 if [ -n "${TOKEN:-}" ]; then
   echo "simulate: registering $devices lights in registry '$registry' through $api" >&2
+  # Devices are registered only under a registry of the caller's agency (README, "Registries").
+  agency=$(curl -fsS -H "authorization: Bearer $TOKEN" "$api/auth/me" | python3 -c 'import json,sys; print(json.load(sys.stdin)["agency_id"])') \
+    || { echo "simulate: cannot read who TOKEN is: is the gateway running (make run) and TOKEN valid?" >&2; exit 1; }
+  code=$(curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d "{\"registry\":\"$registry\",\"agency_id\":\"$agency\"}" "$api/registries")
+  case $code in
+    200|201) ;;
+    403) echo "simulate: TOKEN cannot assign registries; a platform administrator must assign '$registry' to agency $agency (POST $api/registries)" >&2 ;;
+    *) echo "simulate: assigning registry '$registry' answered $code (another agency's? REGISTRY=name picks another)" >&2 ;;
+  esac
   class=$(curl -fsS -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{"name":"Simulated street light","offline_after_secs":180,"functions":[{"id":"lampMonitor001","type":"LampMonitorFunction"},{"id":"lampActuator001","type":"LampActuatorFunction"},{"id":"comm001","type":"CommunicationFunction"}]}' \
     "$api/device-classes" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') \

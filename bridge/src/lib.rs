@@ -14,9 +14,10 @@
 mod adapter;
 mod downlink;
 pub mod fundamentum;
+pub mod ingest;
 mod link;
 mod pipeline;
-mod registry;
+pub mod registry;
 pub mod simulator;
 
 use std::str::FromStr;
@@ -150,6 +151,10 @@ pub struct Bridge {
     status: Arc<BridgeStatus>,
 }
 
+fn millis(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
 fn read(which: &'static str, path: &std::path::Path) -> Result<Vec<u8>, BridgeError> {
     std::fs::read(path).map_err(|e| BridgeError::File {
         which,
@@ -243,11 +248,19 @@ impl Bridge {
             reporter,
             pool,
             js,
-            topology: Topology::new(settings.nats_prefix.clone()),
+            topology: Topology::from_settings(settings),
             limits: pipeline::Limits {
                 max_samples: settings.bridge_batch_max_samples.max(1),
                 max_delay: Duration::from_millis(settings.bridge_batch_max_delay_ms),
-                max_payload: settings.mqtt_max_payload_bytes,
+                rules: ingest::Rules {
+                    max_payload: settings.mqtt_max_payload_bytes,
+                    max_age_ms: millis(settings.device_timestamp_max_age_secs),
+                    max_ahead_ms: millis(settings.device_timestamp_max_ahead_secs),
+                },
+                device_rate: (
+                    settings.bridge_device_messages_per_second,
+                    settings.bridge_device_burst,
+                ),
             },
             status,
         })

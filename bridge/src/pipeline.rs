@@ -9,31 +9,31 @@
 //! broker keeps (and later redelivers) everything; a redelivered sample lands once anyway,
 //! by its natural key.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use eriop_nats::backoff::Backoff;
-use eriop_nats::traffic::{self, CommandReply, DeviceActivity, TelemetryBatch};
+use eriop_nats::traffic::{self, TelemetryBatch};
 use eriop_nats::Topology;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rumqttc::v5::mqttbytes::v5::Publish;
 use rumqttc::v5::AsyncClient;
-use serde_json::Value;
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 use crate::fundamentum::{self, Kind};
-use crate::registry::{DeviceInfo, Registry};
-use crate::{adapter, BridgeStatus};
-
-/// A DLQ message keeps the original bytes up to this size (NATS' default limit is 1 MiB).
-const DLQ_MAX_ORIGINAL: usize = 900 * 1024;
+use crate::ingest::{self, Output, Rules};
+use crate::registry::Registry;
+use crate::BridgeStatus;
 
 pub struct Limits {
     pub max_samples: usize,
     pub max_delay: Duration,
-    pub max_payload: usize,
+    pub rules: Rules,
+    /// Messages per second and burst allowed to one device.
+    pub device_rate: (u32, u32),
 }
 
 pub struct Pipeline {
@@ -45,15 +45,6 @@ pub struct Pipeline {
     pub status: Arc<BridgeStatus>,
 }
 
-/// What one group of MQTT messages becomes.
-#[derive(Default)]
-struct Output {
-    telemetry: BTreeMap<Uuid, Vec<Value>>,
-    activity: BTreeMap<Uuid, DeviceActivity>,
-    replies: Vec<CommandReply>,
-    dead: Vec<(String, String, Vec<u8>)>,
-}
-
 #[derive(Debug, thiserror::Error)]
 enum Retry {
     #[error("device registry: {0}")]
@@ -62,29 +53,52 @@ enum Retry {
     Nats(String),
 }
 
-impl Output {
-    fn heard(&mut self, device: &DeviceInfo, at_ms: i64, uptime: Option<Option<u64>>) {
-        let entry = self.activity.entry(device.id).or_insert(DeviceActivity {
-            agency_id: device.agency_id,
-            device_id: device.id,
-            at_ms,
-            heartbeat_at_ms: None,
-            uptime_secs: None,
-        });
-        entry.at_ms = entry.at_ms.max(at_ms);
-        if let Some(uptime) = uptime {
-            entry.heartbeat_at_ms = Some(at_ms);
-            entry.uptime_secs = uptime.or(entry.uptime_secs);
+/// Per-device GCRA (governor), keyed by the topic's `registry/serial`: counted before any
+/// decoding or lookup, so a flooding device costs the bridge little.
+struct DeviceRate {
+    limiter: DefaultKeyedRateLimiter<String>,
+    per_second: u32,
+}
+
+impl DeviceRate {
+    fn new((per_second, burst): (u32, u32)) -> Self {
+        let per_second = per_second.max(1);
+        let quota = Quota::per_second(NonZeroU32::MIN.saturating_add(per_second - 1))
+            .allow_burst(NonZeroU32::MIN.saturating_add(burst.max(1) - 1));
+        Self {
+            limiter: RateLimiter::keyed(quota),
+            per_second,
         }
     }
 
-    fn samples(&self) -> usize {
-        self.telemetry.values().map(Vec::len).sum()
+    /// Why this message is over its device's rate, if it is. The cloud's own downlink
+    /// messages (seen through the wildcard subscription) are not the device's.
+    fn refusal(&self, topic: &str) -> Option<String> {
+        let parsed = fundamentum::parse_topic(topic)?;
+        if parsed.kind == Kind::Downlink {
+            return None;
+        }
+        let id = ingest::identity(topic)?;
+        let key = format!("{}/{}", id.registry, id.serial);
+        self.limiter.check_key(&key).err().map(|_| {
+            format!(
+                "rate: this device sent more than {} messages a second (ERIOP_BRIDGE_DEVICE_MESSAGES_PER_SECOND, ERIOP_BRIDGE_DEVICE_BURST)",
+                self.per_second
+            )
+        })
+    }
+
+    /// Forgets devices whose bucket is full again, so memory follows the active devices.
+    fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
     }
 }
 
 impl Pipeline {
     pub async fn run(mut self, mut incoming: mpsc::UnboundedReceiver<Publish>) {
+        let rate = DeviceRate::new(self.limits.device_rate);
+        let mut groups: u64 = 0;
         loop {
             let Some(first) = incoming.recv().await else {
                 return;
@@ -98,9 +112,18 @@ impl Pipeline {
                     Ok(None) | Err(_) => break,
                 }
             }
+            // Judged once per message, before any retry of the group.
+            let over_rate: Vec<Option<String>> = group
+                .iter()
+                .map(|p| rate.refusal(&String::from_utf8_lossy(&p.topic)))
+                .collect();
+            groups += 1;
+            if groups.is_multiple_of(1024) {
+                rate.forget_idle();
+            }
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             loop {
-                match self.commit(&group).await {
+                match self.commit(&group, &over_rate).await {
                     Ok(()) => break,
                     Err(e) => {
                         self.status.record_retry();
@@ -118,133 +141,60 @@ impl Pipeline {
         }
     }
 
-    async fn commit(&mut self, group: &[Publish]) -> Result<(), Retry> {
+    async fn commit(
+        &mut self,
+        group: &[Publish],
+        over_rate: &[Option<String>],
+    ) -> Result<(), Retry> {
         let now = chrono::Utc::now().timestamp_millis();
         let mut out = Output::default();
-        for publish in group {
-            self.adapt(publish, now, &mut out).await?;
+        for (publish, over) in group.iter().zip(over_rate) {
+            let topic = String::from_utf8_lossy(&publish.topic);
+            if let Some(reason) = over {
+                out.dead_letter(reason.clone(), &topic, &publish.payload);
+                continue;
+            }
+            self.adapt(publish, &topic, now, &mut out).await?;
         }
         self.publish(out).await
     }
 
-    async fn adapt(&mut self, publish: &Publish, now: i64, out: &mut Output) -> Result<(), Retry> {
-        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        let dead = |out: &mut Output, reason: String| {
-            out.dead
-                .push((reason, topic.clone(), publish.payload.to_vec()));
-        };
-        if publish.payload.len() > self.limits.max_payload {
-            dead(
-                out,
-                format!(
-                    "oversized: {} bytes, the limit is {} (ERIOP_MQTT_MAX_PAYLOAD_BYTES)",
-                    publish.payload.len(),
-                    self.limits.max_payload
-                ),
-            );
-            return Ok(());
-        }
-        let Some(parsed) = fundamentum::parse_topic(&topic) else {
-            dead(out, "unknown topic: not registries/{registry}/devices/{serial}/{heartbeat|states|events[/..]|commands/{id}}".into());
-            return Ok(());
-        };
-        if parsed.kind == Kind::Downlink {
-            return Ok(()); // the cloud's own messages to devices
-        }
-        let Some(device) = self
-            .registry
-            .lookup(&parsed.registry, &parsed.serial)
-            .await?
-        else {
-            dead(
-                out,
-                "unregistered device: no live device has this Fundamentum registry and serial"
-                    .into(),
-            );
-            return Ok(());
-        };
-        match parsed.kind {
-            Kind::Heartbeat => {
-                let version = publish.properties.as_ref().and_then(|p| {
-                    p.user_properties
-                        .iter()
-                        .find(|(k, _)| k == "v")
-                        .map(|(_, v)| v.as_str())
-                });
-                match fundamentum::decode_heartbeat(&publish.payload, version) {
-                    Ok(hb) => {
-                        out.heard(&device, now, Some(hb.uptime_secs));
-                        for (serial, uptime) in hb.sub_devices {
-                            if let Some(sub) =
-                                self.registry.lookup(&parsed.registry, &serial).await?
-                            {
-                                out.heard(&sub, now, Some(uptime));
-                            }
-                        }
-                    }
-                    Err(reason) => dead(out, format!("malformed: {reason}")),
+    async fn adapt(
+        &mut self,
+        publish: &Publish,
+        topic: &str,
+        now: i64,
+        out: &mut Output,
+    ) -> Result<(), Retry> {
+        let version = publish.properties.as_ref().and_then(|p| {
+            p.user_properties
+                .iter()
+                .find(|(k, _)| k == "v")
+                .map(|(_, v)| v.as_str())
+        });
+        let decoded =
+            match ingest::decode(topic, &publish.payload, version, now, &self.limits.rules) {
+                Ok(decoded) => decoded,
+                Err(reason) => {
+                    out.dead_letter(reason, topic, &publish.payload);
+                    return Ok(());
                 }
+            };
+        if decoded.message == ingest::Message::Downlink {
+            return Ok(());
+        }
+        // Every device the message names, looked up first: adaptation itself has no I/O.
+        let mut known = HashMap::new();
+        for serial in std::iter::once(decoded.id.serial.clone())
+            .chain(ingest::named_serials(&decoded))
+        {
+            if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(serial) {
+                let device = self.registry.lookup(&decoded.id.registry, slot.key()).await?;
+                slot.insert(device);
             }
-            Kind::States => {
-                match fundamentum::decode_states(&publish.payload) {
-                    Ok(states) => {
-                        let at = states.timestamp.unwrap_or(now);
-                        out.heard(&device, now, None);
-                        out.telemetry.entry(device.agency_id).or_default().extend(
-                            adapter::records(device.id, &device.functions, &states.states, at),
-                        );
-                        for beacon in states.beacons {
-                            match self.registry.lookup(&parsed.registry, &beacon.identification).await? {
-                            Some(sub) => {
-                                out.heard(&sub, now, None);
-                                out.telemetry.entry(sub.agency_id).or_default().extend(adapter::records(
-                                    sub.id,
-                                    &sub.functions,
-                                    &beacon.states,
-                                    beacon.timestamp.unwrap_or(at),
-                                ));
-                            }
-                            None => out.dead.push((
-                                format!("unregistered beacon `{}` (its gateway's other states are stored)", beacon.identification),
-                                topic.clone(),
-                                serde_json::to_vec(&beacon.states).unwrap_or_default(),
-                            )),
-                        }
-                        }
-                    }
-                    Err(reason) => dead(out, format!("malformed: {reason}")),
-                }
-            }
-            Kind::Events(_) => match fundamentum::decode_event(&publish.payload) {
-                Ok((timestamp, attributes)) => {
-                    out.heard(&device, now, None);
-                    out.telemetry
-                        .entry(device.agency_id)
-                        .or_default()
-                        .extend(adapter::records(
-                            device.id,
-                            &device.functions,
-                            &attributes,
-                            timestamp.unwrap_or(now),
-                        ));
-                }
-                Err(reason) => dead(out, format!("malformed: {reason}")),
-            },
-            Kind::CommandReply(command_id) => match fundamentum::decode_reply(&publish.payload) {
-                Ok(reply) => {
-                    out.heard(&device, now, None);
-                    out.replies.push(CommandReply {
-                        agency_id: device.agency_id,
-                        device_id: device.id,
-                        command_id,
-                        status: reply.status,
-                        message: reply.message,
-                    });
-                }
-                Err(reason) => dead(out, format!("malformed: {reason}")),
-            },
-            Kind::Downlink => {}
         }
+        let resolve = |serial: &str| known.get(serial).cloned().flatten();
+        ingest::adapt(decoded, topic, &publish.payload, now, &resolve, out);
         Ok(())
     }
 
@@ -302,22 +252,13 @@ impl Pipeline {
                     .map_err(|e| nats(&e))?,
             );
         }
-        for (reason, topic, mut original) in out.dead.iter().cloned() {
-            tracing::warn!(%reason, "MQTT message dead-lettered");
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Eriop-Reason", reason.as_str());
-            headers.insert("Eriop-Original-Subject", topic.as_str());
-            if original.len() > DLQ_MAX_ORIGINAL {
-                headers.insert("Eriop-Original-Length", original.len().to_string().as_str());
-                original.truncate(DLQ_MAX_ORIGINAL);
-            }
+        let dead = out.dead.len();
+        for letter in out.dead {
+            tracing::warn!(reason = %letter.reason, "MQTT message dead-lettered");
+            let (headers, body) = letter.into_message();
             acks.push(
                 self.js
-                    .publish_with_headers(
-                        self.topology.dlq_subject("bridge"),
-                        headers,
-                        original.into(),
-                    )
+                    .publish_with_headers(self.topology.dlq_subject("bridge"), headers, body)
                     .await
                     .map_err(|e| nats(&e))?,
             );
@@ -328,7 +269,7 @@ impl Pipeline {
         {
             ack.map_err(|e| nats(&e))?;
         }
-        self.status.record_output(samples, out.dead.len());
+        self.status.record_output(samples, dead);
         Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! Which device a Fundamentum `(registry, serial)` is: the registry read model, cached.
+//! Which device a Fundamentum `(registry, serial)` is: the device registry read model (joined
+//! with the agency that owns the registry), cached.
 //! Only known devices are cached (for a short while, so a decommissioning takes effect); an
 //! unknown one is asked again each time, so a device registered a moment ago is found.
 
@@ -45,9 +46,11 @@ impl Registry {
         }
         // The bridge serves every agency.
         let mut tx = eriop_nats::db::begin(&self.pool, eriop_nats::db::Scope::All).await?;
+        // The device counts only while its registry belongs to its agency (DESIGN.md rule 7).
         let row: Option<(Uuid, Uuid, Json<Vec<FunctionDesc>>)> = sqlx::query_as(
-            "SELECT id, agency_id, functions FROM devices
-              WHERE registry = $1 AND serial = $2 AND NOT decommissioned",
+            "SELECT d.id, d.agency_id, d.functions FROM devices d
+               JOIN registries r ON r.registry = d.registry AND r.agency_id = d.agency_id
+              WHERE d.registry = $1 AND d.serial = $2 AND NOT d.decommissioned",
         )
         .bind(registry)
         .bind(serial)

@@ -88,7 +88,7 @@ impl App {
                     nats.clone(),
                     Duration::from_millis(settings.nats_request_timeout_ms),
                 ),
-                Topology::new(settings.nats_prefix.clone()),
+                Topology::from_settings(&settings),
                 settings.relay_batch_size,
             )
         });
@@ -134,6 +134,7 @@ impl App {
                 devices::DEVICE_SNAPSHOT_EVERY,
                 (),
             ),
+            registries: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
             telemetry_pool,
             api_prefix: settings.api_v1_prefix.clone(),
             mqtt_max_silence: Duration::from_secs(settings.mqtt_max_silence_secs),
@@ -145,7 +146,7 @@ impl App {
                     state.nats().clone(),
                     Duration::from_millis(settings.nats_request_timeout_ms),
                 ),
-                Topology::new(settings.nats_prefix.clone()),
+                Topology::from_settings(&settings),
             )
         });
         let router = router(&settings, state)?;
@@ -298,6 +299,14 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
         .route(
             &format!("{api}/agencies/{{id}}"),
             get(agencies::get).patch(agencies::patch),
+        )
+        .route(
+            &format!("{api}/registries"),
+            post(devices::registries::assign).get(devices::registries::list),
+        )
+        .route(
+            &format!("{api}/registries/{{registry}}"),
+            get(devices::registries::get).delete(devices::registries::remove),
         )
         .route(
             &format!("{api}/device-classes"),

@@ -48,6 +48,7 @@ pub enum ReadModel {
     Roles,
     DeviceClasses,
     Devices,
+    Registries,
 }
 
 impl ReadModel {
@@ -58,6 +59,7 @@ impl ReadModel {
             Self::Roles => "SELECT version FROM roles WHERE id = $1",
             Self::DeviceClasses => "SELECT version FROM device_classes WHERE id = $1",
             Self::Devices => "SELECT version FROM devices WHERE id = $1",
+            Self::Registries => "SELECT version FROM registries WHERE id = $1",
         }
     }
 }

@@ -11,7 +11,7 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
 use crate::auth::Auth;
-use crate::devices::{DeviceClassCqrs, DeviceCqrs};
+use crate::devices::{DeviceClassCqrs, DeviceCqrs, RegistryCqrs};
 use crate::identity::{Identity, UserCqrs, UserStore};
 
 pub type AgencyCqrs = CqrsFramework<Agency, PersistedEventStore<PostgresEventRepository, Agency>>;
@@ -35,6 +35,7 @@ pub(crate) struct Inner {
     pub read_your_writes_timeout: Duration,
     pub device_classes: DeviceClassCqrs,
     pub devices: DeviceCqrs,
+    pub registries: RegistryCqrs,
     /// The telemetry database (the same as `pool` unless ERIOP_TIMESCALE_URL is set).
     pub telemetry_pool: PgPool,
     pub api_prefix: String,
@@ -91,6 +92,10 @@ impl AppState {
 
     pub fn devices(&self) -> &DeviceCqrs {
         &self.inner.devices
+    }
+
+    pub fn registries(&self) -> &RegistryCqrs {
+        &self.inner.registries
     }
 
     pub fn telemetry_pool(&self) -> &PgPool {

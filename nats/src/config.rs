@@ -159,6 +159,33 @@ pub struct Settings {
     /// ...or after this long at most, from the first message of the batch.
     #[serde(default = "defaults::bridge_batch_max_delay_ms")]
     pub bridge_batch_max_delay_ms: u64,
+    /// Messages one device may send per second on average (GCRA), and in one burst; past
+    /// that its messages go to `DLQ` with reason `rate`. A device reports every few minutes:
+    /// the default leaves room for a gateway with beacons catching up after an outage.
+    #[serde(default = "defaults::bridge_device_messages_per_second")]
+    pub bridge_device_messages_per_second: u32,
+    #[serde(default = "defaults::bridge_device_burst")]
+    pub bridge_device_burst: u32,
+    /// A device timestamp older than this (seconds before now) goes to `DLQ`.
+    #[serde(default = "defaults::device_timestamp_max_age_secs")]
+    pub device_timestamp_max_age_secs: u64,
+    /// A device timestamp further ahead than this (seconds after now) goes to `DLQ`: a clock
+    /// in the future would pin the latest value.
+    #[serde(default = "defaults::device_timestamp_max_ahead_secs")]
+    pub device_timestamp_max_ahead_secs: u64,
+
+    /// Bytes each JetStream stream may hold (`eriop_nats::streams::StreamLimits`): their sum
+    /// must fit in the NATS server's `max_file_store`.
+    #[serde(default = "defaults::stream_events_max_bytes")]
+    pub stream_events_max_bytes: i64,
+    #[serde(default = "defaults::stream_telemetry_max_bytes")]
+    pub stream_telemetry_max_bytes: i64,
+    #[serde(default = "defaults::stream_device_max_bytes")]
+    pub stream_device_max_bytes: i64,
+    #[serde(default = "defaults::stream_commands_max_bytes")]
+    pub stream_commands_max_bytes: i64,
+    #[serde(default = "defaults::stream_dlq_max_bytes")]
+    pub stream_dlq_max_bytes: i64,
 
     #[serde(default = "defaults::http_addr")]
     pub http_addr: SocketAddr,
@@ -273,6 +300,36 @@ mod defaults {
     pub fn bridge_batch_max_delay_ms() -> u64 {
         5
     }
+    pub fn bridge_device_messages_per_second() -> u32 {
+        10
+    }
+    pub fn bridge_device_burst() -> u32 {
+        200
+    }
+    pub fn device_timestamp_max_age_secs() -> u64 {
+        30 * 24 * 3600
+    }
+    pub fn device_timestamp_max_ahead_secs() -> u64 {
+        300
+    }
+    fn limits() -> crate::streams::StreamLimits {
+        crate::streams::StreamLimits::default()
+    }
+    pub fn stream_events_max_bytes() -> i64 {
+        limits().events
+    }
+    pub fn stream_telemetry_max_bytes() -> i64 {
+        limits().telemetry
+    }
+    pub fn stream_device_max_bytes() -> i64 {
+        limits().device
+    }
+    pub fn stream_commands_max_bytes() -> i64 {
+        limits().commands
+    }
+    pub fn stream_dlq_max_bytes() -> i64 {
+        limits().dlq
+    }
     pub fn yes() -> bool {
         true
     }
@@ -293,11 +350,32 @@ mod defaults {
     }
 }
 
-/// Overrides of the development profile: the local broker speaks plain MQTT on 1883.
+/// Overrides of the development profile: the local broker speaks plain MQTT on 1883, and
+/// the streams are sized for the development nats-server (`max_file_store` 8 GB).
 #[derive(Serialize)]
 struct DevelopmentOverrides {
     mqtt_broker_port: u16,
     mqtt_use_tls: bool,
+    stream_events_max_bytes: i64,
+    stream_telemetry_max_bytes: i64,
+    stream_device_max_bytes: i64,
+    stream_commands_max_bytes: i64,
+    stream_dlq_max_bytes: i64,
+}
+
+impl DevelopmentOverrides {
+    fn new() -> Self {
+        let l = crate::streams::StreamLimits::development();
+        Self {
+            mqtt_broker_port: 1883,
+            mqtt_use_tls: false,
+            stream_events_max_bytes: l.events,
+            stream_telemetry_max_bytes: l.telemetry,
+            stream_device_max_bytes: l.device,
+            stream_commands_max_bytes: l.commands,
+            stream_dlq_max_bytes: l.dlq,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -345,10 +423,7 @@ impl Settings {
             .unwrap_or_default();
         let mut figment = Figment::new();
         if profile == Profile::Development {
-            figment = figment.merge(Serialized::defaults(DevelopmentOverrides {
-                mqtt_broker_port: 1883,
-                mqtt_use_tls: false,
-            }));
+            figment = figment.merge(Serialized::defaults(DevelopmentOverrides::new()));
         }
         let mut figment = sources(figment);
         for name in SECRET_SETTINGS {
@@ -403,7 +478,33 @@ impl Settings {
                 "ERIOP_NATS_PREFIX may hold only lower-case letters and digits".into(),
             ));
         }
+        let limits = self.stream_limits();
+        for which in crate::Stream::ALL {
+            if limits.max_bytes(which) < 64 * 1024 {
+                return Err(ConfigError::Invalid(format!(
+                    "ERIOP_STREAM_{}_MAX_BYTES must be at least 65536 (64 KiB)",
+                    format!("{which:?}").to_uppercase()
+                )));
+            }
+        }
+        if self.bridge_device_messages_per_second == 0 || self.bridge_device_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "ERIOP_BRIDGE_DEVICE_MESSAGES_PER_SECOND and ERIOP_BRIDGE_DEVICE_BURST must be at least 1"
+                    .into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The size of each JetStream stream.
+    pub fn stream_limits(&self) -> crate::streams::StreamLimits {
+        crate::streams::StreamLimits {
+            events: self.stream_events_max_bytes,
+            telemetry: self.stream_telemetry_max_bytes,
+            device: self.stream_device_max_bytes,
+            commands: self.stream_commands_max_bytes,
+            dlq: self.stream_dlq_max_bytes,
+        }
     }
 
     /// The database of the telemetry table: `timescale_url`, else `database_url`.
@@ -415,10 +516,7 @@ impl Settings {
     /// environment. Tests start from this and change what they need.
     pub fn development() -> Result<Self, ConfigError> {
         Figment::new()
-            .merge(Serialized::defaults(DevelopmentOverrides {
-                mqtt_broker_port: 1883,
-                mqtt_use_tls: false,
-            }))
+            .merge(Serialized::defaults(DevelopmentOverrides::new()))
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))
     }

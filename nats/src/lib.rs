@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod config;
 pub mod connect;
 pub mod db;
+pub mod dlq;
 pub mod envelope;
 pub mod links;
 pub mod logging;
@@ -27,10 +28,35 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The start of every ERIOP binary: TLS provider, settings, logging. On a configuration
-/// error it prints what to fix, prefixed by the program's name, and answers `None`.
-pub fn start_service(program: &str) -> Option<Settings> {
+/// A panic anywhere ends the process: no task may die silently while the others go on
+/// (a dead pipeline behind a live MQTT link would look healthy). The hook writes one error
+/// line (where, not what: a panic message may quote input), lets the default hook print the
+/// panic to stderr, and exits with status 101; `make run`, Docker or Kubernetes restart it.
+pub fn exit_on_panic(program: &'static str) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            program,
+            %location,
+            thread = thread.name().unwrap_or("unnamed"),
+            "a task panicked: the process stops so that it is restarted whole"
+        );
+        default(info);
+        std::process::exit(101);
+    }));
+}
+
+/// The start of every ERIOP binary: TLS provider, settings, logging, and a panic in any task
+/// ends the process ([`exit_on_panic`]). On a configuration error it prints what to fix,
+/// prefixed by the program's name, and answers `None`.
+pub fn start_service(program: &'static str) -> Option<Settings> {
     install_crypto_provider();
+    exit_on_panic(program);
     match Settings::load() {
         Ok(settings) => {
             logging::init(settings.log_format, &settings.log_level);

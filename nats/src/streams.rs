@@ -55,18 +55,106 @@ impl Stream {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How many bytes each stream may hold (DESIGN.md rule 11: devices cannot exhaust storage).
+/// `TELEMETRY`, `DEVICE` and `DLQ` drop their oldest messages when full (size them for the
+/// longest projection outage you want to ride out); `EVENTS` and `COMMANDS` refuse new
+/// messages instead (the event store keeps every event, the relay retries) and readiness says
+/// so. JetStream reserves each stream's `max_bytes` from the server's `max_file_store`: their
+/// sum must fit in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub events: i64,
+    pub telemetry: i64,
+    pub device: i64,
+    pub commands: i64,
+    pub dlq: i64,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        const MIB: i64 = 1024 * 1024;
+        Self {
+            events: 8 * 1024 * MIB,
+            telemetry: 16 * 1024 * MIB,
+            device: 2 * 1024 * MIB,
+            commands: 256 * MIB,
+            dlq: 1024 * MIB,
+        }
+    }
+}
+
+impl StreamLimits {
+    /// The development profile's sizes: about 6 GiB in all, within the development
+    /// nats-server's 8 GB `max_file_store`.
+    pub fn development() -> Self {
+        const MIB: i64 = 1024 * 1024;
+        Self {
+            events: 1024 * MIB,
+            telemetry: 4 * 1024 * MIB,
+            device: 512 * MIB,
+            commands: 64 * MIB,
+            dlq: 256 * MIB,
+        }
+    }
+
+    /// Small streams for tests and tools sharing one server: 32 MiB each.
+    pub fn small() -> Self {
+        const MIB: i64 = 1024 * 1024;
+        Self {
+            events: 32 * MIB,
+            telemetry: 32 * MIB,
+            device: 32 * MIB,
+            commands: 32 * MIB,
+            dlq: 32 * MIB,
+        }
+    }
+
+    pub fn max_bytes(&self, which: Stream) -> i64 {
+        match which {
+            Stream::Events => self.events,
+            Stream::Telemetry => self.telemetry,
+            Stream::Device => self.device,
+            Stream::Commands => self.commands,
+            Stream::Dlq => self.dlq,
+        }
+    }
+
+    /// What a full stream does: drop the oldest, or refuse the new message.
+    pub fn discard(which: Stream) -> stream::DiscardPolicy {
+        match which {
+            Stream::Events | Stream::Commands => stream::DiscardPolicy::New,
+            Stream::Telemetry | Stream::Device | Stream::Dlq => stream::DiscardPolicy::Old,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     prefix: String,
+    limits: StreamLimits,
 }
 
 impl Topology {
     /// `prefix` is lower-case letters and digits (checked by the configuration); empty for a
-    /// deployment.
+    /// deployment. Small streams ([`StreamLimits::small`]): services use [`Self::from_settings`].
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            limits: StreamLimits::small(),
         }
+    }
+
+    /// The topology of a service: prefix and stream sizes from its settings. Every service
+    /// of a deployment must agree on both (each one creates or updates the streams).
+    pub fn from_settings(settings: &crate::Settings) -> Self {
+        Self {
+            prefix: settings.nats_prefix.clone(),
+            limits: settings.stream_limits(),
+        }
+    }
+
+    pub fn limits(&self) -> StreamLimits {
+        self.limits
     }
 
     pub fn stream_name(&self, stream: Stream) -> String {
@@ -155,6 +243,8 @@ impl Topology {
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             max_age,
+            max_bytes: self.limits.max_bytes(which),
+            discard: StreamLimits::discard(which),
             duplicate_window,
             num_replicas: 1,
             ..Default::default()
@@ -207,7 +297,7 @@ mod tests {
 
     #[test]
     fn deployment_names_follow_the_design() {
-        let t = Topology::default();
+        let t = Topology::new("");
         assert_eq!(t.stream_name(Stream::Events), "EVENTS");
         assert_eq!(t.event_subject("agency", "42"), "eriop.events.agency.42");
         assert_eq!(t.stream_config(Stream::Dlq).subjects, vec!["eriop.dlq.>"]);

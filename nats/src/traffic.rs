@@ -55,8 +55,11 @@ pub struct DownlinkCommand {
 }
 
 impl DownlinkCommand {
-    /// The JetStream de-duplication id: a command forwarded twice is sent once.
+    /// The JetStream de-duplication id: a command forwarded twice is sent once. Globally
+    /// unique (DESIGN.md rule 11): the device's UUID with the command's number, so a database
+    /// made anew, or a second deployment on the same NATS account, whose command numbers
+    /// start again at 1, never has a new command taken for an old one.
     pub fn message_id(&self) -> String {
-        format!("command:{}", self.command_id)
+        format!("command:{}:{}", self.device_id, self.command_id)
     }
 }

@@ -47,7 +47,7 @@ impl App {
             nats,
             Duration::from_millis(settings.nats_request_timeout_ms),
         );
-        let topology = Topology::new(settings.nats_prefix.clone());
+        let topology = Topology::from_settings(&settings);
         Ok(Self {
             telemetry: TelemetryConsumer {
                 pool: telemetry_pool.clone(),
@@ -62,7 +62,7 @@ impl App {
                     model,
                     pool: pool.clone(),
                     js: js.clone(),
-                    topology: Topology::new(settings.nats_prefix.clone()),
+                    topology: Topology::from_settings(&settings),
                 })
                 .collect(),
             telemetry_pool,

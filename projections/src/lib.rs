@@ -8,6 +8,7 @@ pub mod device_classes;
 pub mod devices;
 pub mod read_model;
 pub mod rebuild;
+pub mod registries;
 pub mod roles;
 pub mod telemetry;
 pub mod users;

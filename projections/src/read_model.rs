@@ -3,7 +3,9 @@
 use eriop_nats::StoredEvent;
 use sqlx::PgConnection;
 
-use crate::{agencies, device_classes, devices, roles, users, Outcome, ProjectionError};
+use crate::{
+    agencies, device_classes, devices, registries, roles, users, Outcome, ProjectionError,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadModel {
@@ -12,15 +14,17 @@ pub enum ReadModel {
     Roles,
     DeviceClasses,
     Devices,
+    Registries,
 }
 
 impl ReadModel {
-    pub const ALL: [ReadModel; 5] = [
+    pub const ALL: [ReadModel; 6] = [
         ReadModel::Agencies,
         ReadModel::Users,
         ReadModel::Roles,
         ReadModel::DeviceClasses,
         ReadModel::Devices,
+        ReadModel::Registries,
     ];
 
     /// The projection's name: its durable consumer and its checkpoint row.
@@ -31,6 +35,7 @@ impl ReadModel {
             Self::Roles => roles::NAME,
             Self::DeviceClasses => device_classes::NAME,
             Self::Devices => devices::NAME,
+            Self::Registries => registries::NAME,
         }
     }
 
@@ -41,6 +46,7 @@ impl ReadModel {
             Self::Roles => roles::AGGREGATE_TYPE,
             Self::DeviceClasses => device_classes::AGGREGATE_TYPE,
             Self::Devices => devices::AGGREGATE_TYPE,
+            Self::Registries => registries::AGGREGATE_TYPE,
         }
     }
 
@@ -52,6 +58,7 @@ impl ReadModel {
             Self::Roles => &["roles"],
             Self::DeviceClasses => &["device_classes"],
             Self::Devices => &["devices", "device_commands"],
+            Self::Registries => &["registries"],
         }
     }
 
@@ -66,6 +73,7 @@ impl ReadModel {
             Self::Roles => roles::apply(conn, event).await,
             Self::DeviceClasses => device_classes::apply(conn, event).await,
             Self::Devices => devices::apply(conn, event).await,
+            Self::Registries => registries::apply(conn, event).await,
         }
     }
 

@@ -19,6 +19,8 @@ pub struct TestApp {
     /// An access token of the platform administrator.
     pub token: String,
     pub admin_id: String,
+    /// The platform agency, the administrator's home.
+    pub admin_agency: String,
     pub admin_email: String,
     pub admin_password: String,
     /// The gateway's clock: tests move it by hand.
@@ -58,6 +60,16 @@ impl TestApp {
         settings.http_addr = "127.0.0.1:0".parse().unwrap();
         // The shared Mosquitto on 1883 (development profile: plain MQTT).
         settings.mqtt_client_id = format!("{}-bridge", settings.nats_prefix);
+        // Many tests share one nats-server, which reserves each stream's size from its store.
+        let small = eriop_nats::streams::StreamLimits::small();
+        settings.stream_events_max_bytes = small.events;
+        settings.stream_telemetry_max_bytes = small.telemetry;
+        settings.stream_device_max_bytes = small.device;
+        settings.stream_commands_max_bytes = small.commands;
+        settings.stream_dlq_max_bytes = small.dlq;
+        // Tests send bursts far above a real device's rate; the rate test sets its own.
+        settings.bridge_device_messages_per_second = 1_000_000;
+        settings.bridge_device_burst = 1_000_000;
         adjust(&mut settings);
 
         let clock = ManualClock::starting_now();
@@ -91,10 +103,11 @@ impl TestApp {
             http: reqwest::Client::new(),
             token: String::new(),
             admin_id: admin.user_id.to_string(),
+            admin_agency: admin.agency_id.to_string(),
             admin_email,
             admin_password,
             clock,
-            topology: Topology::new(settings.nats_prefix.clone()),
+            topology: Topology::from_settings(&settings),
             settings,
             db,
             relay,
@@ -227,6 +240,27 @@ impl TestApp {
         self.http
             .request(method, self.api(path))
             .bearer_auth(&self.token)
+    }
+
+    /// Assigns the Fundamentum `registry` to `agency` (as the platform administrator),
+    /// asserting a 201, or a 200 when it was that agency's already.
+    pub async fn assign_registry(&self, registry: &str, agency: &str) {
+        let response = self
+            .request(Method::POST, "/registries")
+            .json(&serde_json::json!({ "registry": registry, "agency_id": agency }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(response.status().as_u16(), 200 | 201),
+            "assign {registry}: {:?}",
+            response.text().await
+        );
+    }
+
+    /// Assigns `registry` to the administrator's own agency (where the tests register devices).
+    pub async fn own_registry(&self, registry: &str) {
+        self.assign_registry(registry, &self.admin_agency).await;
     }
 
     pub async fn create_agency(&self, name: &str) -> Response {

@@ -6,6 +6,7 @@ mod aggregate;
 mod class;
 mod command;
 mod names;
+mod registry;
 pub mod talq;
 #[cfg(test)]
 mod tests;
@@ -14,5 +15,9 @@ pub use aggregate::{Device, DeviceCommand, DeviceError, DeviceEvent, Timeout};
 pub use class::{DeviceClass, DeviceClassCommand, DeviceClassError, DeviceClassEvent};
 pub use command::{CommandStatus, DeviceRequest, RequestError};
 pub use names::{
-    DeviceName, FunctionDesc, FunctionId, FundamentumId, NameError, OfflineAfter, FUNCTION_TYPES,
+    DeviceName, FunctionDesc, FunctionId, FundamentumId, NameError, OfflineAfter, RegistryName,
+    FUNCTION_TYPES,
+};
+pub use registry::{
+    registry_aggregate_id, Registry, RegistryCommand, RegistryError, RegistryEvent,
 };

@@ -179,6 +179,21 @@ impl FundamentumId {
     }
 }
 
+/// The name of a Fundamentum registry: one clean MQTT topic level.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RegistryName(String);
+
+impl RegistryName {
+    pub fn parse(raw: &str) -> Result<Self, NameError> {
+        topic_level(raw).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 fn topic_level(raw: &str) -> Result<String, NameError> {
     let ok = !raw.is_empty()
         && raw.chars().count() <= 128

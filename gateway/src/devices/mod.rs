@@ -5,13 +5,14 @@
 pub mod bulk;
 pub mod classes;
 pub mod commands;
+pub mod registries;
 pub mod registry;
 pub mod supervisor;
 mod view;
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, CqrsFramework};
-use eriop_domain::device::{Device, DeviceClass, DeviceCommand, DeviceError};
+use eriop_domain::device::{Device, DeviceClass, DeviceCommand, DeviceError, Registry};
 use postgres_es::PostgresEventRepository;
 use uuid::Uuid;
 
@@ -25,6 +26,8 @@ use crate::state::AppState;
 pub type DeviceClassCqrs =
     CqrsFramework<DeviceClass, PersistedEventStore<PostgresEventRepository, DeviceClass>>;
 pub type DeviceCqrs = CqrsFramework<Device, PersistedEventStore<PostgresEventRepository, Device>>;
+pub type RegistryCqrs =
+    CqrsFramework<Registry, PersistedEventStore<PostgresEventRepository, Registry>>;
 
 /// Devices record every command and status change: a snapshot every 50 events keeps their
 /// loading short.

@@ -89,6 +89,14 @@ pub async fn register_one(
         Err(e) => return Err(e.into()),
     };
     let agency_id = super::agency_of(caller)?;
+    // Only under a registry of the caller's agency; the same answer whether the registry is
+    // another agency's or nobody's, so it tells nothing of other agencies.
+    if !super::registries::belongs_to(state, caller.agency_id(), &fundamentum.registry).await? {
+        return Err(invalid(
+            "registry",
+            &"is not a registry of your agency: a platform administrator assigns registries to agencies (POST /api/v1/registries)",
+        ));
+    }
     let id = Uuid::now_v7();
     let reserved = sqlx::query(
         "INSERT INTO device_identities (registry, serial, device_id) VALUES ($1, $2, $3)

@@ -156,6 +156,7 @@ async fn telemetry(app: &TestApp, messages: usize, devices: usize) {
         .json()
         .await
         .unwrap();
+    app.own_registry("bench").await;
     let mut csv = String::from("class_id,registry,serial,name\n");
     for n in 0..devices {
         csv.push_str(&format!(

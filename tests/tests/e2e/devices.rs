@@ -44,6 +44,7 @@ async fn create_class(app: &TestApp, offline_after_secs: u32) -> String {
 }
 
 async fn register(app: &TestApp, class: &str, registry: &str, serial: &str) -> String {
+    app.own_registry(registry).await;
     let response = app
         .request(Method::POST, "/devices")
         .json(&json!({"class_id": class, "registry": registry, "serial": serial, "name": format!("Pole {serial}")}))
@@ -502,6 +503,7 @@ async fn late_samples_are_stored_but_do_not_replace_a_newer_latest_value() {
 async fn a_bulk_file_of_1000_devices_with_10_bad_rows_registers_990_and_reports_10() {
     let app = TestApp::spawn().await;
     let class = create_class(&app, 600).await;
+    app.own_registry("reg-bulk").await;
     let mut csv = String::from("class_id,registry,serial,name\n");
     let mut bad = Vec::new();
     for n in 1..=1000 {

@@ -42,6 +42,7 @@ async fn a_device_running_dimonoffs_sdk_on_8883_talks_to_the_bridge() {
         .await
         .unwrap();
     let serial = format!("SDK-{}", app.settings.nats_prefix);
+    app.own_registry("12").await;
     let device: Value = app
         .request(Method::POST, "/devices")
         .json(&json!({"class_id": class["id"], "registry": "12", "serial": serial, "name": "SDK light"}))

@@ -271,6 +271,7 @@ async fn another_agencys_resources_answer_404_on_every_operation() {
         .json()
         .await
         .unwrap();
+    app.own_registry("reg-a").await;
     let device_a: Value = app
         .request(Method::POST, "/devices")
         .json(&serde_json::json!({

@@ -51,6 +51,7 @@ async fn rebuild_gives_the_same_rows() {
         .json()
         .await
         .unwrap();
+    app.own_registry("r").await;
     let device: serde_json::Value = app
         .request(reqwest::Method::POST, "/devices")
         .json(&json!({"class_id": class["id"], "registry": "r", "serial": "s", "name": "Pole"}))

@@ -173,6 +173,7 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
         .request(Method::POST, "/device-classes")
         .json(&json!({"name": "Light", "functions": [{"id": "lampMonitor001", "type": "LampMonitorFunction"}]}))
         .send().await.unwrap().json().await.unwrap();
+    app.own_registry(&app.settings.nats_prefix).await;
     let device: Value = app
         .request(Method::POST, "/devices")
         .json(&json!({"class_id": class["id"], "registry": app.settings.nats_prefix, "serial": "SN-1", "name": "Pole 1"}))

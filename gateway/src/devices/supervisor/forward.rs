@@ -55,7 +55,8 @@ impl Supervisor {
             downlink.message_id().as_str(),
         );
         let body = serde_json::to_vec(&downlink).map_err(nats)?;
-        self.js
+        let ack = self
+            .js
             .publish_with_headers(
                 self.topology
                     .command_subject(&watch.agency_id.to_string(), &id.to_string()),
@@ -66,7 +67,13 @@ impl Supervisor {
             .map_err(nats)?
             .await
             .map_err(nats)?;
-        tracing::info!(device_id = %id, command_id, "command forwarded to the bridge");
+        if ack.duplicate {
+            // The same command again (the supervisor resumed after a crash): JetStream kept
+            // the first copy, which is the one the bridge sends.
+            tracing::warn!(device_id = %id, command_id, "command already on COMMANDS (duplicate message id): not forwarded again");
+        } else {
+            tracing::info!(device_id = %id, command_id, "command forwarded to the bridge");
+        }
         Ok(())
     }
 }

@@ -1,0 +1,260 @@
+//! `/api/v1/registries`: which agency each Fundamentum registry belongs to (DESIGN.md rule 7).
+//! Platform administrators assign, list and remove them (`agencies:manage`); an agency
+//! registers devices only under its own registries.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use cqrs_es::AggregateError;
+use eriop_domain::device::{registry_aggregate_id, RegistryCommand, RegistryError, RegistryName};
+use eriop_domain::AgencyId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::audit::Audit;
+use crate::auth::permission::AgenciesManage;
+use crate::auth::{Allowed, Caller};
+use crate::edge::RequestId;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::paging::{await_version, PageParams, ReadModel};
+use crate::state::AppState;
+use crate::tenancy::{self, Scope};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRegistry {
+    registry: String,
+    agency_id: Uuid,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    limit: Option<i64>,
+    offset: Option<i64>,
+    agency_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct RegistryView {
+    pub registry: String,
+    pub agency_id: Option<Uuid>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub version: i64,
+}
+
+const SELECT: &str = "SELECT registry, agency_id, assigned_at, version FROM registries";
+
+fn parse(raw: &str) -> Result<RegistryName, ApiError> {
+    RegistryName::parse(raw).map_err(|e| ApiError::validation("registry", e.to_string()))
+}
+
+fn command_error(e: AggregateError<RegistryError>) -> ApiError {
+    match e {
+        AggregateError::UserError(RegistryError::NotAssigned) => {
+            ApiError::NotFound("this registry is assigned to no agency".into())
+        }
+        AggregateError::UserError(other) => ApiError::Conflict(other.to_string()),
+        AggregateError::AggregateConflict => {
+            ApiError::Conflict("the registry was changed at the same time; retry".into())
+        }
+        other => ApiError::Unavailable(other.to_string()),
+    }
+}
+
+async fn fetch(state: &AppState, registry: &RegistryName) -> Result<Option<RegistryView>, ApiError> {
+    let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
+    Ok(sqlx::query_as(&format!("{SELECT} WHERE registry = $1"))
+        .bind(registry.as_str())
+        .fetch_optional(&mut *tx)
+        .await?)
+}
+
+/// Runs a command on the registry as the platform administrator `admin`, on behalf of
+/// `agency` (the audit trail's agency), and waits for the read model.
+async fn execute(
+    state: &AppState,
+    admin: &Caller,
+    registry: &RegistryName,
+    agency: AgencyId,
+    command: RegistryCommand,
+    request_id: &RequestId,
+) -> Result<bool, ApiError> {
+    let id = registry_aggregate_id(registry);
+    let agency = agency.to_string();
+    let audit = Audit {
+        actor: admin.user_id(),
+        agency_id: &agency,
+        request_id: &request_id.0,
+    };
+    state
+        .registries()
+        .execute_with_metadata(
+            &id.to_string(),
+            command.clone(),
+            audit.metadata(command.name()),
+        )
+        .await
+        .map_err(command_error)?;
+    let version: Option<i64> = sqlx::query_scalar(
+        "SELECT max(sequence) FROM events WHERE aggregate_type = 'registry' AND aggregate_id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_one(state.pool())
+    .await?;
+    await_version(
+        state.pool(),
+        ReadModel::Registries,
+        id,
+        version.unwrap_or(0),
+        state.read_your_writes_timeout(),
+    )
+    .await
+}
+
+/// Assigns a registry to an agency: `201` once the read model shows it, `200` if it was the
+/// agency's already (nothing recorded), `409` if another agency has it.
+pub async fn assign(
+    Allowed { caller: admin, .. }: Allowed<AgenciesManage>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(body): ApiJson<AssignRegistry>,
+) -> Result<Response, ApiError> {
+    let registry = parse(&body.registry)?;
+    let agency = AgencyId::from_uuid(body.agency_id);
+    let exists: bool = {
+        let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM agencies WHERE id = $1)")
+            .bind(body.agency_id)
+            .fetch_one(&mut *tx)
+            .await?
+    };
+    if !exists {
+        return Err(ApiError::validation("agency_id", "no such agency"));
+    }
+    let before = fetch(&state, &registry).await?;
+    let already = before
+        .as_ref()
+        .is_some_and(|r| r.agency_id == Some(body.agency_id));
+    let command = RegistryCommand::Assign {
+        registry: registry.clone(),
+        agency_id: agency,
+    };
+    let shown = execute(&state, &admin, &registry, agency, command, &request_id).await?;
+    let location = format!("{}/registries/{}", state.api_prefix(), registry.as_str());
+    let mut response = match (shown, fetch(&state, &registry).await?) {
+        (true, Some(view)) => {
+            let status = if already {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            (status, Json(view)).into_response()
+        }
+        _ => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({
+                "registry": registry.as_str(),
+                "agency_id": body.agency_id,
+                "status": "accepted",
+                "detail": "the assignment is stored; the read model has not shown it yet, GET it again shortly",
+            })),
+        )
+            .into_response(),
+    };
+    if let Ok(value) = header::HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// Every assigned registry (of one agency with `agency_id`), by name.
+pub async fn list(
+    _admin: Allowed<AgenciesManage>,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Response, ApiError> {
+    let (limit, offset) = PageParams::new(params.limit, params.offset).checked()?;
+    // Registries are the platform's: a caller with agencies:manage sees them all.
+    let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
+    let items: Vec<RegistryView> = sqlx::query_as(&format!(
+        "{SELECT} WHERE agency_id IS NOT NULL AND ($1::uuid IS NULL OR agency_id = $1)
+          ORDER BY registry LIMIT $2 OFFSET $3"
+    ))
+    .bind(params.agency_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(Json(serde_json::json!({ "items": items, "limit": limit, "offset": offset })).into_response())
+}
+
+/// One registry and its agency (`404` when it is assigned to none).
+pub async fn get(
+    _admin: Allowed<AgenciesManage>,
+    State(state): State<AppState>,
+    ApiPath(registry): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let registry = parse(&registry)?;
+    match fetch(&state, &registry).await? {
+        Some(view) if view.agency_id.is_some() => Ok(Json(view).into_response()),
+        _ => Err(ApiError::NotFound("this registry is assigned to no agency".into())),
+    }
+}
+
+/// Takes a registry back from its agency: refused (`409`) while live devices are registered
+/// under it, so that no device is silently cut off.
+pub async fn remove(
+    Allowed { caller: admin, .. }: Allowed<AgenciesManage>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(registry): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let registry = parse(&registry)?;
+    let Some(agency) = fetch(&state, &registry).await?.and_then(|v| v.agency_id) else {
+        return Err(ApiError::NotFound("this registry is assigned to no agency".into()));
+    };
+    let live: i64 = {
+        let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
+        sqlx::query_scalar(
+            "SELECT count(*) FROM devices WHERE registry = $1 AND NOT decommissioned",
+        )
+        .bind(registry.as_str())
+        .fetch_one(&mut *tx)
+        .await?
+    };
+    if live > 0 {
+        return Err(ApiError::Conflict(format!(
+            "{live} live devices are registered under this registry: decommission them first"
+        )));
+    }
+    execute(
+        &state,
+        &admin,
+        &registry,
+        AgencyId::from_uuid(agency),
+        RegistryCommand::Unassign,
+        &request_id,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether `registry` belongs to `agency` now (the check of every device registration).
+pub(crate) async fn belongs_to(
+    state: &AppState,
+    agency: &str,
+    registry: &str,
+) -> Result<bool, ApiError> {
+    let mut tx = tenancy::begin(state.pool(), Scope::Agency(agency)).await?;
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM registries WHERE registry = $1 AND agency_id = $2::uuid)",
+    )
+    .bind(registry)
+    .bind(agency)
+    .fetch_one(&mut *tx)
+    .await?)
+}
