@@ -183,8 +183,8 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, String> {
         "ongoing" | "success" | "failure" | "retry"
     ) {
         return Err(format!(
-            "command reply status `{}` is not ongoing, success, failure or retry",
-            reply.status
+            "command reply status {} is not ongoing, success, failure or retry",
+            eriop_nats::dlq::quote(&reply.status, 64)
         ));
     }
     Ok(reply)

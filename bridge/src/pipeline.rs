@@ -185,11 +185,14 @@ impl Pipeline {
         }
         // Every device the message names, looked up first: adaptation itself has no I/O.
         let mut known = HashMap::new();
-        for serial in std::iter::once(decoded.id.serial.clone())
-            .chain(ingest::named_serials(&decoded))
+        for serial in
+            std::iter::once(decoded.id.serial.clone()).chain(ingest::named_serials(&decoded))
         {
             if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(serial) {
-                let device = self.registry.lookup(&decoded.id.registry, slot.key()).await?;
+                let device = self
+                    .registry
+                    .lookup(&decoded.id.registry, slot.key())
+                    .await?;
                 slot.insert(device);
             }
         }

@@ -138,6 +138,7 @@ impl App {
             telemetry_pool,
             api_prefix: settings.api_v1_prefix.clone(),
             mqtt_max_silence: Duration::from_secs(settings.mqtt_max_silence_secs),
+            topology: Topology::from_settings(&settings),
         });
         let supervisor = settings.device_supervisor_enabled.then(|| {
             Supervisor::new(

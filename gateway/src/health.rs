@@ -64,11 +64,8 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             if client.connection_state() != async_nats::connection::State::Connected {
                 return Err("not connected".to_owned());
             }
-            client
-                .flush()
-                .await
-                .map(|_| None)
-                .map_err(|e| e.to_string())
+            client.flush().await.map_err(|e| e.to_string())?;
+            streams_with_room(&state).await
         }),
         check(mqtt_link(&state)),
     );
@@ -93,6 +90,40 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     };
     let status = if all_up { "ready" } else { "unavailable" };
     (code, Json(Readiness { status, checks }))
+}
+
+/// `EVENTS` and `COMMANDS` refuse new messages when full (their discard policy is `new`, so
+/// nothing accepted is dropped): readiness fails before that happens, naming the stream and
+/// the setting to raise. Answers each stream's use as details.
+async fn streams_with_room(state: &AppState) -> Result<Option<serde_json::Value>, String> {
+    use eriop_nats::Stream;
+    let js = async_nats::jetstream::new(state.nats().clone());
+    let mut details = serde_json::Map::new();
+    for which in [Stream::Events, Stream::Commands] {
+        let name = state.topology().stream_name(which);
+        // Not created yet (the relay creates the streams as it starts): nothing to fill.
+        let Ok(mut stream) = js.get_stream(&name).await else {
+            continue;
+        };
+        let info = stream.info().await.map_err(|e| format!("{name}: {e}"))?;
+        let (used, max) = (info.state.bytes, info.config.max_bytes);
+        details.insert(
+            name.clone(),
+            serde_json::json!({ "bytes": used, "max_bytes": max }),
+        );
+        let Ok(max) = u64::try_from(max) else {
+            continue; // -1: unlimited
+        };
+        // Full when the largest message (1 MiB), or a sixteenth of a small stream, no longer fits.
+        let margin = (max / 16).min(1024 * 1024);
+        if used.saturating_add(margin) >= max {
+            return Err(format!(
+                "{name} is full ({used} of {max} bytes) and refuses new messages: raise ERIOP_STREAM_{}_MAX_BYTES (and the NATS server's max_file_store)",
+                format!("{which:?}").to_uppercase()
+            ));
+        }
+    }
+    Ok(Some(serde_json::Value::Object(details)))
 }
 
 /// The MQTT link is the bridge's: up when at least one bridge reported it up within the

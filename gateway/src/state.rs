@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub telemetry_pool: PgPool,
     pub api_prefix: String,
     pub mqtt_max_silence: Duration,
+    /// The streams (names and sizes), for readiness.
+    pub topology: eriop_nats::Topology,
 }
 
 impl AppState {
@@ -110,6 +112,10 @@ impl AppState {
     /// `/api/v1` (ERIOP_API_V1_PREFIX), for links in answers.
     pub fn api_prefix(&self) -> &str {
         &self.inner.api_prefix
+    }
+
+    pub fn topology(&self) -> &eriop_nats::Topology {
+        &self.inner.topology
     }
 
     pub fn read_your_writes_timeout(&self) -> Duration {

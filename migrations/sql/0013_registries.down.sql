@@ -1,4 +1,4 @@
--- The registry events stay in the append-only event store (history is immutable); only the
--- read model and the helper go.
-DROP FUNCTION eriop_registry_id(text);
+-- The registry events stay in the append-only event store (history is immutable); migrated
+-- up again, 0013 finds each registry's aggregate there and reserves its id anew.
 DROP TABLE registries;
+DROP TABLE registry_ids;

@@ -9,7 +9,7 @@
 CREATE TABLE registries
 (
     registry    text PRIMARY KEY,
-    -- The aggregate id: a name-based UUID v3 (eriop_registry_id below, registry_aggregate_id in Rust).
+    -- The aggregate id (registry_ids).
     id          uuid        NOT NULL UNIQUE,
     agency_id   uuid,
     assigned_at timestamptz,
@@ -26,16 +26,16 @@ CREATE POLICY agency_isolation ON registries
            OR agency_id = nullif(current_setting('eriop.agency_id', true), '')::uuid);
 GRANT SELECT, INSERT, UPDATE, DELETE ON registries TO eriop_app;
 
--- UUID v3 of a registry name in ERIOP's namespace (domain::device::REGISTRY_NAMESPACE),
--- computed as RFC 4122 says: MD5 of namespace and name, version and variant bits set.
-CREATE FUNCTION eriop_registry_id(name text) RETURNS uuid
-    LANGUAGE sql IMMUTABLE STRICT
-    SET search_path = pg_catalog
-AS
-$$
-SELECT encode(set_byte(set_byte(d, 6, (get_byte(d, 6) & 15) | 48), 8, (get_byte(d, 8) & 63) | 128), 'hex')::uuid
-  FROM (SELECT decode(md5(decode('4552494f505245474953545249455321', 'hex') || convert_to(name, 'UTF8')), 'hex') AS d) AS x
-$$;
+-- One aggregate per registry name: its id, reserved at the first assignment (a unique key,
+-- not a read model, like device_identities). Random, not derived from the name: ids that
+-- cross NATS are unique (DESIGN.md rule 11), so a database made anew, or another deployment
+-- on the same NATS account, never has its events taken for duplicates of older ones.
+CREATE TABLE registry_ids
+(
+    registry text PRIMARY KEY,
+    id       uuid NOT NULL UNIQUE
+);
+GRANT SELECT, INSERT ON registry_ids TO eriop_app;
 
 -- The registries of live devices go to their devices' agency, as events (the audit trail
 -- says who: this migration) and as rows (so the bridge keeps ingesting across the upgrade;
@@ -47,6 +47,7 @@ $$
 DECLARE
     r      record;
     shared text;
+    rid    uuid;
     t      text := to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
 BEGIN
     FOR r IN SELECT DISTINCT ON (registry) registry, agency_id
@@ -54,18 +55,24 @@ BEGIN
               WHERE NOT decommissioned
               ORDER BY registry, created_at, id
     LOOP
+        -- Migrated up, down and up again: the registry's aggregate is in the store already.
+        SELECT aggregate_id::uuid INTO rid FROM events
+         WHERE aggregate_type = 'registry' AND payload -> 'RegistryAssigned' ->> 'registry' = r.registry
+         LIMIT 1;
+        rid := coalesce(rid, gen_random_uuid());
+        INSERT INTO registry_ids (registry, id) VALUES (r.registry, rid);
         INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
                             payload, metadata, hash)
-        VALUES ('registry', eriop_registry_id(r.registry)::text, 1, 'RegistryAssigned', '1.0',
+        VALUES ('registry', rid::text, 1, 'RegistryAssigned', '1.0',
                 jsonb_build_object('RegistryAssigned',
                                    jsonb_build_object('registry', r.registry, 'agency_id', r.agency_id)),
                 jsonb_build_object('actor', 'migration:0013_registries', 'agency_id', r.agency_id::text,
                                    'request_id', 'migration:0013_registries', 'command', 'AssignRegistry',
                                    'time', t),
                 '\x'::bytea)
-        ON CONFLICT DO NOTHING; -- migrated up, down and up again: the event is there already
+        ON CONFLICT DO NOTHING;
         INSERT INTO registries (registry, id, agency_id, assigned_at, version)
-        VALUES (r.registry, eriop_registry_id(r.registry), r.agency_id, t::timestamptz, 1)
+        VALUES (r.registry, rid, r.agency_id, t::timestamptz, 1)
         ON CONFLICT DO NOTHING;
     END LOOP;
     FOR shared IN SELECT registry FROM devices WHERE NOT decommissioned

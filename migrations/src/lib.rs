@@ -10,7 +10,32 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./sql");
 
 /// Applies every pending migration.
 pub async fn up(pool: &PgPool) -> Result<(), MigrateError> {
+    ensure_app_role(pool).await?;
     MIGRATOR.run(pool).await
+}
+
+/// The role the services act as (migration 0008 grants it its rights) belongs to the whole
+/// PostgreSQL cluster, not to one database, and sqlx's migration lock is per database: two
+/// databases migrated at once (parallel tests, two deployments on one cluster) both found it
+/// missing and both created it, and one failed on `pg_authid`'s unique key. So it is created
+/// here first, and a concurrent creation is taken for what it is: the role exists. Migration
+/// 0008 then finds it (its own check stays, unchanged: applied migrations are not edited).
+async fn ensure_app_role(pool: &PgPool) -> Result<(), MigrateError> {
+    sqlx::query(
+        "DO $$
+         BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'eriop_app') THEN
+                 CREATE ROLE eriop_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
+             END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN
+             NULL; -- created by a concurrent migration: what we wanted
+         END
+         $$",
+    )
+    .execute(pool)
+    .await
+    .map_err(MigrateError::from)?;
+    Ok(())
 }
 
 /// Reverts every applied migration newer than `target` (0: all of them).

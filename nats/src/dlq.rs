@@ -74,14 +74,8 @@ impl DeadLetter {
         let mut headers = HeaderMap::new();
         headers.insert(REASON, header_value(&self.reason));
         headers.insert(ORIGIN, header_value(&self.origin));
-        headers.insert(
-            LENGTH,
-            header_value(&self.original.len().to_string()),
-        );
-        headers.insert(
-            SHA256,
-            header_value(&hex(&Sha256::digest(&self.original))),
-        );
+        headers.insert(LENGTH, header_value(&self.original.len().to_string()));
+        headers.insert(SHA256, header_value(&hex(&Sha256::digest(&self.original))));
         let mut original = self.original;
         original.truncate(MAX_ORIGINAL);
         (headers, original.into())
@@ -129,8 +123,14 @@ mod tests {
         assert_eq!(body.len(), MAX_ORIGINAL);
         assert_eq!(headers.get(LENGTH).map(|v| v.as_str()), Some("100000"));
         let digest = hex(&Sha256::digest(&big));
-        assert_eq!(headers.get(SHA256).map(|v| v.as_str()), Some(digest.as_str()));
-        assert_eq!(headers.get(ORIGIN).map(|v| v.as_str()), Some("t/\\u{d}\\u{a}"));
+        assert_eq!(
+            headers.get(SHA256).map(|v| v.as_str()),
+            Some(digest.as_str())
+        );
+        assert_eq!(
+            headers.get(ORIGIN).map(|v| v.as_str()),
+            Some("t/\\u{d}\\u{a}")
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod db;
 pub mod mosquitto;
 pub mod nats_server;
+pub mod postgres;
 pub mod proxy;
 pub mod totp;
 pub mod wait;

@@ -125,7 +125,60 @@ impl Broker {
         (path.join(cert), path.join(key))
     }
 
-    fn build(port: u16, require_client_certificates: bool) -> Self {
+    /// The deployment's own broker configuration (`deploy/mosquitto/mosquitto.conf` and its
+    /// ACL file, as shipped) on a free port, with the test's certificates and a password file
+    /// holding `accounts` (user name, password).
+    pub fn start_shipped(accounts: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let dir = Self::certificates();
+        let path = dir.path();
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto");
+        let passwd = path.join("passwd");
+        std::fs::write(&passwd, "").unwrap();
+        for (user, password) in accounts {
+            let status = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(&passwd)
+                .arg(user)
+                .arg(password)
+                .status()
+                .expect("mosquitto_passwd runs (Debian's mosquitto package)");
+            assert!(status.success());
+        }
+        std::fs::copy(deploy.join("acl"), path.join("acl")).unwrap();
+        let shipped = std::fs::read_to_string(deploy.join("mosquitto.conf")).unwrap();
+        let d = path.display().to_string();
+        let mut conf = shipped
+            .replace("listener 8883", &format!("listener {port} 127.0.0.1"))
+            .replace("/mosquitto/certs/ca.crt", &format!("{d}/ca.pem"))
+            .replace("/mosquitto/certs/server.crt", &format!("{d}/server.pem"))
+            .replace("/mosquitto/certs/server.key", &format!("{d}/server.key"))
+            .replace("/mosquitto/config/", &format!("{d}/"))
+            .replace("/mosquitto/data/", &format!("{d}/data/"))
+            .replace(
+                "log_dest stdout",
+                &format!("log_dest file {d}/mosquitto.log"),
+            );
+        if runs_as_root() {
+            conf.push_str("user root\n");
+        }
+        std::fs::write(path.join("mosquitto.conf"), conf).unwrap();
+        let mut broker = Self {
+            port,
+            dir,
+            child: None,
+        };
+        broker.start();
+        broker
+    }
+
+    /// What the broker logged (the shipped configuration logs to a file in its folder).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// A folder with a CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed.
+    fn certificates() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path();
         make_ca(path, "ca");
@@ -170,6 +223,12 @@ impl Broker {
             ],
         );
         std::fs::create_dir_all(path.join("data")).unwrap();
+        dir
+    }
+
+    fn build(port: u16, require_client_certificates: bool) -> Self {
+        let dir = Self::certificates();
+        let path = dir.path();
         // Anonymous access on this test listener, as on Fundamentum's test setups; enough in
         // flight and queued that the bridge's batching is never throttled (DESIGN.md rule 6).
         std::fs::write(

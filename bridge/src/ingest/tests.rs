@@ -72,7 +72,11 @@ fn a_beacon_with_cr_lf_is_dead_lettered_with_a_printable_reason_and_its_gateway_
     let out = run("registries/R/devices/S/states", payload, None, &everyone);
     assert_eq!(out.samples(), 1);
     assert_eq!(out.dead.len(), 1);
-    assert!(out.dead[0].reason.contains(r#""a\r\nb""#), "{}", out.dead[0].reason);
+    assert!(
+        out.dead[0].reason.contains(r#""a\r\nb""#),
+        "{}",
+        out.dead[0].reason
+    );
     assert_deliverable(out);
 }
 
@@ -98,7 +102,12 @@ fn nul_characters_and_control_characters_in_identities_are_refused() {
         &everyone,
     );
     assert_eq!((nul.samples(), nul.dead.len()), (0, 1));
-    let topic = run("registries/R/devices/S\u{0}x/heartbeat", b"{}", None, &everyone);
+    let topic = run(
+        "registries/R/devices/S\u{0}x/heartbeat",
+        b"{}",
+        None,
+        &everyone,
+    );
     assert!(topic.dead[0].reason.starts_with("unknown topic"));
     assert_deliverable(topic);
 }

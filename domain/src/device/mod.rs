@@ -18,6 +18,4 @@ pub use names::{
     DeviceName, FunctionDesc, FunctionId, FundamentumId, NameError, OfflineAfter, RegistryName,
     FUNCTION_TYPES,
 };
-pub use registry::{
-    registry_aggregate_id, Registry, RegistryCommand, RegistryError, RegistryEvent,
-};
+pub use registry::{Registry, RegistryCommand, RegistryError, RegistryEvent};

@@ -4,24 +4,11 @@
 //! registry is its agency's. One aggregate per registry name, so two agencies racing for the
 //! same registry cannot both win (the event store's optimistic concurrency decides).
 
+use super::names::RegistryName;
+use crate::AgencyId;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use super::names::RegistryName;
-use crate::AgencyId;
-
-/// A fixed namespace for ERIOP's registry ids ("ERIOPREGISTRIES!" in ASCII).
-pub const REGISTRY_NAMESPACE: Uuid = Uuid::from_u128(0x4552_494f_5052_4547_4953_5452_4945_5321);
-
-/// The aggregate id of a registry: a name-based UUID, so that every path to the same name
-/// reaches the same aggregate, and NATS subjects never carry the name itself. Version 3
-/// (MD5) rather than 5 (SHA-1) because PostgreSQL computes it too, with no extension
-/// (migration 0013); the names are chosen by platform administrators, not adversaries.
-pub fn registry_aggregate_id(name: &RegistryName) -> Uuid {
-    Uuid::new_v3(&REGISTRY_NAMESPACE, name.as_str().as_bytes())
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RegistryCommand {
@@ -90,7 +77,9 @@ impl Registry {
     pub fn decide(&self, command: RegistryCommand) -> Result<Vec<RegistryEvent>, RegistryError> {
         match (command, &self.assigned) {
             // Asking for the current state records nothing: a retry is safe.
-            (RegistryCommand::Assign { agency_id, .. }, Some((_, owner))) if *owner == agency_id => {
+            (RegistryCommand::Assign { agency_id, .. }, Some((_, owner)))
+                if *owner == agency_id =>
+            {
                 Ok(Vec::new())
             }
             (RegistryCommand::Assign { .. }, Some(_)) => Err(RegistryError::AssignedElsewhere),
@@ -148,6 +137,7 @@ impl Aggregate for Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     fn agency(n: u128) -> AgencyId {
         AgencyId::from_uuid(Uuid::from_u128(n))
@@ -184,7 +174,10 @@ mod tests {
         );
         let owned = given(first);
         assert_eq!(owned.decide(assign(1)), Ok(Vec::new()));
-        assert_eq!(owned.decide(assign(2)), Err(RegistryError::AssignedElsewhere));
+        assert_eq!(
+            owned.decide(assign(2)),
+            Err(RegistryError::AssignedElsewhere)
+        );
         let unassigned = owned.decide(RegistryCommand::Unassign).unwrap();
         let freed = given([first_again(), unassigned].concat());
         assert_eq!(freed.agency(), None);
@@ -193,15 +186,5 @@ mod tests {
             Registry::default().decide(RegistryCommand::Unassign),
             Err(RegistryError::NotAssigned)
         );
-    }
-
-    #[test]
-    fn the_aggregate_id_depends_on_the_name_only() {
-        let a = RegistryName::parse("r1").unwrap();
-        let b = RegistryName::parse("r2").unwrap();
-        assert_eq!(registry_aggregate_id(&a), registry_aggregate_id(&a.clone()));
-        assert_ne!(registry_aggregate_id(&a), registry_aggregate_id(&b));
-        // The same id as migration 0013's SQL computes (checked there by a test too).
-        assert_eq!(registry_aggregate_id(&a).get_version_num(), 3);
     }
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use eriop_domain::device::{registry_aggregate_id, RegistryCommand, RegistryError, RegistryName};
+use eriop_domain::device::{RegistryCommand, RegistryError, RegistryName};
 use eriop_domain::AgencyId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -65,12 +65,32 @@ fn command_error(e: AggregateError<RegistryError>) -> ApiError {
     }
 }
 
-async fn fetch(state: &AppState, registry: &RegistryName) -> Result<Option<RegistryView>, ApiError> {
+async fn fetch(
+    state: &AppState,
+    registry: &RegistryName,
+) -> Result<Option<RegistryView>, ApiError> {
     let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
     Ok(sqlx::query_as(&format!("{SELECT} WHERE registry = $1"))
         .bind(registry.as_str())
         .fetch_optional(&mut *tx)
         .await?)
+}
+
+/// The aggregate id of `registry`: reserved at its first assignment (one aggregate per name,
+/// so two racing assignments meet in the event store), random (ids that cross NATS are
+/// unique: DESIGN.md rule 11).
+async fn aggregate_id(state: &AppState, registry: &RegistryName) -> Result<Uuid, ApiError> {
+    sqlx::query("INSERT INTO registry_ids (registry, id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(registry.as_str())
+        .bind(Uuid::now_v7())
+        .execute(state.pool())
+        .await?;
+    Ok(
+        sqlx::query_scalar("SELECT id FROM registry_ids WHERE registry = $1")
+            .bind(registry.as_str())
+            .fetch_one(state.pool())
+            .await?,
+    )
 }
 
 /// Runs a command on the registry as the platform administrator `admin`, on behalf of
@@ -83,7 +103,7 @@ async fn execute(
     command: RegistryCommand,
     request_id: &RequestId,
 ) -> Result<bool, ApiError> {
-    let id = registry_aggregate_id(registry);
+    let id = aggregate_id(state, registry).await?;
     let agency = agency.to_string();
     let audit = Audit {
         actor: admin.user_id(),
@@ -125,13 +145,13 @@ pub async fn assign(
 ) -> Result<Response, ApiError> {
     let registry = parse(&body.registry)?;
     let agency = AgencyId::from_uuid(body.agency_id);
-    let exists: bool = {
-        let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM agencies WHERE id = $1)")
-            .bind(body.agency_id)
-            .fetch_one(&mut *tx)
-            .await?
-    };
+    // The event store, not the read model: an agency created a moment ago exists already.
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'agency' AND aggregate_id = $1)",
+    )
+    .bind(body.agency_id.to_string())
+    .fetch_one(state.pool())
+    .await?;
     if !exists {
         return Err(ApiError::validation("agency_id", "no such agency"));
     }
@@ -189,7 +209,10 @@ pub async fn list(
     .bind(offset)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(Json(serde_json::json!({ "items": items, "limit": limit, "offset": offset })).into_response())
+    Ok(
+        Json(serde_json::json!({ "items": items, "limit": limit, "offset": offset }))
+            .into_response(),
+    )
 }
 
 /// One registry and its agency (`404` when it is assigned to none).
@@ -201,7 +224,9 @@ pub async fn get(
     let registry = parse(&registry)?;
     match fetch(&state, &registry).await? {
         Some(view) if view.agency_id.is_some() => Ok(Json(view).into_response()),
-        _ => Err(ApiError::NotFound("this registry is assigned to no agency".into())),
+        _ => Err(ApiError::NotFound(
+            "this registry is assigned to no agency".into(),
+        )),
     }
 }
 
@@ -215,7 +240,9 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let registry = parse(&registry)?;
     let Some(agency) = fetch(&state, &registry).await?.and_then(|v| v.agency_id) else {
-        return Err(ApiError::NotFound("this registry is assigned to no agency".into()));
+        return Err(ApiError::NotFound(
+            "this registry is assigned to no agency".into(),
+        ));
     };
     let live: i64 = {
         let mut tx = tenancy::begin(state.pool(), Scope::All).await?;

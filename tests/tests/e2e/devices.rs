@@ -10,7 +10,7 @@ use eriop_tests::{wait, TestApp, TestDb};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-async fn app_on(broker: &Broker) -> TestApp {
+pub(crate) async fn app_on(broker: &Broker) -> TestApp {
     let (port, ca) = (broker.port, broker.ca_file());
     TestApp::spawn_with(TestDb::migrated().await, move |s| {
         s.mqtt_broker_host = "127.0.0.1".into();
@@ -21,7 +21,7 @@ async fn app_on(broker: &Broker) -> TestApp {
     .await
 }
 
-async fn create_class(app: &TestApp, offline_after_secs: u32) -> String {
+pub(crate) async fn create_class(app: &TestApp, offline_after_secs: u32) -> String {
     let response = app
         .request(Method::POST, "/device-classes")
         .json(&json!({
@@ -43,7 +43,7 @@ async fn create_class(app: &TestApp, offline_after_secs: u32) -> String {
         .to_owned()
 }
 
-async fn register(app: &TestApp, class: &str, registry: &str, serial: &str) -> String {
+pub(crate) async fn register(app: &TestApp, class: &str, registry: &str, serial: &str) -> String {
     app.own_registry(registry).await;
     let response = app
         .request(Method::POST, "/devices")
@@ -60,7 +60,12 @@ async fn register(app: &TestApp, class: &str, registry: &str, serial: &str) -> S
 
 /// A virtual device on the test's broker, with a persistent session (its unacked messages
 /// are sent again after a broker restart).
-async fn light(app: &TestApp, registry: &str, serial: &str, answer: bool) -> VirtualLight {
+pub(crate) async fn light(
+    app: &TestApp,
+    registry: &str,
+    serial: &str,
+    answer: bool,
+) -> VirtualLight {
     let mut s: Settings = app.settings.clone();
     s.mqtt_client_id = format!("{}-{registry}-{serial}", app.settings.nats_prefix);
     let mut options = eriop_bridge::mqtt_options(&s).unwrap();
@@ -95,7 +100,7 @@ async fn publish(lights: &[VirtualLight], start: i64, from: i64, to: i64) {
 }
 
 /// The samples the devices sent (not the liveness records ERIOP adds).
-async fn rows(app: &TestApp) -> i64 {
+pub(crate) async fn rows(app: &TestApp) -> i64 {
     app.db
         .count("SELECT count(*) FROM telemetry WHERE attribute = 'activePower'")
         .await

@@ -178,3 +178,132 @@ async fn telemetry_is_a_hypertable_with_policies_on_timescaledb() {
     assert_eq!(left, 0);
     eriop_migrations::up(&pool).await.unwrap();
 }
+
+/// The migrations older than `version`: a database brought to just before it.
+fn migrator_before(version: i64) -> sqlx::migrate::Migrator {
+    sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            eriop_migrations::MIGRATOR
+                .migrations
+                .iter()
+                .filter(|m| m.version < version)
+                .cloned()
+                .collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    }
+}
+
+/// On a fresh PostgreSQL cluster (no `eriop_app` role yet), several databases migrated at
+/// once all succeed: the cluster-wide role is created once, whoever comes first. Each round
+/// brings eight databases to just before migration 0008 (the one that needs the role), then
+/// migrates them all at once, so that they reach it together; then drops them and the role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn databases_migrated_at_once_on_a_fresh_cluster_all_succeed() {
+    let cluster = eriop_tests::postgres::PrivatePostgres::start();
+    let admin = PgPoolOptions::new()
+        .connect(&cluster.url("postgres"))
+        .await
+        .unwrap();
+    let has_role = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'eriop_app')",
+        )
+        .fetch_one(&admin)
+        .await
+        .unwrap()
+    };
+    for round in 0..5 {
+        assert!(!has_role().await, "round {round} starts without eriop_app");
+        let mut pools = Vec::new();
+        for n in 0..8 {
+            admin
+                .execute(format!("CREATE DATABASE migrate_{n}").as_str())
+                .await
+                .unwrap();
+            let pool = PgPoolOptions::new()
+                .connect(&cluster.url(&format!("migrate_{n}")))
+                .await
+                .unwrap();
+            migrator_before(8).run(&pool).await.unwrap();
+            pools.push(pool);
+        }
+        let results = futures::future::join_all(pools.iter().map(eriop_migrations::up)).await;
+        for (n, result) in results.into_iter().enumerate() {
+            assert!(result.is_ok(), "round {round}, database {n}: {result:?}");
+        }
+        assert!(has_role().await);
+        for (n, pool) in pools.into_iter().enumerate() {
+            pool.close().await;
+            admin
+                .execute(format!("DROP DATABASE migrate_{n}").as_str())
+                .await
+                .unwrap();
+        }
+        admin.execute("DROP ROLE eriop_app").await.unwrap();
+    }
+}
+
+/// Migration 0013 gives each registry in use to the agency of its devices, as an event of
+/// the audit trail and as a row of the read model, and says nothing of decommissioned ones.
+#[tokio::test]
+async fn migration_0013_assigns_the_registries_of_existing_devices_to_their_agencies() {
+    let db = TestDb::empty().await;
+    migrator_before(13).run(&db.pool).await.unwrap();
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for (agency, registry, serial, decommissioned) in [
+        (a, "reg-a", "1", false),
+        (a, "reg-a", "2", false),
+        (b, "reg-b", "1", false),
+        (b, "reg-gone", "1", true),
+    ] {
+        sqlx::query(
+            "INSERT INTO devices (id, agency_id, class_id, registry, serial, name, functions,
+                                  decommissioned, created_at, updated_at, version)
+             VALUES ($1, $2, $3, $4, $5, 'Pole', '[]', $6, now(), now(), 1)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(agency)
+        .bind(uuid::Uuid::now_v7())
+        .bind(registry)
+        .bind(serial)
+        .bind(decommissioned)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    eriop_migrations::up(&db.pool).await.unwrap();
+    let rows: Vec<(String, Option<uuid::Uuid>, i64)> =
+        sqlx::query_as("SELECT registry, agency_id, version FROM registries ORDER BY registry")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![("reg-a".into(), Some(a), 1), ("reg-b".into(), Some(b), 1)]
+    );
+    let events: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT e.aggregate_id, e.metadata ->> 'actor', e.payload FROM events e
+           JOIN registry_ids r ON r.id::text = e.aggregate_id
+          WHERE e.aggregate_type = 'registry' ORDER BY r.registry",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].1, "migration:0013_registries");
+    assert_eq!(
+        events[0].2,
+        serde_json::json!({"RegistryAssigned": {"registry": "reg-a", "agency_id": a}})
+    );
+    // The stored event decodes as the domain's own.
+    let _: eriop_domain::device::RegistryEvent =
+        serde_json::from_value(events[1].2.clone()).unwrap();
+    // And the hash chain covers it: the relay has it queued for EVENTS.
+    let queued: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM relay_pending WHERE aggregate_type = 'registry'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(queued, 2);
+}
