@@ -16,6 +16,7 @@ mod outage;
 mod rebuild;
 mod relay;
 mod roles;
+mod run_script;
 mod streams;
 mod talq;
 mod telemetry;
