@@ -26,6 +26,9 @@ fi
 stale=$(psql -h 127.0.0.1 -U postgres -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'eriop\_test\_%'" postgres || true)
 for db in $stale; do psql -h 127.0.0.1 -U postgres -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" postgres >/dev/null || true; done
 
+# Streams of earlier runs on the shared nats-server (each reserves its size from the store).
+cargo run --quiet -p eriop-tests --bin eriop-test-streams
+
 if cargo nextest --version >/dev/null 2>&1; then
   # (nextest skips doc-tests; the workspace has none: examples live in tests/.)
   cargo nextest run --workspace --no-fail-fast "$@"

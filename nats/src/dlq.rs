@@ -82,6 +82,20 @@ impl DeadLetter {
     }
 }
 
+/// Publishes one dead letter to `subject` and waits for JetStream's ack: the one way every
+/// service writes to `DLQ` one message at a time (the bridge batches its own acks).
+pub async fn publish(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    letter: DeadLetter,
+) -> Result<(), async_nats::Error> {
+    let (headers, body) = letter.into_message();
+    js.publish_with_headers(subject, headers, body)
+        .await?
+        .await?;
+    Ok(())
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes.iter().fold(String::with_capacity(64), |mut s, b| {

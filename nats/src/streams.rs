@@ -97,15 +97,16 @@ impl StreamLimits {
         }
     }
 
-    /// Small streams for tests and tools sharing one server: 32 MiB each.
+    /// Small streams for tests and tools sharing one server (which reserves each stream's
+    /// size from its store): 16 MiB for telemetry, 4 MiB for the others.
     pub fn small() -> Self {
         const MIB: i64 = 1024 * 1024;
         Self {
-            events: 32 * MIB,
-            telemetry: 32 * MIB,
-            device: 32 * MIB,
-            commands: 32 * MIB,
-            dlq: 32 * MIB,
+            events: 4 * MIB,
+            telemetry: 16 * MIB,
+            device: 4 * MIB,
+            commands: 4 * MIB,
+            dlq: 4 * MIB,
         }
     }
 

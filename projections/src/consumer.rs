@@ -123,16 +123,15 @@ impl Consumer {
         reason: String,
     ) -> Result<(), ConsumerError> {
         tracing::error!(projection = self.model.name(), %reason, subject = %message.subject, "dead-lettered");
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Eriop-Reason", reason.as_str());
-        headers.insert("Eriop-Original-Subject", message.subject.as_str());
         let subject = self
             .topology
             .dlq_subject(&format!("projections.{}", self.model.name()));
-        self.js
-            .publish_with_headers(subject, headers, message.payload.clone())
-            .await
-            .map_err(nats)?
+        let letter = eriop_nats::dlq::DeadLetter::new(
+            reason,
+            message.subject.as_str(),
+            message.payload.to_vec(),
+        );
+        eriop_nats::dlq::publish(&self.js, subject, letter)
             .await
             .map_err(nats)?;
         message.ack_with(AckKind::Term).await.map_err(nats)?;

@@ -189,19 +189,14 @@ impl TelemetryConsumer {
         reason: String,
     ) -> Result<(), ConsumerError> {
         tracing::error!(projection = NAME, %reason, subject = %message.subject, "dead-lettered");
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Eriop-Reason", reason.as_str());
-        headers.insert("Eriop-Original-Subject", message.subject.as_str());
-        self.js
-            .publish_with_headers(
-                self.topology.dlq_subject(&format!("projections.{NAME}")),
-                headers,
-                payload.into(),
-            )
-            .await
-            .map_err(nats)?
-            .await
-            .map_err(nats)?;
+        let letter = eriop_nats::dlq::DeadLetter::new(reason, message.subject.as_str(), payload);
+        eriop_nats::dlq::publish(
+            &self.js,
+            self.topology.dlq_subject(&format!("projections.{NAME}")),
+            letter,
+        )
+        .await
+        .map_err(nats)?;
         Ok(())
     }
 }

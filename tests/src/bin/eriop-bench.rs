@@ -106,6 +106,13 @@ async fn main() {
         s.mqtt_broker_port = port;
         s.mqtt_use_tls = true;
         s.mqtt_ca_file = Some(ca);
+        // Room for the whole run: a full TELEMETRY would drop its oldest batches.
+        let dev = eriop_nats::streams::StreamLimits::development();
+        s.stream_events_max_bytes = dev.events;
+        s.stream_telemetry_max_bytes = dev.telemetry;
+        s.stream_device_max_bytes = dev.device;
+        s.stream_commands_max_bytes = dev.commands;
+        s.stream_dlq_max_bytes = dev.dlq;
     })
     .await;
     let app = &app;

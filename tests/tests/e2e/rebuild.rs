@@ -10,6 +10,7 @@ async fn rows(app: &TestApp) -> Vec<String> {
          UNION ALL SELECT row_to_json(c)::text FROM device_classes c
          UNION ALL SELECT row_to_json(d)::text FROM devices d
          UNION ALL SELECT row_to_json(k)::text FROM device_commands k
+         UNION ALL SELECT row_to_json(r)::text FROM registries r
          ORDER BY 1",
     )
     .fetch_all(&app.db.pool)
@@ -96,11 +97,12 @@ async fn rebuild_gives_the_same_rows() {
     )
     .await;
     let before = rows(&app).await;
-    // 8 agencies (the platform one too), 2 users (the admin too), a class, a device, a command.
-    assert_eq!(before.len(), 8 + 2 + 3);
+    // 8 agencies (the platform one too), 2 users (the admin too), a class, a device, a
+    // command, a registry.
+    assert_eq!(before.len(), 8 + 2 + 4);
     let events = app
         .db
-        .count("SELECT count(*) FROM events WHERE aggregate_type IN ('agency', 'user', 'device_class', 'device')")
+        .count("SELECT count(*) FROM events WHERE aggregate_type IN ('agency', 'user', 'device_class', 'device', 'registry')")
         .await as u64;
 
     // A damaged read model (someone edited it by hand) is repaired too.

@@ -30,9 +30,19 @@ async fn the_supervisor_restarts_what_exits_with_backoff_and_leaves_nothing_behi
     let mut pids = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), async {
         while restarts.len() < 2 {
-            let line = stderr.next_line().await.unwrap().expect("the supervisor runs");
+            let line = stderr
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the supervisor runs");
             if let Some(rest) = line.strip_prefix("run: started ") {
-                let pid: u32 = rest.rsplit("pid ").next().unwrap().trim_end_matches(')').parse().unwrap();
+                let pid: u32 = rest
+                    .rsplit("pid ")
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(')')
+                    .parse()
+                    .unwrap();
                 pids.push(pid);
             }
             if line.starts_with("run: crash exited with status 3; restarting it in") {
@@ -43,7 +53,10 @@ async fn the_supervisor_restarts_what_exits_with_backoff_and_leaves_nothing_behi
     .await
     .expect("two restarts of the command that exits");
     assert!(restarts[0].contains("in 1 s"), "{restarts:?}");
-    assert!(restarts[1].contains("in 2 s"), "the pause doubles: {restarts:?}");
+    assert!(
+        restarts[1].contains("in 2 s"),
+        "the pause doubles: {restarts:?}"
+    );
     // The steady command's output is prefixed, and it is still the first one started.
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = stdout.next_line().await.unwrap().unwrap();
