@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::paging::PageParams;
 use crate::state::AppState;
+use eriop_domain::user::{User, UserEvent};
 use eriop_nats::StoredEvent;
 
 #[derive(Deserialize)]
@@ -57,11 +58,36 @@ pub async fn events(
     .bind(offset)
     .fetch_all(state.pool())
     .await?;
-    let items: Vec<StoredEvent> = events.into_iter().map(|SqlJson(e)| e).collect();
+    let items: Vec<StoredEvent> = events.into_iter().map(|SqlJson(e)| redacted(e)).collect();
     Ok(
         Json(serde_json::json!({ "items": items, "limit": limit, "offset": offset }))
             .into_response(),
     )
+}
+
+/// What an auditor sees of a stored event: everything, but the secrets' hashes and sealed
+/// forms ([`UserEvent::SECRET_FIELDS`]), which read `[redacted]`.
+pub fn redacted(mut event: StoredEvent) -> StoredEvent {
+    if event.aggregate_type == <User as cqrs_es::Aggregate>::TYPE {
+        redact(&mut event.payload, &UserEvent::SECRET_FIELDS);
+    }
+    event
+}
+
+fn redact(value: &mut serde_json::Value, fields: &[&str]) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if fields.contains(&key.as_str()) {
+                    *inner = serde_json::Value::String("[redacted]".into());
+                } else {
+                    redact(inner, fields);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact(v, fields)),
+        _ => {}
+    }
 }
 
 #[derive(sqlx::FromRow)]

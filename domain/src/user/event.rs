@@ -77,6 +77,14 @@ pub enum UserEvent {
     UserReactivated,
 }
 
+impl UserEvent {
+    /// The payload fields that hold a secret's hash or sealed form: the password or client
+    /// secret hash, the sealed TOTP secret, the recovery codes' hashes. They stay in the
+    /// event store (and its hash chain), and are redacted in every answer to auditors: a hash
+    /// taken away is a password guessed offline.
+    pub const SECRET_FIELDS: [&'static str; 3] = ["password_hash", "secret", "hashes"];
+}
+
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
         match self {

@@ -14,6 +14,10 @@ use super::tokens::Claims;
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub claims: Claims,
+    /// The caller's roles in the token's agency now (read models), once a permission
+    /// extractor (`Allowed`) resolved them; never the token's `roles` claim, which may be
+    /// stale (a demoted platform admin's token keeps saying platform-admin until it expires).
+    current_roles: Option<Vec<String>>,
 }
 
 impl Caller {
@@ -25,8 +29,17 @@ impl Caller {
         &self.claims.agency
     }
 
+    /// Whether the caller holds `role` now. False until a permission extractor resolved the
+    /// current roles: powers are never decided from the token's claim.
     pub fn has_role(&self, role: &str) -> bool {
-        self.claims.roles.iter().any(|r| r == role)
+        self.current_roles
+            .as_ref()
+            .is_some_and(|roles| roles.iter().any(|r| r == role))
+    }
+
+    pub(crate) fn with_current_roles(mut self, roles: Vec<String>) -> Self {
+        self.current_roles = Some(roles);
+        self
     }
 }
 
@@ -69,6 +82,9 @@ impl FromRequestParts<AppState> for Caller {
         if revoked {
             return Err(ApiError::Unauthorized("the access token was revoked"));
         }
-        Ok(Self { claims })
+        Ok(Self {
+            claims,
+            current_roles: None,
+        })
     }
 }

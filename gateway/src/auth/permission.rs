@@ -152,7 +152,7 @@ impl<P: Required> FromRequestParts<AppState> for Allowed<P> {
         );
         if allowed {
             Ok(Self {
-                caller,
+                caller: caller.with_current_roles(roles),
                 _permission: PhantomData,
             })
         } else {

@@ -130,3 +130,82 @@ async fn the_trail_is_scoped_to_the_agency_and_needs_audit_read() {
         .unwrap();
     assert_eq!(denied.status(), 403);
 }
+
+/// Auditors read the whole trail but no secret's hash: the password and client-secret hashes,
+/// the sealed TOTP secret and the recovery codes' hashes read `[redacted]`; the stored events,
+/// and so the hash chain, stay as they were.
+#[tokio::test]
+async fn audit_answers_hold_no_secret_hashes() {
+    let app = TestApp::spawn().await;
+    let password = "correct horse battery staple";
+    app.create_user("auditee@laval.example", password, &["viewer"])
+        .await;
+    let account: Value = app
+        .request(Method::POST, "/service-accounts")
+        .json(&json!({ "name": "SCADA integration", "roles": ["viewer"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(account["client_secret"].is_string());
+    let token = app.access_token("auditee@laval.example", password).await;
+    let (_secret, codes) = app.enrol_totp(&token).await;
+    assert!(!codes.is_empty());
+
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT payload::text FROM events WHERE aggregate_type = 'user'")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    let stored = stored.join("\n");
+    for secret in ["$argon2id", "MfaEnrolmentStarted", "RecoveryCodesGenerated"] {
+        assert!(stored.contains(secret), "the store keeps {secret}");
+    }
+    let answer = app
+        .request(Method::GET, "/audit/events?aggregate_type=user&limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let items: Value = serde_json::from_str(&answer).unwrap();
+    let events = items["items"].as_array().unwrap();
+    assert!(events.len() >= 6, "{answer}");
+    assert!(!answer.contains("$argon2"), "a hash in the audit answer");
+    let field = |event_type: &str, field: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["event_type"] == event_type)
+            .map(|e| e["payload"][event_type][field].clone())
+            .collect()
+    };
+    for (event_type, name) in [
+        ("UserRegistered", "password_hash"),
+        ("MfaEnrolmentStarted", "secret"),
+        ("RecoveryCodesGenerated", "hashes"),
+    ] {
+        let values = field(event_type, name);
+        assert!(!values.is_empty(), "{event_type}");
+        assert!(
+            values.iter().all(|v| v == "[redacted]"),
+            "{event_type}.{name}: {values:?}"
+        );
+    }
+    // The chain is untouched: the stored payloads are still what they were.
+    let id = events
+        .iter()
+        .find(|e| e["event_type"] == "RecoveryCodesGenerated")
+        .unwrap()["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let report: Value = verify(&app, &app.token, "user", &id)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["verified"], true);
+}

@@ -298,3 +298,89 @@ async fn only_the_platform_lists_another_agencys_users_by_naming_it() {
     let refused = app.get_as(&token, &format!("/users?agency_id={b}")).await;
     assert_eq!(refused.status(), 404);
 }
+
+/// Platform powers come from the caller's roles now, not from its token: a platform admin
+/// demoted to agency admin keeps a valid token, and at its next request it can neither give
+/// the platform role, nor read another agency's trail or users.
+#[tokio::test]
+async fn a_demoted_platform_admin_loses_platform_powers_at_its_next_request() {
+    let app = TestApp::spawn().await;
+    let other = app.created_agency("Ville de Laval").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let password = "correct horse battery staple";
+    let id = app
+        .create_user("platform@eriop.example", password, &["platform-admin"])
+        .await;
+    let token = app.access_token("platform@eriop.example", password).await;
+    let as_platform = |method: Method, path: String| {
+        let (http, url, token) = (app.http.clone(), app.api(&path), token.clone());
+        async move { http.request(method, url).bearer_auth(token) }
+    };
+    let listed = as_platform(Method::GET, format!("/users?agency_id={other}"))
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.status(),
+        200,
+        "a platform admin lists another agency's users"
+    );
+
+    for (method, role) in [
+        (Method::PUT, "agency-admin"),
+        (Method::DELETE, "platform-admin"),
+    ] {
+        let changed = app
+            .request(method, &format!("/users/{id}/roles/{role}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), 204);
+    }
+
+    // The same, unexpired token.
+    let give = as_platform(Method::POST, "/users".into())
+        .await
+        .json(&serde_json::json!({
+            "email": "second@eriop.example", "display_name": "Second",
+            "password": password, "roles": ["platform-admin"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(give.status(), 403, "{:?}", give.text().await);
+    let listed = as_platform(Method::GET, format!("/users?agency_id={other}"))
+        .await
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 404);
+    let trail: serde_json::Value = as_platform(Method::GET, "/audit/events?limit=1000".into())
+        .await
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = trail["items"].as_array().unwrap();
+    assert!(!items.is_empty());
+    assert!(
+        items
+            .iter()
+            .all(|e| e["metadata"]["agency_id"] == app.admin_agency.as_str()),
+        "another agency's events in an agency admin's trail"
+    );
+    let verify = as_platform(
+        Method::GET,
+        format!("/audit/verify?aggregate_type=agency&aggregate_id={other}"),
+    )
+    .await
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(verify.status(), 404);
+}
