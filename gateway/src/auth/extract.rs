@@ -76,7 +76,7 @@ impl FromRequestParts<AppState> for Caller {
         }
         let revoked = auth
             .sessions
-            .access_revoked(&claims.jti, &claims.sub, claims.iat_ms)
+            .access_revoked(&claims.jti, &claims.sub, claims.iat_ms, &claims.sid)
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
         if revoked {

@@ -265,20 +265,36 @@ impl Sessions {
         Ok(())
     }
 
-    /// Whether the access token `jti` of `user_id`, issued at `iat`, was revoked.
+    /// Whether the access token `jti` of `user_id`, issued at `iat` in session `sid`, was
+    /// revoked: itself (logout), every token of the user before a time (password change), or
+    /// its whole session (logout, a refresh token reused past the grace window), so that a
+    /// session's other access tokens die with it too.
     pub async fn access_revoked(
         &self,
         jti: &str,
         user_id: &str,
         iat_ms: i64,
+        sid: &str,
     ) -> Result<bool, SessionError> {
         let mut conn = self.conn().await?;
-        let (denied, not_before): (Option<String>, Option<i64>) = redis::pipe()
-            .get(format!("{}deny:{jti}", self.prefix))
-            .get(format!("{}not-before:{user_id}", self.prefix))
-            .query_async(&mut conn)
-            .await?;
-        Ok(denied.is_some() || not_before.is_some_and(|nbf| iat_ms < nbf))
+        let mut pipe = redis::pipe();
+        pipe.get(format!("{}deny:{jti}", self.prefix))
+            .get(format!("{}not-before:{user_id}", self.prefix));
+        // No session (a client-credentials token): nothing more to ask.
+        let family = (!sid.is_empty()).then(|| self.family_key(sid));
+        if let Some(key) = &family {
+            pipe.hget(key, "revoked");
+        }
+        let (denied, not_before, session): (Option<String>, Option<i64>, Option<String>) =
+            if family.is_some() {
+                pipe.query_async(&mut conn).await?
+            } else {
+                let (d, n): (Option<String>, Option<i64>) = pipe.query_async(&mut conn).await?;
+                (d, n, None)
+            };
+        Ok(denied.is_some()
+            || not_before.is_some_and(|nbf| iat_ms < nbf)
+            || session.as_deref() == Some("1"))
     }
 
     /// Counts an event in a one-minute window; answers the count so far.

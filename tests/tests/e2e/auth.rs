@@ -1064,3 +1064,67 @@ async fn a_member_of_two_agencies_sees_one_at_a_time_and_only_its_own() {
     );
     assert_eq!(switch(home_token, second).await.status(), 404);
 }
+
+/// A session's access tokens die with it: after a logout, and after a refresh token is
+/// reused past the grace window, every access token of that session is refused at the next
+/// request, not only the one presented; another session of the same user goes on.
+#[tokio::test]
+async fn a_sessions_access_tokens_die_with_it() {
+    let app = TestApp::spawn().await;
+    app.create_user("tabs@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let access_of = |v: &Value| v["access_token"].as_str().unwrap().to_owned();
+    let refresh_of = |v: &Value| v["refresh_token"].as_str().unwrap().to_owned();
+
+    // Logout with the newest access token of a session.
+    let first = app.login("tabs@laval.example", PASSWORD).await;
+    let other_session = app.login("tabs@laval.example", PASSWORD).await;
+    let renewed: Value = app.refresh(&refresh_of(&first)).await.json().await.unwrap();
+    assert_eq!(
+        app.get_as(&access_of(&first), "/auth/me").await.status(),
+        200
+    );
+    let logout = app
+        .http
+        .post(app.api("/auth/logout"))
+        .bearer_auth(access_of(&renewed))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert_eq!(
+        app.get_as(&access_of(&renewed), "/auth/me").await.status(),
+        401
+    );
+    assert_eq!(
+        app.get_as(&access_of(&first), "/auth/me").await.status(),
+        401,
+        "the session's older access token"
+    );
+    assert_eq!(
+        app.get_as(&access_of(&other_session), "/auth/me")
+            .await
+            .status(),
+        200
+    );
+
+    // A refresh token reused past the grace window revokes its session's access tokens.
+    let stolen = refresh_of(&other_session);
+    let rotated: Value = app.refresh(&stolen).await.json().await.unwrap();
+    assert_eq!(
+        app.get_as(&access_of(&rotated), "/auth/me").await.status(),
+        200
+    );
+    app.clock.advance(Duration::from_secs(3));
+    assert_eq!(app.refresh(&stolen).await.status(), 400);
+    assert_eq!(
+        app.get_as(&access_of(&rotated), "/auth/me").await.status(),
+        401
+    );
+    assert_eq!(
+        app.get_as(&access_of(&other_session), "/auth/me")
+            .await
+            .status(),
+        401
+    );
+}
