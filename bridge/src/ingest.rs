@@ -254,6 +254,14 @@ pub fn adapt(
         );
         return;
     };
+    if device.suspended {
+        out.dead_letter(
+            "agency suspended: the device's agency is suspended; its messages are kept here until a platform administrator reactivates it",
+            topic,
+            payload,
+        );
+        return;
+    }
     // A beacon or sub-device counts only if it belongs to the same agency as its gateway.
     let same_agency = |serial: &str| resolve(serial).filter(|d| d.agency_id == device.agency_id);
     match decoded.message {

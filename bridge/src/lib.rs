@@ -148,6 +148,7 @@ pub struct Bridge {
     js: async_nats::jetstream::Context,
     topology: Topology,
     limits: pipeline::Limits,
+    registry_ttl: Duration,
     status: Arc<BridgeStatus>,
 }
 
@@ -262,6 +263,7 @@ impl Bridge {
                     settings.bridge_device_burst,
                 ),
             },
+            registry_ttl: Duration::from_secs(settings.bridge_registry_cache_secs),
             status,
         })
     }
@@ -331,7 +333,7 @@ impl Bridge {
             client: client.clone(),
             js: self.js.clone(),
             topology: self.topology.clone(),
-            registry: registry::Registry::new(self.pool.clone()),
+            registry: registry::Registry::new(self.pool.clone(), self.registry_ttl),
             limits: self.limits,
             status: self.status.clone(),
         };

@@ -11,24 +11,30 @@ use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-const TTL: Duration = Duration::from_secs(30);
+/// How long a known device is trusted from the cache: a decommissioning, a registry taken
+/// back or a suspension reaches the bridge within this.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct DeviceInfo {
     pub id: Uuid,
     pub agency_id: Uuid,
     pub functions: Vec<FunctionDesc>,
+    /// Its agency is suspended: its messages go to `DLQ` until reactivation.
+    pub suspended: bool,
 }
 
 pub struct Registry {
     pool: PgPool,
+    ttl: Duration,
     cache: HashMap<(String, String), (DeviceInfo, Instant)>,
 }
 
 impl Registry {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, ttl: Duration) -> Self {
         Self {
             pool,
+            ttl,
             cache: HashMap::new(),
         }
     }
@@ -40,16 +46,18 @@ impl Registry {
     ) -> Result<Option<DeviceInfo>, sqlx::Error> {
         let key = (registry.to_owned(), serial.to_owned());
         if let Some((info, at)) = self.cache.get(&key) {
-            if at.elapsed() < TTL {
+            if at.elapsed() < self.ttl {
                 return Ok(Some(info.clone()));
             }
         }
         // The bridge serves every agency.
         let mut tx = eriop_nats::db::begin(&self.pool, eriop_nats::db::Scope::All).await?;
         // The device counts only while its registry belongs to its agency (DESIGN.md rule 7).
-        let row: Option<(Uuid, Uuid, Json<Vec<FunctionDesc>>)> = sqlx::query_as(
-            "SELECT d.id, d.agency_id, d.functions FROM devices d
+        let row: Option<(Uuid, Uuid, Json<Vec<FunctionDesc>>, bool)> = sqlx::query_as(
+            "SELECT d.id, d.agency_id, d.functions, coalesce(a.status = 'suspended', false)
+               FROM devices d
                JOIN registries r ON r.registry = d.registry AND r.agency_id = d.agency_id
+               LEFT JOIN agencies a ON a.id = d.agency_id
               WHERE d.registry = $1 AND d.serial = $2 AND NOT d.decommissioned",
         )
         .bind(registry)
@@ -58,11 +66,12 @@ impl Registry {
         .await?;
         tx.commit().await?;
         Ok(match row {
-            Some((id, agency_id, Json(functions))) => {
+            Some((id, agency_id, Json(functions), suspended)) => {
                 let info = DeviceInfo {
                     id,
                     agency_id,
                     functions,
+                    suspended,
                 };
                 self.cache.insert(key, (info.clone(), Instant::now()));
                 Some(info)

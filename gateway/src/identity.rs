@@ -52,6 +52,24 @@ pub struct OAuthError {
     pub error_description: &'static str,
 }
 
+/// Whether `agency` is suspended now (its read model row; an agency not projected yet is
+/// not). A suspended agency's users cannot log in, refresh or use their tokens, and its
+/// devices' messages go to `DLQ` (DESIGN.md, "Suspension suspends").
+pub async fn agency_suspended(pool: &sqlx::PgPool, agency: &str) -> Result<bool, sqlx::Error> {
+    let Ok(id) = Uuid::parse_str(agency) else {
+        return Ok(false);
+    };
+    let mut tx = crate::tenancy::begin(pool, crate::tenancy::Scope::All).await?;
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM agencies WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(status.as_deref() == Some("suspended"))
+}
+
+pub const AGENCY_SUSPENDED: &str =
+    "this agency is suspended: a platform administrator can reactivate it";
+
 pub fn invalid_grant() -> OAuthError {
     OAuthError {
         error: "invalid_grant",
@@ -341,6 +359,9 @@ impl Identity<'_> {
             .roles_in(agency)
             .ok_or_else(|| ApiError::NotFound("you are not a member of this agency".into()))?;
         let agency_id = agency.to_string();
+        if agency_suspended(self.pool, &agency_id).await? {
+            return Err(ApiError::Forbidden(AGENCY_SUSPENDED));
+        }
         let restriction = self.restriction_for(user, agency).await?;
         let family = Uuid::new_v4().to_string();
         let pair = self
@@ -477,6 +498,18 @@ impl Identity<'_> {
         // The roles held now in the session's agency (a revoked membership ends the session).
         let agency: AgencyId = owner.agency_id.parse().map_err(|_| invalid_grant())?;
         let roles = user.roles_in(agency).ok_or_else(invalid_grant)?;
+        if agency_suspended(self.pool, &owner.agency_id)
+            .await
+            .map_err(|_| OAuthError {
+                error: "temporarily_unavailable",
+                error_description: "retry later",
+            })?
+        {
+            return Err(OAuthError {
+                error: "invalid_grant",
+                error_description: AGENCY_SUSPENDED,
+            });
+        }
         let pair = self
             .auth
             .new_pair(
@@ -908,6 +941,12 @@ impl Identity<'_> {
             .await;
         if recorded.is_err() || !matched {
             return Err(invalid_client());
+        }
+        if agency_suspended(self.pool, &agency).await.unwrap_or(true) {
+            return Err(OAuthError {
+                error: "invalid_client",
+                error_description: AGENCY_SUSPENDED,
+            });
         }
         let pair = self
             .auth

@@ -166,6 +166,10 @@ pub struct Settings {
     pub bridge_device_messages_per_second: u32,
     #[serde(default = "defaults::bridge_device_burst")]
     pub bridge_device_burst: u32,
+    /// How long the bridge trusts what it read of a known device (seconds): a
+    /// decommissioning, a registry taken back or an agency suspended reaches it within this.
+    #[serde(default = "defaults::bridge_registry_cache_secs")]
+    pub bridge_registry_cache_secs: u64,
     /// A device timestamp older than this (seconds before now) goes to `DLQ`.
     #[serde(default = "defaults::device_timestamp_max_age_secs")]
     pub device_timestamp_max_age_secs: u64,
@@ -305,6 +309,9 @@ mod defaults {
     }
     pub fn bridge_device_burst() -> u32 {
         200
+    }
+    pub fn bridge_registry_cache_secs() -> u64 {
+        30
     }
     pub fn device_timestamp_max_age_secs() -> u64 {
         30 * 24 * 3600

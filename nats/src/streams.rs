@@ -84,16 +84,17 @@ impl Default for StreamLimits {
 }
 
 impl StreamLimits {
-    /// The development profile's sizes: about 6 GiB in all, within the development
-    /// nats-server's 8 GB `max_file_store`.
+    /// The development profile's sizes: under 2 GiB in all, so that `make run` and the
+    /// test streams of `make test` fit together in the development nats-server's 8 GB
+    /// `max_file_store` (JetStream reserves each stream's size from it).
     pub fn development() -> Self {
         const MIB: i64 = 1024 * 1024;
         Self {
-            events: 1024 * MIB,
-            telemetry: 4 * 1024 * MIB,
-            device: 512 * MIB,
+            events: 256 * MIB,
+            telemetry: 1024 * MIB,
+            device: 256 * MIB,
             commands: 64 * MIB,
-            dlq: 256 * MIB,
+            dlq: 128 * MIB,
         }
     }
 

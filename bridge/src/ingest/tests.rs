@@ -23,6 +23,7 @@ fn device(n: u128, agency: u128) -> DeviceInfo {
         id: Uuid::from_u128(n),
         agency_id: Uuid::from_u128(agency),
         functions: vec![FunctionDesc::parse("lampMonitor001", "LampMonitorFunction").unwrap()],
+        suspended: false,
     }
 }
 
@@ -149,6 +150,23 @@ fn a_beacon_of_another_agency_is_not_accepted() {
     assert_eq!(out.samples(), 0);
     assert!(out.dead[0].reason.starts_with("unregistered beacon"));
     assert!(!out.activity.contains_key(&Uuid::from_u128(2)));
+}
+
+#[test]
+fn a_suspended_agencys_device_is_dead_lettered_and_nothing_is_kept() {
+    let resolve = |_: &str| {
+        let mut d = device(1, 7);
+        d.suspended = true;
+        Some(d)
+    };
+    let out = run(
+        "registries/R/devices/S/states",
+        br#"{"states":{"lampMonitor001.activePower":1}}"#,
+        None,
+        &resolve,
+    );
+    assert!(out.telemetry.is_empty() && out.activity.is_empty());
+    assert!(out.dead[0].reason.starts_with("agency suspended"));
 }
 
 fn level() -> impl Strategy<Value = String> {

@@ -82,6 +82,10 @@ impl FromRequestParts<AppState> for Caller {
         if revoked {
             return Err(ApiError::Unauthorized("the access token was revoked"));
         }
+        // Suspension applies at the next request, to tokens already issued too.
+        if crate::identity::agency_suspended(state.pool(), &claims.agency).await? {
+            return Err(ApiError::Unauthorized(crate::identity::AGENCY_SUSPENDED));
+        }
         Ok(Self {
             claims,
             current_roles: None,

@@ -18,5 +18,6 @@ mod relay;
 mod roles;
 mod run_script;
 mod streams;
+mod suspension;
 mod talq;
 mod telemetry;

@@ -1,0 +1,191 @@
+//! Suspension suspends: a suspended agency's users cannot log in, refresh or use the tokens
+//! they hold, its service accounts get no token, its devices' messages go to the DLQ; and
+//! reactivation gives all of it back.
+
+use std::time::Duration;
+
+use eriop_nats::{dlq, Stream};
+use eriop_tests::mosquitto::Broker;
+use eriop_tests::{wait, TestApp, TestDb};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::devices::light;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn dead_reasons(app: &TestApp) -> Vec<String> {
+    let js = app.jetstream().await;
+    let Ok(mut stream) = js.get_stream(app.topology.stream_name(Stream::Dlq)).await else {
+        return Vec::new();
+    };
+    let info = stream.info().await.unwrap().clone();
+    if info.state.messages == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        out.push(
+            m.headers
+                .get(dlq::REASON)
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        );
+    }
+    out
+}
+
+async fn samples(app: &TestApp) -> i64 {
+    app.db
+        .count("SELECT count(*) FROM telemetry WHERE attribute = 'activePower'")
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspended_agency_is_suspended_everywhere_until_reactivated() {
+    let broker = Broker::start_tls();
+    let (port, ca) = (broker.port, broker.ca_file());
+    let app = TestApp::spawn_with(TestDb::migrated().await, move |s| {
+        s.mqtt_broker_host = "127.0.0.1".into();
+        s.mqtt_broker_port = port;
+        s.mqtt_use_tls = true;
+        s.mqtt_ca_file = Some(ca);
+        s.bridge_registry_cache_secs = 1;
+    })
+    .await;
+    let agency = app.created_agency("Ville B").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user = app
+        .create_user("admin@b.example", PASSWORD, &["viewer"])
+        .await;
+    let granted = app
+        .request(Method::PUT, &format!("/users/{user}/memberships/{agency}"))
+        .json(&json!({ "roles": ["agency-admin"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 204);
+    // Tokens in agency B (access and refresh), as its administrator gets them.
+    let switch = || async {
+        let home = app.access_token("admin@b.example", PASSWORD).await;
+        app.http
+            .post(app.api("/auth/switch-agency"))
+            .bearer_auth(&home)
+            .json(&json!({ "agency_id": agency }))
+            .send()
+            .await
+            .unwrap()
+    };
+    let tokens: Value = switch().await.json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let as_b =
+        |method: Method, path: &str| app.http.request(method, app.api(path)).bearer_auth(&access);
+    let class: Value = as_b(Method::POST, "/device-classes")
+        .json(&json!({"name": "Light", "functions": [{"id": "lampMonitor001", "type": "LampMonitorFunction"}]}))
+        .send().await.unwrap().json().await.unwrap();
+    app.assign_registry("reg-b", &agency).await;
+    let device = as_b(Method::POST, "/devices")
+        .json(&json!({"class_id": class["id"], "registry": "reg-b", "serial": "SN-1", "name": "Pole"}))
+        .send().await.unwrap();
+    assert_eq!(device.status(), 201);
+    let account: Value = as_b(Method::POST, "/service-accounts")
+        .json(&json!({ "name": "SCADA", "roles": ["viewer"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_credentials = || async {
+        app.http
+            .post(app.api("/auth/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", account["client_id"].as_str().unwrap()),
+                ("client_secret", account["client_secret"].as_str().unwrap()),
+            ])
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(client_credentials().await.status(), 200);
+    let lamp = light(&app, "reg-b", "SN-1", false).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    lamp.states(now, json!({"lampMonitor001.activePower": 1.0}))
+        .await
+        .unwrap();
+    wait::until("the first sample", Duration::from_secs(30), || async {
+        (samples(&app).await == 1).then_some(())
+    })
+    .await;
+
+    let suspend = app
+        .patch_agency(&agency, json!({ "status": "suspended" }))
+        .await;
+    assert_eq!(suspend.status(), 200);
+    assert_eq!(
+        as_b(Method::GET, "/devices").send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(app.get_as(&access, "/auth/me").await.status(), 401);
+    let refreshed = app.refresh(&refresh).await;
+    assert_eq!(refreshed.status(), 400);
+    let error: Value = refreshed.json().await.unwrap();
+    assert_eq!(error["error"], "invalid_grant");
+    assert_eq!(
+        switch().await.status(),
+        403,
+        "no new session in a suspended agency"
+    );
+    assert_eq!(client_credentials().await.status(), 401);
+    // The device goes on sending; its messages are kept in the DLQ, not stored.
+    let mut n = 1;
+    let app_ref = &app;
+    wait::until(
+        "a message refused for suspension",
+        Duration::from_secs(30),
+        || {
+            n += 1;
+            let (lamp, n, app) = (&lamp, n, app_ref);
+            async move {
+                lamp.states(now + n, json!({"lampMonitor001.activePower": n as f64}))
+                    .await
+                    .unwrap();
+                dead_reasons(app)
+                    .await
+                    .iter()
+                    .any(|r| r.starts_with("agency suspended"))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // The user's home agency is not suspended: its own session there goes on.
+    let home = app.access_token("admin@b.example", PASSWORD).await;
+    assert_eq!(app.get_as(&home, "/auth/me").await.status(), 200);
+
+    let reactivate = app
+        .patch_agency(&agency, json!({ "status": "active" }))
+        .await;
+    assert_eq!(reactivate.status(), 200);
+    let tokens: Value = switch().await.json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.get_as(&access, "/devices").await.status(), 200);
+    assert_eq!(client_credentials().await.status(), 200);
+    let before = samples(&app).await;
+    wait::until("samples stored again", Duration::from_secs(30), || {
+        n += 1;
+        let (lamp, n, app) = (&lamp, n, app_ref);
+        async move {
+            lamp.states(now + n, json!({"lampMonitor001.activePower": n as f64}))
+                .await
+                .unwrap();
+            (samples(app).await > before).then_some(())
+        }
+    })
+    .await;
+}
