@@ -121,3 +121,106 @@ async fn visible(
         .unwrap();
     (agencies, users)
 }
+
+/// Every relation the services' role can read is protected: by row-level security (enabled
+/// and forced), or named below with the reason it holds no agency's data or must stay
+/// readable whole. Partitions are not readable at all (their parent's policies do not apply
+/// to a partition named directly), and a SECURITY DEFINER function pins its search_path.
+#[tokio::test]
+async fn every_relation_the_app_role_reads_is_protected() {
+    let app = TestApp::spawn().await;
+    let role = app.settings.database_role.clone();
+    // Not agency data, or read whole by design:
+    let unfiltered = [
+        // the migrator's own bookkeeping
+        "_sqlx_migrations",
+        // the event store: aggregates load their streams from it (cqrs-es, no agency in the
+        // query); audit queries filter by agency; secrets in it are hashed or sealed
+        "events",
+        "snapshots",
+        "stored_events",
+        // the relay's queue and the projections' positions: stream positions, no data
+        "relay_pending",
+        "projection_checkpoints",
+        // platform-wide unique keys: identity reservations, registry ids, the email blind
+        // index (an HMAC), wrapped per-person data keys (useless without the server key)
+        "device_identities",
+        "registry_ids",
+        "user_emails",
+        "user_data_keys",
+    ];
+    let relations: Vec<(String, bool, bool, bool)> = sqlx::query_as(
+        "SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity, c.relispartition,
+                c.relkind IN ('v', 'm')
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+            AND has_table_privilege($1, c.oid, 'SELECT')
+          ORDER BY 1",
+    )
+    .bind(&role)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert!(relations.len() > 10);
+    for (name, forced, partition, _view) in &relations {
+        assert!(!partition, "{role} can read the partition {name} directly");
+        assert!(
+            *forced || unfiltered.contains(&name.as_str()),
+            "{name} is readable by {role} without row-level security"
+        );
+    }
+    let partitions: i64 = app
+        .db
+        .count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'telemetry'::regclass")
+        .await;
+    assert!(partitions > 1, "plain PostgreSQL: partitions exist");
+
+    // The side door, tried: another agency's row through a partition named directly.
+    let day = chrono::Utc::now().format("%Y%m%d").to_string();
+    sqlx::query(
+        "INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_double)
+         VALUES (now(), gen_random_uuid(), gen_random_uuid(), 'f', 'a', 1)",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let mut conn = PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query(&format!("SET ROLE {role}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let through_parent: i64 = sqlx::query_scalar("SELECT count(*) FROM telemetry")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(through_parent, 0, "no agency set: nothing");
+    let direct = sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM telemetry_{day}"))
+        .fetch_one(&mut conn)
+        .await;
+    assert!(direct.is_err(), "a partition read directly: {direct:?}");
+    // A partition made later (by the projections, through the function) is closed too.
+    let made: i32 =
+        sqlx::query_scalar("SELECT eriop_ensure_telemetry_partitions(current_date + 400, 1)")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(made, 1);
+    let later = (chrono::Utc::now() + chrono::Duration::days(400)).format("%Y%m%d");
+    let direct = sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM telemetry_{later}"))
+        .fetch_one(&mut conn)
+        .await;
+    assert!(direct.is_err(), "a new partition read directly: {direct:?}");
+
+    let unpinned: Vec<String> = sqlx::query_scalar(
+        "SELECT proname::text FROM pg_proc
+          WHERE prosecdef AND pronamespace = 'public'::regnamespace
+            AND NOT coalesce(proconfig::text LIKE '%search_path=%', false)",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        unpinned.is_empty(),
+        "SECURITY DEFINER without search_path: {unpinned:?}"
+    );
+}
