@@ -29,6 +29,9 @@ pub type DeviceCqrs = CqrsFramework<Device, PersistedEventStore<PostgresEventRep
 pub type RegistryCqrs =
     CqrsFramework<Registry, PersistedEventStore<PostgresEventRepository, Registry>>;
 
+/// How often a device command is decided again after a concurrent write to its aggregate.
+const MAX_CONFLICT_RETRIES: u32 = 5;
+
 /// Devices record every command and status change: a snapshot every 50 events keeps their
 /// loading short.
 pub const DEVICE_SNAPSHOT_EVERY: usize = 50;
@@ -55,12 +58,26 @@ pub(crate) async fn execute(
     request_id: &RequestId,
 ) -> Result<(), ApiError> {
     let audit = Audit::by(caller, &request_id.0);
-    let metadata = audit.metadata(command.name());
-    state
-        .devices()
-        .execute_with_metadata(&id.to_string(), command, metadata)
-        .await
-        .map_err(device_error)?;
+    // The device supervisor writes to the same aggregate (online, offline, a device's
+    // reply): optimistic concurrency refuses the later commit, and the command, decided
+    // again on the fresh state, is simply retried. A caller never sees that race.
+    let mut attempts = 0;
+    loop {
+        let metadata = audit.metadata(command.name());
+        match state
+            .devices()
+            .execute_with_metadata(&id.to_string(), command.clone(), metadata)
+            .await
+        {
+            Err(AggregateError::AggregateConflict) if attempts < MAX_CONFLICT_RETRIES => {
+                attempts += 1;
+            }
+            outcome => {
+                outcome.map_err(device_error)?;
+                break;
+            }
+        }
+    }
     await_latest(state, ReadModel::Devices, "device", id).await
 }
 

@@ -236,7 +236,7 @@ async fn databases_migrated_at_once_on_a_fresh_cluster_all_succeed() {
         for (n, pool) in pools.into_iter().enumerate() {
             pool.close().await;
             admin
-                .execute(format!("DROP DATABASE migrate_{n}").as_str())
+                .execute(format!("DROP DATABASE migrate_{n} WITH (FORCE)").as_str())
                 .await
                 .unwrap();
         }
