@@ -661,10 +661,18 @@ impl Identity<'_> {
         let step = self
             .totp_step(&secret, code)
             .ok_or_else(|| ApiError::validation("code", "does not match the authenticator"))?;
+        // 80 random bits each (20 hex digits in groups of five): a code is a password that
+        // skips the second factor, and must not be guessable offline from its hash either.
         let codes: Vec<String> = (0..10)
             .map(|_| {
-                let raw = crypto::hex(&crypto::random_key()[..5]);
-                format!("{}-{}", &raw[..5], &raw[5..])
+                let raw = crypto::hex(&crypto::random_key()[..10]);
+                format!(
+                    "{}-{}-{}-{}",
+                    &raw[..5],
+                    &raw[5..10],
+                    &raw[10..15],
+                    &raw[15..]
+                )
             })
             .collect();
         let hashes = codes

@@ -213,11 +213,36 @@ struct RawRow {
     value_json: Option<serde_json::Value>,
 }
 
+/// A text cell: quoted when needed (RFC 4180), and never a formula: a device-chosen value
+/// starting with `=`, `+`, `-`, `@`, a tab or a carriage return would be run by a
+/// spreadsheet opening the export (OWASP "CSV injection"), so it gets a leading `'`.
 fn csv_field(raw: &str) -> String {
+    let raw = if raw.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{raw}")
+    } else {
+        raw.to_owned()
+    };
     if raw.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", raw.replace('"', "\"\""))
     } else {
-        raw.to_owned()
+        raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn a_cell_is_never_a_formula() {
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("lampMonitor001"), "lampMonitor001");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
     }
 }
 

@@ -1128,3 +1128,66 @@ async fn a_sessions_access_tokens_die_with_it() {
         401
     );
 }
+
+/// Answers that carry a token or a secret are never cached (`Cache-Control: no-store`), and
+/// recovery codes carry at least 80 random bits.
+#[tokio::test]
+async fn secrets_are_answered_uncacheable_and_recovery_codes_are_long() {
+    let app = TestApp::spawn().await;
+    let no_store = |r: &reqwest::Response, what: &str| {
+        assert_eq!(
+            r.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{what}"
+        );
+    };
+    let created = app
+        .request(Method::POST, "/users")
+        .json(&json!({ "email": "otp@laval.example", "display_name": "One Time", "roles": ["viewer"] }))
+        .send()
+        .await
+        .unwrap();
+    no_store(&created, "a one-time password");
+    let account = app
+        .request(Method::POST, "/service-accounts")
+        .json(&json!({ "name": "SCADA", "roles": ["viewer"] }))
+        .send()
+        .await
+        .unwrap();
+    no_store(&account, "a client secret");
+    let login = app.try_login(&app.admin_email, &app.admin_password).await;
+    no_store(&login, "tokens");
+    let enrolment = app
+        .http
+        .post(app.api("/auth/mfa/totp"))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    no_store(&enrolment, "a TOTP secret");
+    let secret = enrolment.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let confirmed = app
+        .http
+        .post(app.api("/auth/mfa/totp/confirm"))
+        .bearer_auth(&app.token)
+        .json(&json!({ "code": eriop_tests::totp::oathtool(&secret, app.clock_unix()) }))
+        .send()
+        .await
+        .unwrap();
+    no_store(&confirmed, "recovery codes");
+    let codes: Vec<String> = confirmed.json::<Value>().await.unwrap()["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    for code in &codes {
+        let hex: String = code.chars().filter(char::is_ascii_hexdigit).collect();
+        assert!(hex.len() * 4 >= 80, "{code}: {} bits", hex.len() * 4);
+    }
+}

@@ -276,6 +276,23 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
     );
     assert!(!csv.contains("1000000"));
 
+    // A device-chosen text is a cell, never a formula for whoever opens the export.
+    sqlx::query("INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_text) VALUES ($1, $2, $3, '', 'note', '=HYPERLINK(\"http://evil.example\",\"x\")')")
+        .bind(start + chrono::Duration::seconds(2)).bind(agency).bind(device_id).execute(&app.db.pool).await.unwrap();
+    let csv = app
+        .http
+        .get(app.api(&format!("/devices/{device_id}/telemetry/export")))
+        .query(&[("from", &from), ("to", &to)])
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = csv.lines().find(|l| l.contains("HYPERLINK")).unwrap();
+    assert!(line.contains(",\"'=HYPERLINK("), "{line}");
+
     // Too many points: a clear 422, not a huge answer.
     let response = app
         .http
