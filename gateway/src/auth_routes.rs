@@ -45,32 +45,7 @@ pub async fn login(
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    // Per client address: one client cannot lock out many accounts (or guess many).
-    let auth = state.auth();
-    let client = auth
-        .trust_proxy_headers
-        .then(|| {
-            headers
-                .get("x-real-ip")?
-                .to_str()
-                .ok()?
-                .parse::<std::net::IpAddr>()
-                .ok()
-        })
-        .flatten()
-        .unwrap_or(peer.ip());
-    // The address is a key of the throttle only: it is never logged.
-    let attempts = auth
-        .sessions
-        .count_per_minute(&format!("login:{client}"))
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    if attempts > auth.login_attempts_per_ip_per_minute {
-        return Err(ApiError::TooManyRequests {
-            detail: "too many login attempts from this address; wait a minute".into(),
-            retry_after_seconds: 60,
-        });
-    }
+    throttle_address(&state, peer, &headers, "login").await?;
     match state
         .identity()
         .login(&body.email, body.password, &request_id.0)
@@ -85,11 +60,50 @@ pub async fn login(
     }
 }
 
+/// Per client address: one client cannot lock out many accounts, nor guess many passwords
+/// or second factors (`login` and `mfa/verify` each have their own count). The address is a
+/// key of the throttle only: it is never logged.
+async fn throttle_address(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+    what: &str,
+) -> Result<(), ApiError> {
+    let auth = state.auth();
+    let client = auth
+        .trust_proxy_headers
+        .then(|| {
+            headers
+                .get("x-real-ip")?
+                .to_str()
+                .ok()?
+                .parse::<std::net::IpAddr>()
+                .ok()
+        })
+        .flatten()
+        .unwrap_or(peer.ip());
+    let attempts = auth
+        .sessions
+        .count_per_minute(&format!("{what}:{client}"))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if attempts > auth.login_attempts_per_ip_per_minute {
+        return Err(ApiError::TooManyRequests {
+            detail: format!("too many {what} attempts from this address; wait a minute"),
+            retry_after_seconds: 60,
+        });
+    }
+    Ok(())
+}
+
 pub async fn mfa_verify(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<MfaVerifyRequest>,
 ) -> Result<Response, ApiError> {
+    throttle_address(&state, peer, &headers, "mfa-verify").await?;
     let pair = state
         .identity()
         .verify_mfa(&body.mfa_token, &body.code, &request_id.0)

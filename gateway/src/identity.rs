@@ -420,10 +420,34 @@ impl Identity<'_> {
             .auth
             .open(&format!("totp:{}", claims.sub), secret)
             .map_err(ApiError::internal)?;
+        let sessions = &self.auth.sessions;
+        let unavailable =
+            |e: crate::auth::sessions::SessionError| ApiError::Unavailable(e.to_string());
+        // One use per MFA token, and none after a password change (the user's not-before).
+        if sessions
+            .access_revoked(&claims.jti, &claims.sub, claims.iat_ms, "")
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(ApiError::Unauthorized(
+                "the MFA token was used or revoked; log in again",
+            ));
+        }
         let now = self.auth.now();
-        // After three wrong codes in one step, further codes wait for the next step.
+        // Three codes per step and account: every attempt is counted before its code is
+        // looked at (one atomic increment), so concurrent guesses cannot all be tried.
         let step_now = u64::try_from(now.millis() / 1000).unwrap_or(0) / TOTP_STEP_SECONDS;
-        let failures_key = format!("mfa-failures:{}:{step_now}", claims.sub);
+        let attempts_key = format!("mfa-attempts:{}:{step_now}", claims.sub);
+        if sessions
+            .count_per_minute(&attempts_key)
+            .await
+            .map_err(unavailable)?
+            > 3
+        {
+            return Err(ApiError::Unauthorized(
+                "too many codes tried; wait for the next code",
+            ));
+        }
         let proof = match self.totp_step(&secret, code) {
             Some(step) => Some(MfaProof::Totp { step }),
             None => {
@@ -433,24 +457,15 @@ impl Identity<'_> {
                     .map(|(index, _)| MfaProof::RecoveryCode { index })
             }
         };
-        let sessions = &self.auth.sessions;
-        let unavailable =
-            |e: crate::auth::sessions::SessionError| ApiError::Unavailable(e.to_string());
-        if sessions
-            .count_so_far(&failures_key)
-            .await
-            .map_err(unavailable)?
-            >= 3
-        {
-            return Err(ApiError::Unauthorized(
-                "too many wrong codes; wait for the next code",
-            ));
-        }
         let Some(proof) = proof else {
-            sessions
-                .count_per_minute(&failures_key)
+            // A wrong second factor is a failed login: it counts toward the lockout.
+            match self
+                .record_attempt(&claims.sub, &claims.agency, false, request_id)
                 .await
-                .map_err(unavailable)?;
+            {
+                Ok(()) | Err(AggregateError::UserError(_)) => {}
+                Err(e) => return Err(user_error(e)),
+            }
             return Err(ApiError::Unauthorized("the code is not valid"));
         };
         let audit = Audit {
@@ -473,6 +488,10 @@ impl Identity<'_> {
             }
             Err(e) => return Err(user_error(e)),
         }
+        sessions
+            .deny(&claims.jti, claims.exp.saturating_mul(1000), now.millis())
+            .await
+            .map_err(unavailable)?;
         self.open_session(&claims.sub, &user).await
     }
 
@@ -718,7 +737,19 @@ impl Identity<'_> {
     ) -> Result<TokenPair, ApiError> {
         let id = caller.user_id();
         let user = self.load(id).await?;
-        if !passwords::verify(current, Some(user.password_hash().to_owned())).await {
+        let matched = passwords::verify(current, Some(user.password_hash().to_owned())).await;
+        // The same attempt limit as a login: a stolen session cannot guess the password.
+        match self
+            .record_attempt(id, caller.agency_id(), matched, request_id)
+            .await
+        {
+            Ok(()) => {}
+            Err(AggregateError::UserError(UserError::Locked { .. } | UserError::Deactivated)) => {
+                return Err(ApiError::Unauthorized(INVALID_LOGIN));
+            }
+            Err(e) => return Err(user_error(e)),
+        }
+        if !matched {
             return Err(ApiError::validation(
                 "current_password",
                 "is not the current password",

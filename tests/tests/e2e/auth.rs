@@ -442,11 +442,28 @@ async fn mfa_enrol_confirm_challenge_single_use_and_recovery_codes() {
         .unwrap();
     assert_eq!(me["mfa_enabled"], true);
 
-    // The same code a second time is refused.
-    assert_eq!(app.mfa_verify(&mfa_token, &code).await.status(), 401);
+    // The MFA token served once.
+    assert_eq!(app.mfa_verify(&mfa_token, &recovery[0]).await.status(), 401);
+    // The same code a second time is refused, even with a new challenge.
+    let challenge = || async {
+        app.login("mfa@laval.example", PASSWORD).await["mfa_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        app.mfa_verify(&challenge().await, &code).await.status(),
+        401
+    );
     // A recovery code works once.
-    assert_eq!(app.mfa_verify(&mfa_token, &recovery[3]).await.status(), 200);
-    assert_eq!(app.mfa_verify(&mfa_token, &recovery[3]).await.status(), 401);
+    let fresh = challenge().await;
+    assert_eq!(app.mfa_verify(&fresh, &recovery[3]).await.status(), 200);
+    assert_eq!(
+        app.mfa_verify(&challenge().await, &recovery[3])
+            .await
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -1190,4 +1207,105 @@ async fn secrets_are_answered_uncacheable_and_recovery_codes_are_long() {
         let hex: String = code.chars().filter(char::is_ascii_hexdigit).collect();
         assert!(hex.len() * 4 >= 80, "{code}: {} bits", hex.len() * 4);
     }
+}
+
+/// The second factor cannot be guessed: concurrent wrong codes are counted atomically (three
+/// per step are even looked at), wrong codes count toward the account lockout, a per-address
+/// throttle guards the endpoint, and an MFA token dies with a password change.
+#[tokio::test]
+async fn the_second_factor_cannot_be_guessed() {
+    let app = TestApp::spawn_with(eriop_tests::TestDb::migrated().await, |s| {
+        s.login_attempts_per_ip_per_minute = 40;
+    })
+    .await;
+    app.create_user("guarded@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let first = app.access_token("guarded@laval.example", PASSWORD).await;
+    let (secret, _) = app.enrol_totp(&first).await;
+    let challenge = || async {
+        app.login("guarded@laval.example", PASSWORD).await["mfa_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let token = challenge().await;
+    let answers = futures::future::join_all((0..10).map(|n| {
+        let token = token.clone();
+        let app = &app;
+        async move {
+            let r = app.mfa_verify(&token, &format!("{:06}", 100_000 + n)).await;
+            let problem: Value = r.json().await.unwrap();
+            problem["detail"].as_str().unwrap().to_owned()
+        }
+    }))
+    .await;
+    let checked = answers.iter().filter(|d| d.contains("not valid")).count();
+    assert!(
+        checked <= 3,
+        "{checked} wrong codes were tried in one step: {answers:?}"
+    );
+    // Not even the right code passes in this step any more.
+    let right = app
+        .mfa_verify(
+            &token,
+            &eriop_tests::totp::oathtool(&secret, app.clock_unix()),
+        )
+        .await;
+    assert_eq!(right.status(), 401);
+
+    // Wrong codes lock the account like wrong passwords (five in a row by default).
+    app.clock.advance(Duration::from_secs(30));
+    for n in 0..2 {
+        let r = app
+            .mfa_verify(&challenge().await, &format!("{:06}", 200_000 + n))
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    let locked = app.try_login("guarded@laval.example", PASSWORD).await;
+    assert_eq!(
+        locked.status(),
+        401,
+        "three plus two wrong codes lock the account"
+    );
+
+    // An MFA token issued before a password change is dead.
+    app.create_user("changer@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let access = app.access_token("changer@laval.example", PASSWORD).await;
+    let (secret, _) = app.enrol_totp(&access).await;
+    app.clock.advance(Duration::from_secs(30));
+    let pending = app.login("changer@laval.example", PASSWORD).await["mfa_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let changed = app
+        .http
+        .post(app.api("/auth/password"))
+        .bearer_auth(&access)
+        .json(&json!({ "current_password": PASSWORD, "new_password": "a brand new long passphrase 42" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200, "{:?}", changed.text().await);
+    let late = app
+        .mfa_verify(
+            &pending,
+            &eriop_tests::totp::oathtool(&secret, app.clock_unix()),
+        )
+        .await;
+    assert_eq!(late.status(), 401);
+
+    // The endpoint's own per-address throttle.
+    let mut last = 0;
+    for n in 0..45 {
+        last = app
+            .mfa_verify("not-a-token", &format!("{n:06}"))
+            .await
+            .status()
+            .as_u16();
+        if last == 429 {
+            break;
+        }
+    }
+    assert_eq!(last, 429);
 }
