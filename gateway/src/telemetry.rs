@@ -229,23 +229,6 @@ fn csv_field(raw: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::csv_field;
-
-    #[test]
-    fn a_cell_is_never_a_formula() {
-        assert_eq!(
-            csv_field("=HYPERLINK(\"http://x\")"),
-            "\"'=HYPERLINK(\"\"http://x\"\")\""
-        );
-        assert_eq!(csv_field("+1"), "'+1");
-        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(csv_field("lampMonitor001"), "lampMonitor001");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-    }
-}
-
 pub async fn export(
     Allowed { caller, .. }: Allowed<TelemetryRead>,
     State(state): State<AppState>,
@@ -331,4 +314,21 @@ pub async fn export(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn a_cell_is_never_a_formula() {
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("lampMonitor001"), "lampMonitor001");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
 }
