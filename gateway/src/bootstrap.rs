@@ -79,7 +79,14 @@ pub async fn bootstrap_admin(
         auth: &auth,
     };
     let (password, generated) = match password {
-        Some(p) => (p, None),
+        Some(p) => {
+            // The same policy as every password a person chooses (length, zxcvbn, not the
+            // email): the first administrator holds every power on the platform.
+            eriop_domain::user::PasswordPolicy::default()
+                .check(secrecy::ExposeSecret::expose_secret(&p), &[email.as_str()])
+                .map_err(|e| format!("the password in --password-file is refused: {e}"))?;
+            (p, None)
+        }
         None => {
             let p = one_time_password();
             (p.clone(), Some(p))

@@ -327,6 +327,14 @@ impl Identity<'_> {
         if user.mfa_enabled() {
             return Ok(None);
         }
+        // Whoever can act on every agency proves a second factor: until enrolled, a platform
+        // administrator's session opens MFA enrolment only.
+        let platform = user
+            .roles_in(agency)
+            .is_some_and(|roles| roles.iter().any(|r| r == crate::auth::PLATFORM_ADMIN));
+        if platform && self.auth.platform_admins_need_mfa {
+            return Ok(Some(Restriction::MfaEnrolment));
+        }
         let agency_text = agency.to_string();
         let mut tx =
             crate::tenancy::begin(self.pool, crate::tenancy::Scope::Agency(&agency_text)).await?;

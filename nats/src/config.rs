@@ -88,6 +88,10 @@ pub struct Settings {
     /// Login attempts one client address may make per minute, whatever the accounts.
     #[serde(default = "defaults::login_attempts_per_ip_per_minute")]
     pub login_attempts_per_ip_per_minute: u32,
+    /// Platform administrators must enrol in MFA: until they did, their sessions open only
+    /// the enrolment. On by default; a development setup may turn it off.
+    #[serde(default = "defaults::yes")]
+    pub platform_admins_need_mfa: bool,
     #[serde(default = "defaults::access_token_expire_minutes")]
     pub access_token_expire_minutes: u32,
     #[serde(default = "defaults::refresh_token_expire_days")]
@@ -363,6 +367,7 @@ mod defaults {
 struct DevelopmentOverrides {
     mqtt_broker_port: u16,
     mqtt_use_tls: bool,
+    platform_admins_need_mfa: bool,
     stream_events_max_bytes: i64,
     stream_telemetry_max_bytes: i64,
     stream_device_max_bytes: i64,
@@ -376,6 +381,8 @@ impl DevelopmentOverrides {
         Self {
             mqtt_broker_port: 1883,
             mqtt_use_tls: false,
+            // `make run` then `make bootstrap-admin`: no authenticator needed to try it.
+            platform_admins_need_mfa: false,
             stream_events_max_bytes: l.events,
             stream_telemetry_max_bytes: l.telemetry,
             stream_device_max_bytes: l.device,

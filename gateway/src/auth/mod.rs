@@ -91,6 +91,8 @@ pub struct Auth {
     pub mfa_ttl: Duration,
     pub lockout: LockoutPolicy,
     pub login_attempts_per_ip_per_minute: u64,
+    /// Platform administrators' sessions open only MFA enrolment until they enrolled.
+    pub platform_admins_need_mfa: bool,
     pub trust_proxy_headers: bool,
 }
 
@@ -149,6 +151,7 @@ impl Auth {
                 lock_millis: i64::from(settings.lockout_minutes) * 60_000,
             },
             login_attempts_per_ip_per_minute: u64::from(settings.login_attempts_per_ip_per_minute),
+            platform_admins_need_mfa: settings.platform_admins_need_mfa,
             trust_proxy_headers: settings.trust_proxy_headers,
         })
     }

@@ -1309,3 +1309,54 @@ async fn the_second_factor_cannot_be_guessed() {
     }
     assert_eq!(last, 429);
 }
+
+/// Platform administrators use MFA: until enrolled, their sessions open only the enrolment;
+/// and the first administrator's chosen password meets the password policy.
+#[tokio::test]
+async fn platform_administrators_use_mfa_and_a_strong_first_password() {
+    let app = TestApp::spawn_with(eriop_tests::TestDb::migrated().await, |s| {
+        s.platform_admins_need_mfa = true;
+    })
+    .await;
+    let refused = app.get_as(&app.token, "/agencies").await;
+    assert_eq!(refused.status(), 403);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("MFA"),
+        "{problem}"
+    );
+    let (secret, _) = app.enrol_totp(&app.token).await;
+    app.clock.advance(Duration::from_secs(30));
+    let challenge = app.login(&app.admin_email, &app.admin_password).await;
+    let verified = app
+        .mfa_verify(
+            challenge["mfa_token"].as_str().unwrap(),
+            &eriop_tests::totp::oathtool(&secret, app.clock_unix()),
+        )
+        .await;
+    assert_eq!(verified.status(), 200);
+    let token = verified.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.get_as(&token, "/agencies").await.status(), 200);
+
+    // bootstrap-admin --password-file: a weak password is refused, a strong one taken.
+    let db = eriop_tests::TestDb::migrated().await;
+    let mut settings = app.settings.clone();
+    settings.database_url = db.url.clone().into();
+    let weak = eriop_gateway::bootstrap::bootstrap_admin(
+        &settings,
+        "first@city.example",
+        Some("password1".to_owned().into()),
+    )
+    .await;
+    assert!(weak.is_err_and(|e| e.contains("--password-file")));
+    let strong = eriop_gateway::bootstrap::bootstrap_admin(
+        &settings,
+        "first@city.example",
+        Some("a long passphrase nobody guesses 7".to_owned().into()),
+    )
+    .await;
+    assert!(strong.is_ok(), "{:?}", strong.err());
+}
