@@ -11,6 +11,12 @@ if ! command -v oathtool >/dev/null; then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq oathtool >/dev/null
 fi
 
+# PyYAML reads docker-compose.yml in the deployment test (no Docker engine here).
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  echo "test: installing PyYAML" >&2
+  python3 -m pip install -q pyyaml >/dev/null
+fi
+
 export ERIOP_TEST_NATS_SERVER_BIN=${ERIOP_TEST_NATS_SERVER_BIN:-$(bash scripts/nats-server-bin.sh)}
 export ERIOP_TEST_NATS_URL=${ERIOP_TEST_NATS_URL:-nats://127.0.0.1:${ERIOP_DEV_NATS_PORT:-4223}}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-0}

@@ -31,10 +31,18 @@ pub struct NatsServer {
     pub port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
+    config: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl NatsServer {
     pub async fn start() -> Self {
+        Self::start_with(config(), &[]).await
+    }
+
+    /// A server with another configuration file (the deployment's), and environment
+    /// variables for it (the passwords it names).
+    pub async fn start_with(config: PathBuf, env: &[(&str, &str)]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -44,6 +52,11 @@ impl NatsServer {
             port,
             store: tempfile::tempdir().unwrap(),
             child: None,
+            config,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         server.resume().await;
         server
@@ -57,8 +70,9 @@ impl NatsServer {
     pub async fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new(binary())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("-c")
-            .arg(config())
+            .arg(&self.config)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(self.store.path())

@@ -4,6 +4,7 @@ mod agencies;
 mod audit;
 mod auth;
 mod bad_input;
+mod deployment;
 mod device_trust;
 mod devices;
 mod fundamentum_sdk;

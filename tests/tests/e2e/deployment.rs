@@ -1,0 +1,205 @@
+//! The deployment's own configuration files, started as shipped and tried: least privilege
+//! on NATS (one user per service; the bridge, which faces devices, cannot write `EVENTS` or
+//! `COMMANDS`; an auditor reads `EVENTS` and nothing else).
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use eriop_nats::{Stream, Topology};
+use eriop_tests::NatsServer;
+
+const USERS: [(&str, &str, &str); 4] = [
+    ("gateway", "NATS_GATEWAY_PASSWORD", "gateway-secret"),
+    (
+        "projections",
+        "NATS_PROJECTIONS_PASSWORD",
+        "projections-secret",
+    ),
+    ("bridge", "NATS_BRIDGE_PASSWORD", "bridge-secret"),
+    ("auditor", "NATS_AUDITOR_PASSWORD", "auditor-secret"),
+];
+
+async fn connect(server: &NatsServer, user: &str, password: &str) -> jetstream::Context {
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .connect(server.url())
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+    eriop_nats::connect::jetstream(client, Duration::from_secs(2))
+}
+
+/// Publishes to `subject` and waits for JetStream's ack: whether the user may write there.
+async fn can_publish(js: &jetstream::Context, subject: String) -> bool {
+    match js.publish(subject, "{}".into()).await {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn each_service_has_its_own_nats_user_and_the_bridge_cannot_write_events() {
+    eriop_tests::init();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/nats-server.conf");
+    let env: Vec<(&str, &str)> = USERS.iter().map(|(_, var, pw)| (*var, *pw)).collect();
+    let server = NatsServer::start_with(config, &env).await;
+    // The deployment's topology: no prefix.
+    let topology = Topology::new("");
+    let gateway = connect(&server, "gateway", "gateway-secret").await;
+    eriop_nats::streams::ensure_streams(&gateway, &topology)
+        .await
+        .expect("the gateway creates the streams, as at start-up");
+    assert!(can_publish(&gateway, topology.event_subject("agency", "a1")).await);
+    assert!(can_publish(&gateway, topology.command_subject("a1", "d1")).await);
+
+    let bridge = connect(&server, "bridge", "bridge-secret").await;
+    eriop_nats::streams::ensure_streams(&bridge, &topology)
+        .await
+        .expect("the bridge ensures the streams too");
+    assert!(can_publish(&bridge, topology.telemetry_subject("a1")).await);
+    assert!(can_publish(&bridge, topology.device_subject("a1", "d1", "activity")).await);
+    assert!(can_publish(&bridge, topology.dlq_subject("bridge")).await);
+    assert!(
+        !can_publish(&bridge, topology.event_subject("agency", "a1")).await,
+        "the bridge wrote EVENTS"
+    );
+    assert!(
+        !can_publish(&bridge, topology.command_subject("a1", "d1")).await,
+        "the bridge wrote COMMANDS"
+    );
+
+    let projections = connect(&server, "projections", "projections-secret").await;
+    assert!(can_publish(&projections, topology.dlq_subject("projections.x")).await);
+    assert!(!can_publish(&projections, topology.event_subject("agency", "a1")).await);
+
+    // An auditor reads EVENTS, and nothing else; writes nothing.
+    let auditor = connect(&server, "auditor", "auditor-secret").await;
+    let events = auditor
+        .get_stream(topology.stream_name(Stream::Events))
+        .await
+        .expect("an auditor sees EVENTS");
+    assert!(events.get_raw_message(1).await.is_ok());
+    assert!(auditor
+        .get_stream(topology.stream_name(Stream::Telemetry))
+        .await
+        .is_err());
+    assert!(!can_publish(&auditor, topology.event_subject("agency", "a1")).await);
+
+    // A wrong password gets no connection.
+    let refused =
+        async_nats::ConnectOptions::with_user_and_password("bridge".into(), "guess".into())
+            .connection_timeout(Duration::from_secs(2))
+            .connect(server.url())
+            .await;
+    assert!(refused.is_err(), "a wrong password connected");
+}
+
+/// docker-compose.yml as a document (no Docker engine here): which network each service is
+/// on, which credentials it gets, and that none has more than it needs.
+#[test]
+fn the_compose_file_keeps_each_service_to_what_it_needs() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker-compose.yml");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python3 with PyYAML (make test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let compose: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = compose["services"].as_object().unwrap();
+    let networks = |name: &str| -> Vec<String> {
+        services[name]["networks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} names its networks"))
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(compose["networks"]["internal"]["internal"], true);
+    for data in ["timescaledb", "redis", "nats"] {
+        assert_eq!(networks(data), ["internal"], "{data} is internal only");
+    }
+    assert_eq!(
+        networks("nginx"),
+        ["edge"],
+        "the edge reaches the gateway only"
+    );
+    assert!(!networks("gateway").is_empty() && networks("gateway").contains(&"edge".to_owned()));
+    for service in ["projections", "bridge", "migrate"] {
+        assert!(!networks(service).contains(&"edge".to_owned()), "{service}");
+    }
+    let env = |name: &str, var: &str| {
+        services[name]["environment"][var]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let secrets = |name: &str| -> Vec<String> {
+        services[name]["secrets"]
+            .as_array()
+            .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    // Each service its own NATS user; only migrate holds the database owner's URL.
+    for (service, user) in [
+        ("gateway", "gateway"),
+        ("projections", "projections"),
+        ("bridge", "bridge"),
+    ] {
+        let secret = format!("nats_url_{user}");
+        assert_eq!(
+            env(service, "ERIOP_NATS_URL_FILE"),
+            Some(format!("/run/secrets/{secret}"))
+        );
+        assert!(secrets(service).contains(&secret), "{service}");
+        assert!(
+            !secrets(service).contains(&"database_owner_url".to_owned()),
+            "{service}"
+        );
+        assert_eq!(
+            env(service, "ERIOP_DATABASE_URL_FILE").as_deref(),
+            Some("/run/secrets/database_url")
+        );
+        assert_eq!(
+            env(service, "ERIOP_REDIS_URL_FILE").as_deref(),
+            Some("/run/secrets/redis_url")
+        );
+    }
+    assert_eq!(
+        env("migrate", "ERIOP_DATABASE_URL_FILE").as_deref(),
+        Some("/run/secrets/database_owner_url")
+    );
+    let redis = services["redis"]["command"].to_string();
+    assert!(
+        redis.contains("--requirepass"),
+        "Redis requires a password: {redis}"
+    );
+    let nats = services["nats"]["command"].to_string();
+    assert!(nats.contains("/etc/nats/nats-server.conf"));
+    assert!(services["nats"]["volumes"]
+        .to_string()
+        .contains("./deploy/nats/nats-server.conf"));
+    // Every secret a service names is declared, from a file under ./secrets or the certs.
+    let declared = compose["secrets"].as_object().unwrap();
+    for (name, service) in services {
+        for secret in service["secrets"].as_array().into_iter().flatten() {
+            let secret = secret.as_str().unwrap();
+            assert!(
+                declared.contains_key(secret),
+                "{name} names undeclared secret {secret}"
+            );
+        }
+    }
+    // The database role the services log in as is made by the database's first start.
+    let init = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/timescaledb/10-eriop-roles.sh"),
+    )
+    .unwrap();
+    assert!(init.contains("CREATE ROLE eriop_service LOGIN NOSUPERUSER NOBYPASSRLS"));
+    assert!(init.contains("IN ROLE eriop_app"));
+}
