@@ -330,6 +330,37 @@ impl TestApp {
         out
     }
 
+    /// Every message of the test's `DLQ` stream, in order: its headers and its body.
+    pub async fn dead_letters(&self) -> Vec<(async_nats::HeaderMap, Vec<u8>)> {
+        let js = self.jetstream().await;
+        let Ok(mut stream) = js.get_stream(self.topology.stream_name(Stream::Dlq)).await else {
+            return Vec::new();
+        };
+        let info = stream.info().await.unwrap().clone();
+        let mut out = Vec::new();
+        if info.state.messages == 0 {
+            return out;
+        }
+        for seq in info.state.first_sequence..=info.state.last_sequence {
+            let m = stream.get_raw_message(seq).await.unwrap();
+            out.push((m.headers.clone(), m.payload.to_vec()));
+        }
+        out
+    }
+
+    /// The reasons of the `DLQ` messages, in order.
+    pub async fn dead_letter_reasons(&self) -> Vec<String> {
+        self.dead_letters()
+            .await
+            .iter()
+            .map(|(h, _)| {
+                h.get(eriop_nats::dlq::REASON)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// Waits until the `EVENTS` stream holds `n` messages.
     pub async fn await_stream_len(&self, n: u64) {
         let js = self.jetstream().await;

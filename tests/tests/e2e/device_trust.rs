@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::devices::{create_class, light, register, rows};
 
-async fn app_with(broker: &Broker, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+pub(crate) async fn app_with(broker: &Broker, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let (port, ca) = (broker.port, broker.ca_file());
     TestApp::spawn_with(TestDb::migrated().await, move |s| {
         s.mqtt_broker_host = "127.0.0.1".into();
@@ -25,24 +25,6 @@ async fn app_with(broker: &Broker, adjust: impl FnOnce(&mut Settings)) -> TestAp
     .await
 }
 
-/// Every message of the test's DLQ stream: its headers and body.
-async fn dead_letters(app: &TestApp) -> Vec<(HeaderMap, Vec<u8>)> {
-    let js = app.jetstream().await;
-    let Ok(mut stream) = js.get_stream(app.topology.stream_name(Stream::Dlq)).await else {
-        return Vec::new();
-    };
-    let info = stream.info().await.unwrap().clone();
-    let mut out = Vec::new();
-    if info.state.messages == 0 {
-        return out;
-    }
-    for seq in info.state.first_sequence..=info.state.last_sequence {
-        let m = stream.get_raw_message(seq).await.unwrap();
-        out.push((m.headers.clone(), m.payload.to_vec()));
-    }
-    out
-}
-
 fn header(headers: &HeaderMap, name: &str) -> String {
     headers
         .get(name)
@@ -52,7 +34,7 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 
 async fn await_dead_letters(app: &TestApp, n: usize) -> Vec<(HeaderMap, Vec<u8>)> {
     wait::until("dead letters", Duration::from_secs(30), || async {
-        let letters = dead_letters(app).await;
+        let letters = app.dead_letters().await;
         (letters.len() >= n).then_some(letters)
     })
     .await
@@ -189,7 +171,7 @@ async fn floods_future_clocks_and_huge_payloads_go_to_the_dlq_and_nothing_is_los
         Duration::from_secs(30),
         || async {
             let stored = rows(&app).await;
-            let letters = dead_letters(&app).await;
+            let letters = app.dead_letters().await;
             (stored + letters.len() as i64 == 33).then_some((stored, letters))
         },
     )

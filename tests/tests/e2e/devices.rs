@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use eriop_bridge::simulator::{LightId, VirtualLight};
-use eriop_nats::{Settings, Stream};
+use eriop_nats::Settings;
 use eriop_tests::mosquitto::{make_ca, Broker};
 use eriop_tests::{wait, TestApp, TestDb};
 use reqwest::Method;
@@ -108,30 +108,20 @@ pub(crate) async fn rows(app: &TestApp) -> i64 {
 
 /// Every message of the test's DLQ stream: (reason, original subject, bytes).
 async fn dead_letters(app: &TestApp) -> Vec<(String, String, Vec<u8>)> {
-    let js = app.jetstream().await;
-    let Ok(mut stream) = js.get_stream(app.topology.stream_name(Stream::Dlq)).await else {
-        return Vec::new();
+    let header = |h: &async_nats::HeaderMap, name: &str| {
+        h.get(name).map(|v| v.to_string()).unwrap_or_default()
     };
-    let info = stream.info().await.unwrap().clone();
-    let mut out = Vec::new();
-    if info.state.messages == 0 {
-        return out;
-    }
-    for seq in info.state.first_sequence..=info.state.last_sequence {
-        let m = stream.get_raw_message(seq).await.unwrap();
-        let header = |name: &str| {
-            m.headers
-                .get(name)
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        };
-        out.push((
-            header("Eriop-Reason"),
-            header("Eriop-Original-Subject"),
-            m.payload.to_vec(),
-        ));
-    }
-    out
+    app.dead_letters()
+        .await
+        .into_iter()
+        .map(|(h, body)| {
+            (
+                header(&h, eriop_nats::dlq::REASON),
+                header(&h, eriop_nats::dlq::ORIGIN),
+                body,
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

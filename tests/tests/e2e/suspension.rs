@@ -4,37 +4,14 @@
 
 use std::time::Duration;
 
-use eriop_nats::{dlq, Stream};
 use eriop_tests::mosquitto::Broker;
-use eriop_tests::{wait, TestApp, TestDb};
+use eriop_tests::{wait, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::devices::light;
 
 const PASSWORD: &str = "correct horse battery staple";
-
-async fn dead_reasons(app: &TestApp) -> Vec<String> {
-    let js = app.jetstream().await;
-    let Ok(mut stream) = js.get_stream(app.topology.stream_name(Stream::Dlq)).await else {
-        return Vec::new();
-    };
-    let info = stream.info().await.unwrap().clone();
-    if info.state.messages == 0 {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for seq in info.state.first_sequence..=info.state.last_sequence {
-        let m = stream.get_raw_message(seq).await.unwrap();
-        out.push(
-            m.headers
-                .get(dlq::REASON)
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-        );
-    }
-    out
-}
 
 async fn samples(app: &TestApp) -> i64 {
     app.db
@@ -45,15 +22,7 @@ async fn samples(app: &TestApp) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_suspended_agency_is_suspended_everywhere_until_reactivated() {
     let broker = Broker::start_tls();
-    let (port, ca) = (broker.port, broker.ca_file());
-    let app = TestApp::spawn_with(TestDb::migrated().await, move |s| {
-        s.mqtt_broker_host = "127.0.0.1".into();
-        s.mqtt_broker_port = port;
-        s.mqtt_use_tls = true;
-        s.mqtt_ca_file = Some(ca);
-        s.bridge_registry_cache_secs = 1;
-    })
-    .await;
+    let app = crate::device_trust::app_with(&broker, |s| s.bridge_registry_cache_secs = 1).await;
     let agency = app.created_agency("Ville B").await["id"]
         .as_str()
         .unwrap()
@@ -155,7 +124,7 @@ async fn a_suspended_agency_is_suspended_everywhere_until_reactivated() {
                 lamp.states(now + n, json!({"lampMonitor001.activePower": n as f64}))
                     .await
                     .unwrap();
-                dead_reasons(app)
+                app.dead_letter_reasons()
                     .await
                     .iter()
                     .any(|r| r.starts_with("agency suspended"))
