@@ -816,14 +816,39 @@ impl Identity<'_> {
     ) -> Result<(), ApiError> {
         let id = caller.user_id();
         let user = self.load(id).await?;
+        // The same limits as a login: three codes per step (counted before any is looked
+        // at), no code accepted twice, and every failure toward the account lockout.
+        let unavailable =
+            |e: crate::auth::sessions::SessionError| ApiError::Unavailable(e.to_string());
         let proven = match (code, password) {
             (Some(code), _) => match user.totp_secret() {
                 Some(secret) => {
+                    let step_now = u64::try_from(self.auth.now().millis() / 1000).unwrap_or(0)
+                        / TOTP_STEP_SECONDS;
+                    if self
+                        .auth
+                        .sessions
+                        .count_per_minute(&format!("mfa-attempts:{id}:{step_now}"))
+                        .await
+                        .map_err(unavailable)?
+                        > 3
+                    {
+                        return Err(ApiError::Unauthorized(
+                            "too many codes tried; wait for the next code",
+                        ));
+                    }
                     let secret = self
                         .auth
                         .open(&format!("totp:{id}"), secret)
                         .map_err(ApiError::internal)?;
-                    self.totp_step(&secret, code).is_some()
+                    match self.totp_step(&secret, code) {
+                        Some(step) if user.last_totp_step().is_some_and(|last| step <= last) => {
+                            return Err(ApiError::Unauthorized(
+                                "this code was already used; wait for the next one",
+                            ))
+                        }
+                        found => found.is_some(),
+                    }
                 }
                 None => false,
             },
@@ -838,7 +863,17 @@ impl Identity<'_> {
             }
         };
         if !proven {
+            match self
+                .record_attempt(id, caller.agency_id(), false, request_id)
+                .await
+            {
+                Ok(()) | Err(AggregateError::UserError(_)) => {}
+                Err(e) => return Err(user_error(e)),
+            }
             return Err(ApiError::Unauthorized("the code or password is not valid"));
+        }
+        if user.lockout().is_locked(self.auth.now()) {
+            return Err(ApiError::Unauthorized(INVALID_LOGIN));
         }
         let audit = Audit {
             actor: id,

@@ -115,6 +115,11 @@ impl User {
     }
 
     /// The TOTP secret in use, or the one being enrolled.
+    /// The TOTP step of the last code accepted: no code of that step or before counts again.
+    pub fn last_totp_step(&self) -> Option<u64> {
+        self.mfa.last_step
+    }
+
     pub fn totp_secret(&self) -> Option<&Sealed> {
         self.mfa.secret.as_ref()
     }

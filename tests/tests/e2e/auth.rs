@@ -1360,3 +1360,45 @@ async fn platform_administrators_use_mfa_and_a_strong_first_password() {
     .await;
     assert!(strong.is_ok(), "{:?}", strong.err());
 }
+
+/// Removing one's MFA has the limits of a login: a code already used is refused, wrong codes
+/// or passwords count toward the lockout, and a locked account cannot remove it.
+#[tokio::test]
+async fn removing_mfa_has_the_limits_of_a_login() {
+    let app = TestApp::spawn().await;
+    app.create_user("remover@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let (access, _) = tokens(&app, "remover@laval.example").await;
+    let (secret, _) = app.enrol_totp(&access).await;
+    let disable = |body: Value| {
+        app.http
+            .delete(app.api("/auth/mfa/totp"))
+            .bearer_auth(&access)
+            .json(&body)
+            .send()
+    };
+    // The code the enrolment confirmed is spent: not accepted again, in the same step.
+    let spent = oathtool(&secret, app.clock_unix());
+    let again = disable(json!({ "code": spent })).await.unwrap();
+    assert_eq!(again.status(), 401);
+    let problem: Value = again.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("already used"),
+        "{problem}"
+    );
+    // Five wrong passwords lock the account; then even the right one removes nothing.
+    for _ in 0..5 {
+        let r = disable(json!({ "password": "not my password at all" }))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let locked = disable(json!({ "password": PASSWORD })).await.unwrap();
+    assert_eq!(locked.status(), 401);
+    assert_eq!(
+        app.try_login("remover@laval.example", PASSWORD)
+            .await
+            .status(),
+        401
+    );
+}
