@@ -178,12 +178,12 @@ impl Identity<'_> {
     }
 
     async fn user_by_email(&self, email: &Email) -> Result<Option<Uuid>, ApiError> {
-        Ok(
-            sqlx::query_scalar("SELECT user_id FROM user_emails WHERE email_index = $1")
-                .bind(self.auth.email_index(email))
-                .fetch_optional(self.pool)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM user_emails WHERE email_index = ANY($1) LIMIT 1",
         )
+        .bind(self.auth.email_indexes(email))
+        .fetch_optional(self.pool)
+        .await?)
     }
 
     /// Makes and stores the person's data key (wrapped), before any of their data is sealed.
@@ -225,6 +225,12 @@ impl Identity<'_> {
     ) -> Result<UserId, ApiError> {
         let user_id = UserId::from_uuid(Uuid::now_v7());
         let id = user_id.to_string();
+        // Taken under a previous key too (a rotation not re-indexed yet).
+        if self.user_by_email(email).await?.is_some() {
+            return Err(ApiError::Conflict(
+                "a user with this email already exists".into(),
+            ));
+        }
         let reserved = sqlx::query(
             "INSERT INTO user_emails (email_index, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -459,9 +465,13 @@ impl Identity<'_> {
         let proof = match self.totp_step(&secret, code) {
             Some(step) => Some(MfaProof::Totp { step }),
             None => {
-                let hash = self.auth.recovery_code_hash(code);
+                let hashes = self.auth.recovery_code_hashes(code);
                 user.unused_recovery_codes()
-                    .find(|(_, h)| bool::from(h.as_bytes().ct_eq(hash.as_bytes())))
+                    .find(|(_, h)| {
+                        hashes
+                            .iter()
+                            .any(|hash| bool::from(h.as_bytes().ct_eq(hash.as_bytes())))
+                    })
                     .map(|(index, _)| MfaProof::RecoveryCode { index })
             }
         };

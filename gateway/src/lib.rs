@@ -19,6 +19,7 @@ pub mod openapi;
 mod paging;
 pub mod relay;
 mod roles;
+pub mod rotation;
 mod state;
 pub mod telemetry;
 pub mod tenancy;

@@ -31,6 +31,10 @@ enum Command {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
+    /// After a server-key rotation (the new key in ERIOP_SECRET_KEY, the old ones in
+    /// ERIOP_SECRET_KEY_PREVIOUS): re-wrap every person's data key and re-index every email
+    /// under the new key. Safe to run again; shows its progress.
+    RotateKeys,
 }
 
 #[tokio::main]
@@ -39,12 +43,13 @@ async fn main() -> ExitCode {
     let Some(settings) = eriop_nats::start_service("eriop-gateway") else {
         return ExitCode::FAILURE;
     };
-    if let Some(Command::BootstrapAdmin {
-        email,
-        password_file,
-    }) = cli.command
-    {
-        return bootstrap(&settings, &email, password_file).await;
+    match cli.command {
+        Some(Command::BootstrapAdmin {
+            email,
+            password_file,
+        }) => return bootstrap(&settings, &email, password_file).await,
+        Some(Command::RotateKeys) => return rotate_keys(&settings).await,
+        Some(Command::Serve) | None => {}
     }
     let addr = settings.http_addr;
     let app = match eriop_gateway::App::build(settings).await {
@@ -60,6 +65,32 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("eriop-gateway: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn rotate_keys(settings: &eriop_nats::Settings) -> ExitCode {
+    let result = eriop_gateway::rotation::rotate_keys(settings, |done, total| {
+        if done == total || done % 500 == 0 {
+            eprintln!("eriop-gateway: rotate-keys: {done} of {total} people");
+        }
+    })
+    .await;
+    match result {
+        Ok(report) => {
+            eprintln!(
+                "eriop-gateway: rotate-keys: {} data keys re-wrapped, {} emails re-indexed, {} unreadable (a key missing from ERIOP_SECRET_KEY_PREVIOUS?)",
+                report.rewrapped, report.reindexed, report.unreadable
+            );
+            if report.unreadable > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("eriop-gateway: rotate-keys: {e}");
             ExitCode::FAILURE
         }
     }

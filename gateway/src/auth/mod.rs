@@ -84,6 +84,11 @@ pub struct Auth {
     seal_key: [u8; 32],
     index_key: [u8; 32],
     recovery_key: [u8; 32],
+    /// The purpose keys of `ERIOP_SECRET_KEY_PREVIOUS`, newest first: what was sealed,
+    /// wrapped, indexed or hashed before a rotation still opens, matches and is found, until
+    /// `eriop-gateway rotate-keys` re-wrapped and re-indexed it (TOTP secrets and recovery
+    /// codes stay in immutable events: keep a previous key while they may be in use).
+    previous: Vec<PurposeKeys>,
     pub issuer: String,
     pub audience: String,
     pub access_ttl: Duration,
@@ -102,6 +107,23 @@ pub enum AuthSetupError {
     NoSecretKey,
     #[error("{0}")]
     Keys(#[from] keys::KeyError),
+}
+
+/// The keys derived from one server key, one per purpose (HKDF).
+struct PurposeKeys {
+    seal: [u8; 32],
+    index: [u8; 32],
+    recovery: [u8; 32],
+}
+
+impl PurposeKeys {
+    fn derive(secret: &[u8]) -> Self {
+        Self {
+            seal: crypto::derive(secret, "seal"),
+            index: crypto::derive(secret, "email-index"),
+            recovery: crypto::derive(secret, "recovery-codes"),
+        }
+    }
 }
 
 impl Auth {
@@ -139,6 +161,7 @@ impl Auth {
             seal_key: crypto::derive(secret, "seal"),
             index_key: crypto::derive(secret, "email-index"),
             recovery_key: crypto::derive(secret, "recovery-codes"),
+            previous: previous.iter().map(|p| PurposeKeys::derive(p)).collect(),
             issuer: settings.jwt_issuer.clone(),
             audience: settings.jwt_audience.clone(),
             access_ttl: Duration::from_secs(u64::from(settings.access_token_expire_minutes) * 60),
@@ -165,8 +188,33 @@ impl Auth {
         crypto::mac_hex(&self.index_key, email.as_str())
     }
 
+    /// The email's index under the current key, then under each previous one (an address
+    /// indexed before a rotation, and not re-indexed yet, is still found and still taken).
+    pub fn email_indexes(&self, email: &Email) -> Vec<String> {
+        std::iter::once(self.email_index(email))
+            .chain(
+                self.previous
+                    .iter()
+                    .map(|k| crypto::mac_hex(&k.index, email.as_str())),
+            )
+            .collect()
+    }
+
     pub fn recovery_code_hash(&self, code: &str) -> String {
-        crypto::mac_hex(&self.recovery_key, &code.replace('-', "").to_lowercase())
+        crypto::mac_hex(&self.recovery_key, &normalized_code(code))
+    }
+
+    /// A recovery code's hash under every key, current first: codes made before a rotation
+    /// still work.
+    pub fn recovery_code_hashes(&self, code: &str) -> Vec<String> {
+        let code = normalized_code(code);
+        std::iter::once(crypto::mac_hex(&self.recovery_key, &code))
+            .chain(
+                self.previous
+                    .iter()
+                    .map(|k| crypto::mac_hex(&k.recovery, &code)),
+            )
+            .collect()
     }
 
     /// Seals a server-side secret (a TOTP secret) for `context`.
@@ -174,8 +222,18 @@ impl Auth {
         Sealed(crypto::seal(&self.seal_key, context, value))
     }
 
+    /// Opens with the current key, else with a previous one (AES-GCM tells a wrong key).
     pub fn open(&self, context: &str, sealed: &Sealed) -> Result<Vec<u8>, crypto::OpenError> {
-        crypto::open(&self.seal_key, context, &sealed.0)
+        self.open_any(context, &sealed.0)
+    }
+
+    fn open_any(&self, context: &str, sealed: &str) -> Result<Vec<u8>, crypto::OpenError> {
+        crypto::open(&self.seal_key, context, sealed).or_else(|e| {
+            self.previous
+                .iter()
+                .find_map(|k| crypto::open(&k.seal, context, sealed).ok())
+                .ok_or(e)
+        })
     }
 
     /// A user's personal data key, wrapped under the server key for storage.
@@ -188,8 +246,13 @@ impl Auth {
         user_id: &str,
         wrapped: &str,
     ) -> Result<[u8; 32], crypto::OpenError> {
-        let key = crypto::open(&self.seal_key, &format!("data-key:{user_id}"), wrapped)?;
+        let key = self.open_any(&format!("data-key:{user_id}"), wrapped)?;
         key.try_into().map_err(|_| crypto::OpenError)
+    }
+
+    /// Whether `wrapped` is wrapped under the current key (else a rotation left it behind).
+    pub fn wrapped_with_current_key(&self, user_id: &str, wrapped: &str) -> bool {
+        crypto::open(&self.seal_key, &format!("data-key:{user_id}"), wrapped).is_ok()
     }
 
     fn claims(
@@ -278,4 +341,8 @@ impl Auth {
     pub fn verify_access_token(&self, token: &str) -> Result<Claims, TokenError> {
         tokens::verify(&self.keys, token, &self.issuer, &self.audience, self.now())
     }
+}
+
+fn normalized_code(code: &str) -> String {
+    code.replace('-', "").to_lowercase()
 }

@@ -1402,3 +1402,87 @@ async fn removing_mfa_has_the_limits_of_a_login() {
         401
     );
 }
+
+/// The server key can be rotated: with the new key in ERIOP_SECRET_KEY and the old one in
+/// ERIOP_SECRET_KEY_PREVIOUS, every user logs in (MFA and recovery codes too), personal data
+/// reads back, and tokens signed before verify until they expire; `rotate-keys` re-wraps and
+/// re-indexes, after which logins and personal data no longer need the old key.
+#[tokio::test]
+async fn the_server_key_can_be_rotated() {
+    let mut app = TestApp::spawn().await;
+    app.create_user("plain@laval.example", PASSWORD, &["viewer"])
+        .await;
+    app.create_user("second@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let (mfa_access, _) = tokens(&app, "second@laval.example").await;
+    let (secret, recovery) = app.enrol_totp(&mfa_access).await;
+    let signed_before = app.token.clone();
+    let old = app.settings.secret_key.clone().unwrap();
+    let new: secrecy::SecretString = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+    .into();
+
+    // The rotation: new key, old one kept as previous.
+    app.settings.secret_key = Some(new.clone());
+    app.settings.secret_key_previous = Some(old);
+    app.kill_gateway();
+    app.start_gateway().await;
+    assert_eq!(app.get_as(&signed_before, "/auth/me").await.status(), 200);
+    let plain = app.access_token("plain@laval.example", PASSWORD).await;
+    let me: Value = app.get_as(&plain, "/auth/me").await.json().await.unwrap();
+    assert_eq!(me["email"], "plain@laval.example");
+    app.clock.advance(Duration::from_secs(30));
+    let challenge = app.login("second@laval.example", PASSWORD).await;
+    let code = oathtool(&secret, app.clock_unix());
+    let verified = app
+        .mfa_verify(challenge["mfa_token"].as_str().unwrap(), &code)
+        .await;
+    assert_eq!(
+        verified.status(),
+        200,
+        "a TOTP secret sealed under the old key"
+    );
+    let challenge = app.login("second@laval.example", PASSWORD).await;
+    let verified = app
+        .mfa_verify(challenge["mfa_token"].as_str().unwrap(), &recovery[0])
+        .await;
+    assert_eq!(
+        verified.status(),
+        200,
+        "a recovery code hashed under the old key"
+    );
+    // A new user cannot take an address indexed under the old key.
+    let duplicate = app
+        .request(Method::POST, "/users")
+        .json(&json!({ "email": "plain@laval.example", "display_name": "Twin", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 409);
+
+    // rotate-keys: everyone re-wrapped and re-indexed; a second run has nothing to do.
+    let report = eriop_gateway::rotation::rotate_keys(&app.settings, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(report.people, 3, "{report:?}");
+    assert_eq!(
+        (report.rewrapped, report.reindexed, report.unreadable),
+        (3, 3, 0)
+    );
+    let again = eriop_gateway::rotation::rotate_keys(&app.settings, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((again.rewrapped, again.reindexed), (0, 0));
+
+    // Without the old key at all: logins and personal data still work; old tokens do not.
+    app.settings.secret_key_previous = None;
+    app.kill_gateway();
+    app.start_gateway().await;
+    let plain = app.access_token("plain@laval.example", PASSWORD).await;
+    let me: Value = app.get_as(&plain, "/auth/me").await.json().await.unwrap();
+    assert_eq!(me["email"], "plain@laval.example");
+    assert_eq!(app.get_as(&signed_before, "/auth/me").await.status(), 401);
+}
