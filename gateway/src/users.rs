@@ -46,6 +46,10 @@ pub struct CreateUser {
     password: Option<SecretString>,
     #[serde(default)]
     roles: Vec<String>,
+    /// Another agency than the caller's: platform administrators only (an agency onboarded
+    /// in one call, with its first `agency-admin`). Any other caller gets 404.
+    #[serde(default)]
+    agency_id: Option<Uuid>,
 }
 
 pub async fn create(
@@ -83,10 +87,34 @@ pub async fn create(
             (password.clone(), Some(password))
         }
     };
-    let agency_id: AgencyId = admin
+    let own: AgencyId = admin
         .agency_id()
         .parse()
         .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
+    let agency_id = match body.agency_id.map(AgencyId::from_uuid) {
+        Some(other) if other != own => {
+            // Only the platform crosses agencies (current roles), and that is logged.
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'agency' AND aggregate_id = $1)",
+            )
+            .bind(other.to_string())
+            .fetch_one(state.pool())
+            .await?;
+            if !admin.has_role(PLATFORM_ADMIN) || !exists {
+                return Err(ApiError::NotFound("no such agency".into()));
+            }
+            tracing::info!(
+                target: "authz",
+                user_id = %admin.user_id(),
+                agency_id = %own,
+                target_agency_id = %other,
+                outcome = "cross-agency",
+                "platform admin creates a user in another agency"
+            );
+            other
+        }
+        _ => own,
+    };
     let audit = Audit::by(&admin, &request_id.0);
     let user_id = state
         .identity()

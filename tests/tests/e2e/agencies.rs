@@ -168,3 +168,71 @@ async fn the_event_store_is_append_only() {
         1
     );
 }
+
+/// An agency onboarded in one step: a platform administrator creates the agency's first
+/// `agency-admin` directly in it (one-time password answered once); that person works in the
+/// agency at once. Another agency's administrator cannot do the same (404).
+#[tokio::test]
+async fn an_agency_is_onboarded_with_its_first_admin_in_one_call() {
+    let app = TestApp::spawn().await;
+    let agency = app.created_agency("Ville de Gatineau").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = app
+        .request(Method::POST, "/users")
+        .json(&json!({
+            "email": "admin@gatineau.example", "display_name": "Gatineau Admin",
+            "roles": ["agency-admin"], "agency_id": agency,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{:?}", created.text().await);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["agency_id"], agency.as_str());
+    let one_time = created["one_time_password"].as_str().unwrap().to_owned();
+    let first = app.login("admin@gatineau.example", &one_time).await;
+    let changed: Value = app
+        .http
+        .post(app.api("/auth/password"))
+        .bearer_auth(first["access_token"].as_str().unwrap())
+        .json(&json!({ "current_password": one_time, "new_password": "gatineau runs its own lights 9" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = changed["access_token"].as_str().unwrap().to_owned();
+    let me: Value = app.get_as(&token, "/auth/me").await.json().await.unwrap();
+    assert_eq!(me["agency_id"], agency.as_str());
+    assert_eq!(me["roles"], json!(["agency-admin"]));
+    let class = app
+        .http
+        .post(app.api("/device-classes"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Light", "functions": [{"id": "lampMonitor001", "type": "LampMonitorFunction"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        class.status(),
+        201,
+        "the new admin works in its agency at once"
+    );
+
+    // The agency's admin cannot create users in another agency.
+    let elsewhere = app
+        .http
+        .post(app.api("/users"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "email": "intruder@gatineau.example", "display_name": "Intruder",
+            "roles": ["agency-admin"], "agency_id": app.admin_agency,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404);
+}
