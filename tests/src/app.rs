@@ -34,6 +34,8 @@ pub struct TestApp {
     bridge_task: Option<tokio::task::JoinHandle<()>>,
     gateway_task: Option<tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Leave the test's streams when dropped (another app of the test goes on with them).
+    pub keep_streams: bool,
 }
 
 impl TestApp {
@@ -117,6 +119,7 @@ impl TestApp {
             bridge_task,
             gateway_task,
             tasks,
+            keep_streams: false,
         };
         let (email, password) = (app.admin_email.clone(), app.admin_password.clone());
         app.token = app.login(&email, &password).await["access_token"]
@@ -432,7 +435,41 @@ impl Drop for TestApp {
         for task in &self.tasks {
             task.abort();
         }
+        if !self.keep_streams {
+            remove_streams(self.settings.nats_url_for_tests(), self.topology.clone());
+        }
     }
+}
+
+/// Removes a test's streams from the shared nats-server (each reserves its size from the
+/// server's store), on a thread of its own: a test's runtime may be ending. Bounded: a
+/// private server the test killed is simply not reached.
+fn remove_streams(url: String, topology: Topology) {
+    let work = move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let connect = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(1))
+                .connect(url);
+            let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await else {
+                return;
+            };
+            let js = jetstream::new(client);
+            for which in Stream::ALL {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    js.delete_stream(topology.stream_name(which)),
+                )
+                .await;
+            }
+        });
+    };
+    let _ = std::thread::spawn(work).join();
 }
 
 /// The settings expose the NATS URL as a secret; tests need it in clear.

@@ -1,8 +1,9 @@
 //! `eriop-test-streams`: removes the JetStream streams that tests left on the shared
 //! development nats-server (names `T{12 hex}_...`, from `eriop_tests::unique_prefix`).
-//! `make test` runs it before the tests: a stream reserves its size from the server's store,
-//! so leftovers would end by refusing new ones. A deployment's streams (no prefix) are never
-//! touched.
+//! Each test removes its own streams when its `TestApp` is dropped; a test that crashed, or a
+//! run that was cut short, leaves them. `make test` runs this before the tests: a stream
+//! reserves its size from the server's store, so leftovers would end by refusing new ones. A
+//! deployment's streams (no prefix) are never touched.
 
 use std::process::ExitCode;
 
