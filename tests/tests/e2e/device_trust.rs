@@ -636,3 +636,44 @@ async fn a_panic_in_any_task_ends_the_process_with_an_error_line() {
     assert_eq!(line["program"], "eriop-panic-probe");
     assert!(!stdout.contains("still running"));
 }
+
+/// Hostile values on `/registries`: control characters, a huge name, a path level that is
+/// not one, an agency that does not exist: each a clear 4xx, nothing recorded.
+#[tokio::test]
+async fn hostile_registry_names_and_unknown_agencies_are_refused_cleanly() {
+    let app = TestApp::spawn().await;
+    let long = "r".repeat(100_000);
+    for name in ["a\r\nb", "a\u{0}b", "with space", "a/b", "+", long.as_str()] {
+        let r = app
+            .request(Method::POST, "/registries")
+            .json(&json!({"registry": name, "agency_id": app.admin_agency}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(matches!(status, 413 | 422), "{name:.20?}: {status}");
+    }
+    let unknown = app
+        .request(Method::POST, "/registries")
+        .json(&json!({"registry": "reg-x", "agency_id": uuid::Uuid::now_v7()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 422);
+    for path in [
+        "/registries/a%0D%0Ab",
+        "/registries/a%00b",
+        "/registries/%FF%FE",
+    ] {
+        let r = app.request(Method::GET, path).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert!(matches!(status, 400 | 422), "{path}: {status}");
+        let problem: Value = r.json().await.unwrap();
+        assert!(problem["detail"].is_string());
+    }
+    let recorded = app
+        .db
+        .count("SELECT count(*) FROM events WHERE aggregate_type = 'registry'")
+        .await;
+    assert_eq!(recorded, 0);
+}
