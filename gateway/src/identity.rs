@@ -29,6 +29,13 @@ pub type UserStore = PersistedEventStore<PostgresEventRepository, User>;
 /// The one answer to every failed login, whatever the reason (RFC 6749 style): it never
 /// tells whether the account exists, is locked or deactivated.
 const INVALID_LOGIN: &str = "invalid email or password";
+/// An email signs in to one account on the whole platform (a person working for several
+/// agencies is a member of each, not several accounts). So a new account cannot take an
+/// address already in use, in this agency or another: the answer is the same either way,
+/// names no account and no agency, and says what to do instead (README, "Identity").
+const EMAIL_TAKEN: &str = "this email address already signs in to an ERIOP account, so a new \
+     account cannot use it; if that person should work in your agency, ask a platform \
+     administrator to make them a member (PUT /api/v1/users/{id}/memberships/{agency})";
 const TOTP_STEP_SECONDS: u64 = 30;
 /// Retries of a user command that lost an optimistic-concurrency race.
 const MAX_CONFLICT_RETRIES: u32 = 8;
@@ -227,9 +234,7 @@ impl Identity<'_> {
         let id = user_id.to_string();
         // Taken under a previous key too (a rotation not re-indexed yet).
         if self.user_by_email(email).await?.is_some() {
-            return Err(ApiError::Conflict(
-                "a user with this email already exists".into(),
-            ));
+            return Err(ApiError::Conflict(EMAIL_TAKEN.into()));
         }
         let reserved = sqlx::query(
             "INSERT INTO user_emails (email_index, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -239,9 +244,7 @@ impl Identity<'_> {
         .execute(self.pool)
         .await?;
         if reserved.rows_affected() == 0 {
-            return Err(ApiError::Conflict(
-                "a user with this email already exists".into(),
-            ));
+            return Err(ApiError::Conflict(EMAIL_TAKEN.into()));
         }
         let data_key = self.new_data_key(user_id).await?;
         let password_hash = passwords::hash(password)
@@ -282,18 +285,21 @@ impl Identity<'_> {
         password: SecretString,
         request_id: &str,
     ) -> Result<LoginOutcome, ApiError> {
-        let user_id = match Email::parse(email) {
+        // The same work whatever the address, so that neither the answer nor its timing
+        // tells whether an account exists: one lookup, one event-store read (of nobody's
+        // stream for an unknown address), one password hash, one committed write (an event
+        // on the account, or the unknown address's failure counter).
+        let account = match Email::parse(email) {
             Ok(email) => self.user_by_email(&email).await?,
             Err(_) => None,
         };
-        let user = match user_id {
-            Some(id) => Some(self.load(&id.to_string()).await?),
-            None => None,
-        };
-        let hash = user.as_ref().map(|u| u.password_hash().to_owned());
-        // Verified even for an unknown account (against a dummy hash): same time either way.
+        let user = self
+            .load(&account.unwrap_or(Uuid::nil()).to_string())
+            .await?;
+        let hash = account.map(|_| user.password_hash().to_owned());
         let matched = passwords::verify(password, hash).await;
-        let (Some(user_id), Some(user)) = (user_id, user) else {
+        let Some(user_id) = account else {
+            self.count_unknown_failure(email).await?;
             return Err(ApiError::Unauthorized(INVALID_LOGIN));
         };
         let id = user_id.to_string();
@@ -317,6 +323,24 @@ impl Identity<'_> {
             return Ok(LoginOutcome::MfaRequired { mfa_token });
         }
         Ok(LoginOutcome::Tokens(self.open_session(&id, &user).await?))
+    }
+
+    /// Counts a failed login on an address that has no account (migration 0015), and prunes
+    /// a few counters of addresses nobody tried for 30 days.
+    async fn count_unknown_failure(&self, typed: &str) -> Result<(), ApiError> {
+        sqlx::query(
+            "WITH pruned AS (
+                 DELETE FROM login_failures_unknown WHERE address_index IN (
+                     SELECT address_index FROM login_failures_unknown
+                      WHERE last_at < now() - interval '30 days' ORDER BY last_at LIMIT 10))
+             INSERT INTO login_failures_unknown (address_index, failures) VALUES ($1, 1)
+             ON CONFLICT (address_index) DO UPDATE
+                SET failures = login_failures_unknown.failures + 1, last_at = now()",
+        )
+        .bind(self.auth.address_index(typed))
+        .execute(self.pool)
+        .await?;
+        Ok(())
     }
 
     /// What the user must do before anything else, if anything: change a password chosen by

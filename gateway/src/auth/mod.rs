@@ -188,6 +188,15 @@ impl Auth {
         crypto::mac_hex(&self.index_key, email.as_str())
     }
 
+    /// The blind index of what was typed as a login name, an email or not: failed logins on
+    /// addresses without an account are counted by it, never by the address itself.
+    pub fn address_index(&self, typed: &str) -> String {
+        match Email::parse(typed) {
+            Ok(email) => self.email_index(&email),
+            Err(_) => crypto::mac_hex(&self.index_key, typed),
+        }
+    }
+
     /// The email's index under the current key, then under each previous one (an address
     /// indexed before a rotation, and not re-indexed yet, is still found and still taken).
     pub fn email_indexes(&self, email: &Email) -> Vec<String> {

@@ -1486,3 +1486,87 @@ async fn the_server_key_can_be_rotated() {
     assert_eq!(me["email"], "plain@laval.example");
     assert_eq!(app.get_as(&signed_before, "/auth/me").await.status(), 401);
 }
+
+/// An email signs in to one account platform-wide: a new account cannot take an address in
+/// use in another agency, and the answer is the one for an address in use in the caller's own
+/// agency, naming neither the account nor its agency.
+#[tokio::test]
+async fn an_email_taken_elsewhere_is_answered_as_one_taken_here() {
+    let app = TestApp::spawn().await;
+    let elsewhere = app
+        .create_user("taken@elsewhere.example", PASSWORD, &["viewer"])
+        .await;
+    let (agency, admin) = app
+        .admin_of_new_agency("Gatineau", "admin@gatineau.example")
+        .await;
+    let create = |email: &'static str| {
+        app.http
+            .post(app.api("/users"))
+            .bearer_auth(&admin)
+            .json(&json!({ "email": email, "display_name": "X", "password": PASSWORD }))
+            .send()
+    };
+    assert_eq!(create("here@gatineau.example").await.unwrap().status(), 201);
+    let mut answers = Vec::new();
+    for email in ["here@gatineau.example", "Taken@Elsewhere.example"] {
+        let response = create(email).await.unwrap();
+        assert_eq!(response.status(), 409, "{email}");
+        let text = response.text().await.unwrap();
+        assert!(!text.contains(&elsewhere) && !text.contains(&app.admin_agency));
+        let mut body: Value = serde_json::from_str(&text).unwrap();
+        // What differs between any two answers: the request they answer.
+        body.as_object_mut().unwrap().retain(|k, _| k != "request_id" && k != "instance");
+        answers.push(body);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert!(answers[0]["detail"].as_str().unwrap().contains("member"));
+    assert!(!agency.is_empty());
+}
+
+/// A login for an address without an account does the work of one for an account (one
+/// committed write: an event on the account, a counter for the unknown address), and gets
+/// the same answer. The addresses are counted by their blind index, never in clear.
+#[tokio::test]
+async fn a_login_for_an_unknown_address_does_the_work_of_a_known_one() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create_user("known@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let events = |id: String| {
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM events WHERE aggregate_type = 'user' AND aggregate_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let before = events(id.clone()).await;
+    let known = app.try_login("known@laval.example", "not the password").await;
+    assert_eq!(known.status(), 401);
+    let known: Value = known.json().await.unwrap();
+    assert_eq!(events(id.clone()).await, before + 1, "the failure is an event");
+
+    let all_events = app.db.count("SELECT count(*) FROM events").await;
+    for typed in ["nobody@laval.example", "Nobody@Laval.example", "not an email"] {
+        let unknown = app.try_login(typed, "not the password").await;
+        assert_eq!(unknown.status(), 401);
+        let unknown: Value = unknown.json().await.unwrap();
+        assert_eq!(unknown["detail"], known["detail"]);
+        assert_eq!(unknown["type"], known["type"]);
+    }
+    assert_eq!(app.db.count("SELECT count(*) FROM events").await, all_events);
+    let counters: Vec<(String, i64)> =
+        sqlx::query_as("SELECT address_index, failures FROM login_failures_unknown ORDER BY 2")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    let failures: Vec<i64> = counters.iter().map(|(_, n)| *n).collect();
+    assert_eq!(failures, vec![1, 2], "one address typed twice (case aside), one once");
+    assert!(counters
+        .iter()
+        .all(|(index, _)| !index.contains("nobody") && index.len() == 64));
+}

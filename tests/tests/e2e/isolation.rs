@@ -145,6 +145,8 @@ async fn every_relation_the_app_role_reads_is_protected() {
         // platform-wide unique keys: identity reservations, registry ids, the email blind
         // index (an HMAC), wrapped per-person data keys (useless without the server key)
         "device_identities",
+        // failed logins on addresses without an account, by blind index: nobody's data
+        "login_failures_unknown",
         "registry_ids",
         "user_emails",
         "user_data_keys",
