@@ -8,10 +8,12 @@ pub mod device;
 pub mod ids;
 pub mod metadata;
 pub mod permission;
+pub mod refusal;
 pub mod role;
 pub mod time;
 pub mod user;
 
 pub use ids::{AgencyId, UserId};
 pub use permission::Permission;
+pub use refusal::{Named, Refusal};
 pub use time::Timestamp;

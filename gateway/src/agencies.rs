@@ -2,12 +2,10 @@
 //! store), queries read the `agencies` read model that the projections service maintains.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
-use cqrs_es::AggregateError;
-use eriop_domain::agency::{AgencyCommand, AgencyError, AgencyName, AgencyStatus};
+use eriop_domain::agency::{AgencyCommand, AgencyName, AgencyStatus};
 use eriop_domain::AgencyId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -15,10 +13,11 @@ use uuid::Uuid;
 use crate::audit::Audit;
 use crate::auth::permission::AgenciesManage;
 use crate::auth::{Allowed, Caller};
+use crate::command::{self, Body, Done, Stored};
 use crate::edge::RequestId;
-use crate::error::{database_unreachable, ApiError};
+use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::paging::{await_version, PageParams, ReadModel};
+use crate::paging::{PageParams, ReadModel};
 use crate::state::AppState;
 use crate::tenancy::{self, Scope};
 
@@ -75,7 +74,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let name = parse_name(&body.name)?;
     let id = AgencyId::from_uuid(body.id.unwrap_or_else(Uuid::now_v7));
-    let version = execute(
+    let stored = execute(
         &state,
         &admin,
         id,
@@ -83,8 +82,8 @@ pub async fn create(
         &request_id,
     )
     .await?;
-    let location = format!("{}", id);
-    respond_after_projection(&state, id, version, StatusCode::CREATED, Some(location)).await
+    let location = format!("agencies/{id}");
+    command::respond(&state, stored, Done::Created { location }, view(&state, id)).await
 }
 
 pub async fn list(
@@ -141,66 +140,39 @@ pub async fn patch(
         status: body.status,
         mfa_required: body.mfa_required,
     };
-    let version = execute(&state, &admin, id, command, &request_id).await?;
-    respond_after_projection(&state, id, version, StatusCode::OK, None).await
+    let stored = execute(&state, &admin, id, command, &request_id).await?;
+    command::respond(&state, stored, Done::Changed, view(&state, id)).await
 }
 
-/// Runs `command` on the agency `id` with the audit metadata of DESIGN.md rule 1, and
-/// answers the aggregate's version afterwards.
+/// Runs `command` on the agency `id` through the command path, as `actor` asks.
 async fn execute(
     state: &AppState,
     actor: &Caller,
     id: AgencyId,
     command: AgencyCommand,
     request_id: &RequestId,
-) -> Result<i64, ApiError> {
+) -> Result<Stored, ApiError> {
     let agency = id.to_string();
+    // The agency acted on is the audit's agency (an agency's history is its own).
     let audit = Audit {
         actor: actor.user_id(),
         agency_id: &agency,
         request_id: &request_id.0,
     };
-    let meta = audit.metadata(command.name());
-    state
-        .agencies()
-        .execute_with_metadata(&id.to_string(), command, meta)
-        .await
-        .map_err(|e| command_error(id, e))?;
-    let version: Option<i64> = sqlx::query_scalar(
-        "SELECT max(sequence) FROM events WHERE aggregate_type = 'agency' AND aggregate_id = $1",
+    command::execute(
+        state,
+        state.agencies(),
+        ReadModel::Agencies,
+        id.as_uuid(),
+        command,
+        &audit,
+        "agency",
     )
-    .bind(id.to_string())
-    .fetch_one(state.pool())
-    .await?;
-    version.ok_or_else(|| not_found(id.as_uuid()))
-}
-
-fn command_error(id: AgencyId, e: AggregateError<AgencyError>) -> ApiError {
-    match e {
-        AggregateError::UserError(AgencyError::NotFound) => not_found(id.as_uuid()),
-        AggregateError::UserError(other) => ApiError::Conflict(other.to_string()),
-        AggregateError::AggregateConflict => ApiError::Conflict(
-            "the agency was changed by another request at the same time; retry".into(),
-        ),
-        AggregateError::DatabaseConnectionError(cause) => {
-            ApiError::Unavailable(format!("event store: {cause}"))
-        }
-        // postgres-es reports a pool that cannot reach the database as "unexpected".
-        AggregateError::UnexpectedError(cause)
-            if cause
-                .downcast_ref::<sqlx::Error>()
-                .is_some_and(database_unreachable) =>
-        {
-            ApiError::Unavailable(format!("event store: {cause}"))
-        }
-        AggregateError::DeserializationError(cause) | AggregateError::UnexpectedError(cause) => {
-            ApiError::Internal(cause)
-        }
-    }
+    .await
 }
 
 fn not_found(id: Uuid) -> ApiError {
-    ApiError::NotFound(format!("no agency {id}"))
+    ApiError::NotFound(format!("no such agency: {id}"))
 }
 
 async fn fetch(state: &AppState, id: Uuid) -> Result<Option<AgencyView>, ApiError> {
@@ -213,46 +185,13 @@ async fn fetch(state: &AppState, id: Uuid) -> Result<Option<AgencyView>, ApiErro
     .await?)
 }
 
-/// Read your writes (DESIGN.md rule 3): answer once the read model shows `version`, so the
-/// caller's next GET sees its change. If the projection lags past the configured bound, the
-/// command is still stored and will be projected: answer 202 and say so.
-async fn respond_after_projection(
-    state: &AppState,
-    id: AgencyId,
-    version: i64,
-    done: StatusCode,
-    location: Option<String>,
-) -> Result<Response, ApiError> {
-    let shown = await_version(
-        state.pool(),
-        ReadModel::Agencies,
-        id.as_uuid(),
-        version,
-        state.read_your_writes_timeout(),
-    )
-    .await?;
-    let view = if shown {
-        fetch(state, id.as_uuid()).await?
-    } else {
-        None
-    };
-    let mut response = match view {
-        Some(view) => (done, Json(view)).into_response(),
-        None => (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({
-                "id": id,
-                "version": version,
-                "status": "accepted",
-                "detail": "the change is stored; the read model has not shown it yet, GET it again shortly",
-            })),
-        )
-            .into_response(),
-    };
-    if let Some(location) = location {
-        if let Ok(value) = header::HeaderValue::from_str(&format!("agencies/{location}")) {
-            response.headers_mut().insert(header::LOCATION, value);
-        }
-    }
-    Ok(response)
+/// The agency as the read model shows it, for a command's answer.
+fn view(state: &AppState, id: AgencyId) -> Body<'_> {
+    Body::Read(Box::pin(async move {
+        fetch(state, id.as_uuid())
+            .await?
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(ApiError::internal)
+    }))
 }

@@ -314,6 +314,10 @@ fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> 
             post(devices::classes::create).get(devices::classes::list),
         )
         .route(
+            &format!("{api}/device-classes/{{id}}"),
+            get(devices::classes::get),
+        )
+        .route(
             &format!("{api}/devices"),
             post(devices::registry::create).get(devices::registry::list),
         )

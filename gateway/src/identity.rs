@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::audit::Audit;
 use crate::auth::sessions::{RefreshOwner, Rotation};
 use crate::auth::{crypto, passwords, Auth, Caller, Restriction, TokenPair};
-use crate::error::{database_unreachable, ApiError};
+use crate::error::ApiError;
 
 pub type UserCqrs = CqrsFramework<User, PersistedEventStore<PostgresEventRepository, User>>;
 pub type UserStore = PersistedEventStore<PostgresEventRepository, User>;
@@ -103,24 +103,7 @@ pub struct Me {
 }
 
 fn user_error(e: AggregateError<UserError>) -> ApiError {
-    match e {
-        AggregateError::UserError(UserError::NotFound) => ApiError::NotFound("no such user".into()),
-        AggregateError::UserError(other) => ApiError::Conflict(other.to_string()),
-        AggregateError::AggregateConflict => ApiError::Conflict(
-            "the user was changed by another request at the same time; retry".into(),
-        ),
-        AggregateError::DatabaseConnectionError(cause) => ApiError::Unavailable(cause.to_string()),
-        AggregateError::UnexpectedError(cause)
-            if cause
-                .downcast_ref::<sqlx::Error>()
-                .is_some_and(database_unreachable) =>
-        {
-            ApiError::Unavailable(cause.to_string())
-        }
-        AggregateError::DeserializationError(cause) | AggregateError::UnexpectedError(cause) => {
-            ApiError::Internal(cause)
-        }
-    }
+    crate::command::refusal(e, "user")
 }
 
 impl Identity<'_> {

@@ -9,6 +9,7 @@ mod audit_routes;
 pub mod auth;
 mod auth_routes;
 pub mod bootstrap;
+mod command;
 pub mod devices;
 mod edge;
 mod error;

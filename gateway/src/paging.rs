@@ -52,6 +52,18 @@ pub enum ReadModel {
 }
 
 impl ReadModel {
+    /// The aggregate whose events this read model shows (cqrs-es `Aggregate::TYPE`).
+    pub fn aggregate_type(self) -> &'static str {
+        match self {
+            Self::Agencies => "agency",
+            Self::Users => "user",
+            Self::Roles => "role",
+            Self::DeviceClasses => "device_class",
+            Self::Devices => "device",
+            Self::Registries => "registry",
+        }
+    }
+
     fn version_query(self) -> &'static str {
         match self {
             Self::Agencies => "SELECT version FROM agencies WHERE id = $1",

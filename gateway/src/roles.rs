@@ -1,11 +1,9 @@
 //! `/api/v1/roles`: the built-in roles (in every agency, fixed) and the agency's own roles.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use cqrs_es::AggregateError;
-use eriop_domain::role::{RoleCommand, RoleError, RoleName, BUILT_IN};
+use eriop_domain::role::{RoleCommand, RoleName, BUILT_IN};
 use eriop_domain::{AgencyId, Permission};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -13,10 +11,11 @@ use uuid::Uuid;
 use crate::audit::Audit;
 use crate::auth::permission::RolesManage;
 use crate::auth::{Allowed, Caller};
+use crate::command::{self, Body, Done, Stored};
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
-use crate::paging::{await_version, ReadModel};
+use crate::paging::ReadModel;
 use crate::state::AppState;
 use crate::tenancy::{self, Scope};
 
@@ -66,12 +65,26 @@ fn parse_permissions(raw: &[String]) -> Result<Vec<Permission>, ApiError> {
 
 /// A role of the caller's agency (row-level security hides the others): 404 otherwise.
 async fn find(state: &AppState, caller: &Caller, id: Uuid) -> Result<RoleRow, ApiError> {
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
-    sqlx::query_as("SELECT id, name, permissions FROM roles WHERE id = $1 AND NOT deleted")
-        .bind(id)
-        .fetch_optional(&mut *tx)
+    fetch(state, caller, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such role in your agency".into()))
+}
+
+async fn fetch(state: &AppState, caller: &Caller, id: Uuid) -> Result<Option<RoleRow>, ApiError> {
+    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+    Ok(
+        sqlx::query_as("SELECT id, name, permissions FROM roles WHERE id = $1 AND NOT deleted")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?,
+    )
+}
+
+/// The role as the read model shows it, for a command's answer.
+fn view<'a>(state: &'a AppState, caller: &'a Caller, id: Uuid) -> Body<'a> {
+    Body::Read(Box::pin(async move {
+        Ok(fetch(state, caller, id).await?.map(custom))
+    }))
 }
 
 /// A role named in a path: a built-in role's name, or the id of one of the agency's roles.
@@ -104,38 +117,18 @@ async fn execute(
     id: Uuid,
     command: RoleCommand,
     request_id: &RequestId,
-) -> Result<(), ApiError> {
+) -> Result<Stored, ApiError> {
     let audit = Audit::by(caller, &request_id.0);
-    let metadata = audit.metadata(command.name());
-    state
-        .roles()
-        .execute_with_metadata(&id.to_string(), command, metadata)
-        .await
-        .map_err(|e| match e {
-            AggregateError::UserError(RoleError::NotFound) => {
-                ApiError::NotFound("no such role in your agency".into())
-            }
-            AggregateError::UserError(other) => ApiError::Conflict(other.to_string()),
-            AggregateError::AggregateConflict => {
-                ApiError::Conflict("the role was changed at the same time; retry".into())
-            }
-            other => ApiError::Unavailable(other.to_string()),
-        })?;
-    let version: Option<i64> = sqlx::query_scalar(
-        "SELECT max(sequence) FROM events WHERE aggregate_type = 'role' AND aggregate_id = $1",
-    )
-    .bind(id.to_string())
-    .fetch_one(state.pool())
-    .await?;
-    await_version(
-        state.pool(),
+    command::execute(
+        state,
+        state.roles(),
         ReadModel::Roles,
         id,
-        version.unwrap_or(0),
-        state.read_your_writes_timeout(),
+        command,
+        &audit,
+        "role in your agency",
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 pub async fn create(
@@ -158,7 +151,7 @@ pub async fn create(
         .parse()
         .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
     let id = Uuid::now_v7();
-    execute(
+    let stored = execute(
         &state,
         &caller,
         id,
@@ -171,11 +164,14 @@ pub async fn create(
         &request_id,
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(custom(find(&state, &caller, id).await?)),
+    let location = format!("roles/{id}");
+    command::respond(
+        &state,
+        stored,
+        Done::Created { location },
+        view(&state, &caller, id),
     )
-        .into_response())
+    .await
 }
 
 pub async fn list(
@@ -227,7 +223,7 @@ pub async fn rename(
     find(&state, &caller, id).await?;
     let name =
         RoleName::parse(&body.name).map_err(|e| ApiError::validation("name", e.to_string()))?;
-    execute(
+    let stored = execute(
         &state,
         &caller,
         id,
@@ -235,7 +231,7 @@ pub async fn rename(
         &request_id,
     )
     .await?;
-    Ok(Json(custom(find(&state, &caller, id).await?)).into_response())
+    command::respond(&state, stored, Done::Changed, view(&state, &caller, id)).await
 }
 
 pub async fn delete(
@@ -243,11 +239,11 @@ pub async fn delete(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let id = custom_only(&id)?;
     find(&state, &caller, id).await?;
-    execute(&state, &caller, id, RoleCommand::Delete, &request_id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let stored = execute(&state, &caller, id, RoleCommand::Delete, &request_id).await?;
+    command::respond(&state, stored, Done::NoContent, Body::None).await
 }
 
 pub async fn grant(
@@ -292,6 +288,6 @@ async fn change_permission(
     } else {
         RoleCommand::Revoke { permission }
     };
-    execute(state, caller, id, command, request_id).await?;
-    Ok(Json(custom(find(state, caller, id).await?)).into_response())
+    let stored = execute(state, caller, id, command, request_id).await?;
+    command::respond(state, stored, Done::Changed, view(state, caller, id)).await
 }

@@ -1,7 +1,6 @@
 //! `/api/v1/users`: the users of the caller's agency, managed by its administrators.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use eriop_domain::user::{Email, PasswordPolicy};
@@ -13,12 +12,13 @@ use uuid::Uuid;
 use crate::audit::Audit;
 use crate::auth::permission::{AgenciesManage, RolesManage, UsersRead, UsersWrite};
 use crate::auth::{Allowed, AGENCY_ADMIN, PLATFORM_ADMIN};
+use crate::command::{self, Body, Done, Stored};
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::extract::{ApiJson, ApiPath};
 use crate::identity::one_time_password;
-use crate::paging::{await_version, PageParams, ReadModel};
+use crate::paging::{PageParams, ReadModel};
 use crate::state::AppState;
 use crate::tenancy::{self, Scope};
 
@@ -128,15 +128,7 @@ pub async fn create(
             body.roles.clone(),
         )
         .await?;
-    // Read your writes: the list shows the new user once this answers (bounded wait).
-    await_version(
-        state.pool(),
-        ReadModel::Users,
-        user_id.as_uuid(),
-        1,
-        state.read_your_writes_timeout(),
-    )
-    .await?;
+    let stored = Stored::latest(&state, ReadModel::Users, user_id.as_uuid()).await?;
     let mut body = serde_json::json!({
         "id": user_id,
         "agency_id": agency_id,
@@ -146,7 +138,15 @@ pub async fn create(
     if let Some(password) = generated {
         body["one_time_password"] = password.expose_secret().into();
     }
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    // The one-time password is answered once: the same body, 201 or 202.
+    let location = format!("users/{user_id}");
+    command::respond(
+        &state,
+        stored,
+        Done::Created { location },
+        Body::Known(body),
+    )
+    .await
 }
 
 pub async fn get(
@@ -175,12 +175,18 @@ pub async fn unlock(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .identity()
         .unlock(&admin, &id.to_string(), &request_id.0)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    done(&state, id).await
+}
+
+/// The answer of a change to user `id`: `204` once the read model shows it, `202` if it lags.
+async fn done(state: &AppState, id: Uuid) -> Result<Response, ApiError> {
+    let stored = Stored::latest(state, ReadModel::Users, id).await?;
+    command::respond(state, stored, Done::NoContent, Body::None).await
 }
 
 #[derive(Deserialize)]
@@ -195,14 +201,14 @@ pub async fn update(
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateUser>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let display_name = body.display_name.trim();
     check_name("display_name", display_name)?;
     state
         .identity()
         .update_profile(&admin, &id.to_string(), display_name, &request_id.0)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    done(&state, id).await
 }
 
 /// DELETE means deactivate: the history stays, the sessions end, an admin may reactivate.
@@ -211,12 +217,12 @@ pub async fn deactivate(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .identity()
         .set_active(&admin, &id.to_string(), false, &request_id.0)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    done(&state, id).await
 }
 
 pub async fn reactivate(
@@ -224,12 +230,12 @@ pub async fn reactivate(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .identity()
         .set_active(&admin, &id.to_string(), true, &request_id.0)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    done(&state, id).await
 }
 
 /// An administrator's reset of another user's MFA (a lost phone): its own audited event.
@@ -238,12 +244,12 @@ pub async fn reset_mfa(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .identity()
         .reset_mfa(&admin, &id.to_string(), &request_id.0)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    done(&state, id).await
 }
 
 #[derive(Deserialize)]
@@ -280,15 +286,21 @@ pub async fn create_service_account(
         .identity()
         .register_service_account(&audit, agency_id, name, body.roles.clone())
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({
-            "client_id": id,
-            "client_secret": secret.expose_secret(),
-            "roles": body.roles,
-        })),
+    // The secret is answered once: the same body, 201 or 202.
+    let stored = Stored::latest(&state, ReadModel::Users, id.as_uuid()).await?;
+    let body = serde_json::json!({
+        "client_id": id,
+        "client_secret": secret.expose_secret(),
+        "roles": body.roles,
+    });
+    let location = format!("users/{id}");
+    command::respond(
+        &state,
+        stored,
+        Done::Created { location },
+        Body::Known(body),
     )
-        .into_response())
+    .await
 }
 
 #[derive(Deserialize)]
@@ -392,7 +404,7 @@ pub async fn assign_role(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath((id, role)): ApiPath<(Uuid, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     change_role(&state, &admin, id, &role, true, &request_id).await
 }
 
@@ -401,7 +413,7 @@ pub async fn unassign_role(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath((id, role)): ApiPath<(Uuid, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     change_role(&state, &admin, id, &role, false, &request_id).await
 }
 
@@ -412,7 +424,7 @@ async fn change_role(
     role: &str,
     assign: bool,
     request_id: &RequestId,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     // A built-in role, or one of the caller's agency (another agency's role: 404).
     let role = crate::roles::assignable(state, admin, role).await?;
     let role = role.as_str();
@@ -421,19 +433,11 @@ async fn change_role(
             "only a platform admin may give or take the platform-admin role",
         ));
     }
-    let version = state
+    state
         .identity()
         .set_role(admin, &id.to_string(), role, assign, &request_id.0)
         .await?;
-    await_version(
-        state.pool(),
-        ReadModel::Users,
-        id,
-        version,
-        state.read_your_writes_timeout(),
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    done(state, id).await
 }
 
 #[derive(Deserialize)]
@@ -450,7 +454,7 @@ pub async fn grant_membership(
     Extension(request_id): Extension<RequestId>,
     ApiPath((id, agency)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<Membership>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     for role in &body.roles {
         if !ROLES.contains(&role.as_str()) || role == PLATFORM_ADMIN {
             return Err(ApiError::validation(
@@ -459,7 +463,7 @@ pub async fn grant_membership(
             ));
         }
     }
-    let version = state
+    state
         .identity()
         .set_membership(
             &admin,
@@ -469,15 +473,7 @@ pub async fn grant_membership(
             &request_id.0,
         )
         .await?;
-    await_version(
-        state.pool(),
-        ReadModel::Users,
-        id,
-        version,
-        state.read_your_writes_timeout(),
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    done(&state, id).await
 }
 
 pub async fn revoke_membership(
@@ -485,8 +481,8 @@ pub async fn revoke_membership(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath((id, agency)): ApiPath<(Uuid, Uuid)>,
-) -> Result<StatusCode, ApiError> {
-    let version = state
+) -> Result<Response, ApiError> {
+    state
         .identity()
         .set_membership(
             &admin,
@@ -496,13 +492,5 @@ pub async fn revoke_membership(
             &request_id.0,
         )
         .await?;
-    await_version(
-        state.pool(),
-        ReadModel::Users,
-        id,
-        version,
-        state.read_your_writes_timeout(),
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    done(&state, id).await
 }

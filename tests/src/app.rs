@@ -420,6 +420,23 @@ impl TestApp {
         }));
     }
 
+    /// Stops the projections service, as a crash would: the read models stop moving.
+    pub fn stop_projections(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Starts a new projections service with the same settings: it catches up from its
+    /// checkpoints.
+    pub async fn start_projections(&mut self) {
+        let projections = eriop_projections::App::build(self.settings.clone())
+            .await
+            .unwrap();
+        self.tasks
+            .push(tokio::spawn(projections.run_until(std::future::pending())));
+    }
+
     /// Starts a new bridge with the same settings (same client id: same MQTT session).
     pub async fn start_bridge(&mut self) {
         let bridge = eriop_bridge::Bridge::build(&self.settings).await.unwrap();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt;
@@ -147,7 +147,13 @@ pub async fn register(
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok().copied())
         .collect();
-    await_all(&state, &caller, &registered).await?;
+    // Read your writes, as on the command path: 200 once the registry shows every device,
+    // 202 with the same report if it lags (every device reported registered is stored).
+    let status = if await_all(&state, &caller, &registered).await? {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     let report: Vec<Value> = results
         .into_iter()
         .map(|(row, outcome)| match outcome {
@@ -161,20 +167,24 @@ pub async fn register(
         })
         .collect();
     let failed = report.len() - registered.len();
-    Ok(Json(json!({
-        "registered": registered.len(),
-        "failed": failed,
-        "rows": report,
-    }))
-    .into_response())
+    Ok((
+        status,
+        Json(json!({
+            "registered": registered.len(),
+            "failed": failed,
+            "rows": report,
+        })),
+    )
+        .into_response())
 }
 
-/// Read your writes for a whole import: waits (bounded) until the registry shows them all.
+/// Read your writes for a whole import: waits (bounded) until the registry shows them all;
+/// answers whether it did.
 async fn await_all(
     state: &AppState,
     caller: &crate::auth::Caller,
     ids: &[Uuid],
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let deadline = Instant::now() + state.read_your_writes_timeout().max(Duration::from_secs(5));
     loop {
         let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
@@ -183,8 +193,11 @@ async fn await_all(
             .fetch_one(&mut *tx)
             .await?;
         drop(tx);
-        if usize::try_from(seen).unwrap_or(0) >= ids.len() || Instant::now() >= deadline {
-            return Ok(());
+        if usize::try_from(seen).unwrap_or(0) >= ids.len() {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1,7 +1,6 @@
 //! `/api/v1/device-classes`: the kinds of devices an agency has (TALQ `DeviceClass`).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use eriop_domain::device::{DeviceClassCommand, DeviceName, FunctionDesc, OfflineAfter};
@@ -11,9 +10,10 @@ use uuid::Uuid;
 use crate::audit::Audit;
 use crate::auth::permission::{DevicesRead, DevicesWrite};
 use crate::auth::{Allowed, Caller};
+use crate::command::{self, Body, Done};
 use crate::edge::RequestId;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::paging::ReadModel;
 use crate::state::AppState;
 use crate::tenancy::{self, Scope};
@@ -104,18 +104,25 @@ pub async fn create(
         offline_after,
     };
     let audit = Audit::by(&caller, &request_id.0);
-    let metadata = audit.metadata(command.name());
-    state
-        .device_classes()
-        .execute_with_metadata(&id.to_string(), command, metadata)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    super::await_latest(&state, ReadModel::DeviceClasses, "device_class", id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(find(&state, &caller, id).await?.json()),
+    let stored = command::execute(
+        &state,
+        state.device_classes(),
+        ReadModel::DeviceClasses,
+        id,
+        command,
+        &audit,
+        "device class in your agency",
     )
-        .into_response())
+    .await?;
+    let body = Body::Read(Box::pin(async {
+        match find(&state, &caller, id).await {
+            Ok(row) => Ok(Some(row.json())),
+            Err(ApiError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }));
+    let location = format!("device-classes/{id}");
+    command::respond(&state, stored, Done::Created { location }, body).await
 }
 
 pub async fn list(
@@ -132,4 +139,13 @@ pub async fn list(
     .await?;
     let items: Vec<serde_json::Value> = rows.iter().map(ClassRow::json).collect();
     Ok(Json(serde_json::json!({ "items": items })).into_response())
+}
+
+/// One device class of the caller's agency (another agency's: 404).
+pub async fn get(
+    Allowed { caller, .. }: Allowed<DevicesRead>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    Ok(Json(find(&state, &caller, id).await?.json()).into_response())
 }

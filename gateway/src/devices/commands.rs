@@ -5,7 +5,6 @@
 //! topic, and the device's replies on `commands/{id}` come back as status changes.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
@@ -17,6 +16,7 @@ use uuid::Uuid;
 use super::view;
 use crate::auth::permission::{DevicesCommand, DevicesRead};
 use crate::auth::{Allowed, Caller};
+use crate::command::{self, Body, Done};
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -117,7 +117,18 @@ pub async fn issue(
     let command_id: i64 = sqlx::query_scalar("SELECT nextval('device_command_ids')")
         .fetch_one(state.pool())
         .await?;
-    super::execute(
+    // The command as it is recorded, for the answer while the read model lags.
+    let issued = Utc::now();
+    let pending = serde_json::json!({
+        "id": command_id,
+        "device_id": id,
+        "request": serde_json::to_value(&request).map_err(ApiError::internal)?,
+        "status": "pending",
+        "message": null,
+        "issued_at": issued,
+        "updated_at": issued,
+    });
+    let stored = super::execute(
         &state,
         &caller,
         id,
@@ -128,14 +139,22 @@ pub async fn issue(
         &request_id,
     )
     .await?;
-    let row = find(&state, &caller, id, command_id).await?;
-    let location = format!("{}/devices/{id}/commands/{command_id}", state.api_prefix());
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(row.json()),
+    // Always 202: the device carries the command out later; follow it at `Location`.
+    let location = format!("devices/{id}/commands/{command_id}");
+    let read = Box::pin(async {
+        match find(&state, &caller, id, command_id).await {
+            Ok(row) => Ok(Some(row.json())),
+            Err(ApiError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    });
+    command::respond(
+        &state,
+        stored,
+        Done::Pending { location },
+        Body::ReadOr(read, pending),
     )
-        .into_response())
+    .await
 }
 
 #[derive(Deserialize)]

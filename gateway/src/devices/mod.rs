@@ -18,9 +18,10 @@ use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::Caller;
+use crate::command::{self, Stored};
 use crate::edge::RequestId;
 use crate::error::ApiError;
-use crate::paging::{await_version, ReadModel};
+use crate::paging::ReadModel;
 use crate::state::AppState;
 
 pub type DeviceClassCqrs =
@@ -29,81 +30,34 @@ pub type DeviceCqrs = CqrsFramework<Device, PersistedEventStore<PostgresEventRep
 pub type RegistryCqrs =
     CqrsFramework<Registry, PersistedEventStore<PostgresEventRepository, Registry>>;
 
-/// How often a device command is decided again after a concurrent write to its aggregate.
-const MAX_CONFLICT_RETRIES: u32 = 5;
-
 /// Devices record every command and status change: a snapshot every 50 events keeps their
 /// loading short.
 pub const DEVICE_SNAPSHOT_EVERY: usize = 50;
 
 pub(crate) fn device_error(e: AggregateError<DeviceError>) -> ApiError {
-    match e {
-        AggregateError::UserError(DeviceError::NotFound) => {
-            ApiError::NotFound("no such device in your agency".into())
-        }
-        AggregateError::UserError(other) => ApiError::Conflict(other.to_string()),
-        AggregateError::AggregateConflict => {
-            ApiError::Conflict("the device was changed at the same time; retry".into())
-        }
-        other => ApiError::Unavailable(other.to_string()),
-    }
+    command::refusal(e, "device in your agency")
 }
 
-/// Runs a command on a device for the caller, then waits until the read model shows it.
+/// Runs a command on a device for the caller (the device supervisor writes to the same
+/// aggregate: the command path decides it again after such a race).
 pub(crate) async fn execute(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
     command: DeviceCommand,
     request_id: &RequestId,
-) -> Result<(), ApiError> {
+) -> Result<Stored, ApiError> {
     let audit = Audit::by(caller, &request_id.0);
-    // The device supervisor writes to the same aggregate (online, offline, a device's
-    // reply): optimistic concurrency refuses the later commit, and the command, decided
-    // again on the fresh state, is simply retried. A caller never sees that race.
-    let mut attempts = 0;
-    loop {
-        let metadata = audit.metadata(command.name());
-        match state
-            .devices()
-            .execute_with_metadata(&id.to_string(), command.clone(), metadata)
-            .await
-        {
-            Err(AggregateError::AggregateConflict) if attempts < MAX_CONFLICT_RETRIES => {
-                attempts += 1;
-            }
-            outcome => {
-                outcome.map_err(device_error)?;
-                break;
-            }
-        }
-    }
-    await_latest(state, ReadModel::Devices, "device", id).await
-}
-
-/// Read your writes: waits (bounded) until `model` shows the aggregate's last event.
-pub(crate) async fn await_latest(
-    state: &AppState,
-    model: ReadModel,
-    aggregate_type: &str,
-    id: Uuid,
-) -> Result<(), ApiError> {
-    let version: Option<i64> = sqlx::query_scalar(
-        "SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
-    )
-    .bind(aggregate_type)
-    .bind(id.to_string())
-    .fetch_one(state.pool())
-    .await?;
-    await_version(
-        state.pool(),
-        model,
+    command::execute(
+        state,
+        state.devices(),
+        ReadModel::Devices,
         id,
-        version.unwrap_or(0),
-        state.read_your_writes_timeout(),
+        command,
+        &audit,
+        "device in your agency",
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 pub(crate) fn agency_of(caller: &Caller) -> Result<eriop_domain::AgencyId, ApiError> {

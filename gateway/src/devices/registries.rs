@@ -3,12 +3,10 @@
 //! registers devices only under its own registries.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
-use cqrs_es::AggregateError;
-use eriop_domain::device::{RegistryCommand, RegistryError, RegistryName};
+use eriop_domain::device::{RegistryCommand, RegistryName};
 use eriop_domain::AgencyId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -16,10 +14,11 @@ use uuid::Uuid;
 use crate::audit::Audit;
 use crate::auth::permission::AgenciesManage;
 use crate::auth::{Allowed, Caller};
+use crate::command::{self, Body, Done, Stored};
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::paging::{await_version, PageParams, ReadModel};
+use crate::paging::{PageParams, ReadModel};
 use crate::state::AppState;
 use crate::tenancy::{self, Scope};
 
@@ -52,19 +51,6 @@ fn parse(raw: &str) -> Result<RegistryName, ApiError> {
     RegistryName::parse(raw).map_err(|e| ApiError::validation("registry", e.to_string()))
 }
 
-fn command_error(e: AggregateError<RegistryError>) -> ApiError {
-    match e {
-        AggregateError::UserError(RegistryError::NotAssigned) => {
-            ApiError::NotFound("this registry is assigned to no agency".into())
-        }
-        AggregateError::UserError(other) => ApiError::Conflict(other.to_string()),
-        AggregateError::AggregateConflict => {
-            ApiError::Conflict("the registry was changed at the same time; retry".into())
-        }
-        other => ApiError::Unavailable(other.to_string()),
-    }
-}
-
 async fn fetch(
     state: &AppState,
     registry: &RegistryName,
@@ -94,7 +80,7 @@ async fn aggregate_id(state: &AppState, registry: &RegistryName) -> Result<Uuid,
 }
 
 /// Runs a command on the registry as the platform administrator `admin`, on behalf of
-/// `agency` (the audit trail's agency), and waits for the read model.
+/// `agency` (the audit trail's agency).
 async fn execute(
     state: &AppState,
     admin: &Caller,
@@ -102,7 +88,7 @@ async fn execute(
     agency: AgencyId,
     command: RegistryCommand,
     request_id: &RequestId,
-) -> Result<bool, ApiError> {
+) -> Result<Stored, ApiError> {
     let id = aggregate_id(state, registry).await?;
     let agency = agency.to_string();
     let audit = Audit {
@@ -110,29 +96,27 @@ async fn execute(
         agency_id: &agency,
         request_id: &request_id.0,
     };
-    state
-        .registries()
-        .execute_with_metadata(
-            &id.to_string(),
-            command.clone(),
-            audit.metadata(command.name()),
-        )
-        .await
-        .map_err(command_error)?;
-    let version: Option<i64> = sqlx::query_scalar(
-        "SELECT max(sequence) FROM events WHERE aggregate_type = 'registry' AND aggregate_id = $1",
-    )
-    .bind(id.to_string())
-    .fetch_one(state.pool())
-    .await?;
-    await_version(
-        state.pool(),
+    command::execute(
+        state,
+        state.registries(),
         ReadModel::Registries,
         id,
-        version.unwrap_or(0),
-        state.read_your_writes_timeout(),
+        command,
+        &audit,
+        "registry assigned to an agency",
     )
     .await
+}
+
+/// The registry as the read model shows it, for a command's answer.
+fn view<'a>(state: &'a AppState, registry: &'a RegistryName) -> Body<'a> {
+    Body::Read(Box::pin(async move {
+        fetch(state, registry)
+            .await?
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(ApiError::internal)
+    }))
 }
 
 /// Assigns a registry to an agency: `201` once the read model shows it, `200` if it was the
@@ -163,32 +147,15 @@ pub async fn assign(
         registry: registry.clone(),
         agency_id: agency,
     };
-    let shown = execute(&state, &admin, &registry, agency, command, &request_id).await?;
-    let location = format!("{}/registries/{}", state.api_prefix(), registry.as_str());
-    let mut response = match (shown, fetch(&state, &registry).await?) {
-        (true, Some(view)) => {
-            let status = if already {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            (status, Json(view)).into_response()
+    let stored = execute(&state, &admin, &registry, agency, command, &request_id).await?;
+    let done = if already {
+        Done::Changed
+    } else {
+        Done::Created {
+            location: format!("registries/{}", registry.as_str()),
         }
-        _ => (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({
-                "registry": registry.as_str(),
-                "agency_id": body.agency_id,
-                "status": "accepted",
-                "detail": "the assignment is stored; the read model has not shown it yet, GET it again shortly",
-            })),
-        )
-            .into_response(),
     };
-    if let Ok(value) = header::HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    command::respond(&state, stored, done, view(&state, &registry)).await
 }
 
 /// Every assigned registry (of one agency with `agency_id`), by name.
@@ -237,7 +204,7 @@ pub async fn remove(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(registry): ApiPath<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let registry = parse(&registry)?;
     let Some(agency) = fetch(&state, &registry).await?.and_then(|v| v.agency_id) else {
         return Err(ApiError::NotFound(
@@ -258,7 +225,7 @@ pub async fn remove(
             "{live} live devices are registered under this registry: decommission them first"
         )));
     }
-    execute(
+    let stored = execute(
         &state,
         &admin,
         &registry,
@@ -267,7 +234,7 @@ pub async fn remove(
         &request_id,
     )
     .await?;
-    Ok(StatusCode::NO_CONTENT)
+    command::respond(&state, stored, Done::NoContent, Body::None).await
 }
 
 /// Whether `registry` belongs to `agency` now (the check of every device registration).

@@ -2,7 +2,6 @@
 //! decommission devices.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use eriop_domain::device::{DeviceCommand, DeviceName, FundamentumId, OfflineAfter};
@@ -13,10 +12,12 @@ use super::view::{self, DeviceRow};
 use crate::audit::Audit;
 use crate::auth::permission::{DevicesRead, DevicesWrite};
 use crate::auth::{Allowed, Caller};
+use crate::command::{self, Body, Done, Stored};
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::paging::PageParams;
+use crate::paging::ReadModel;
 use crate::state::AppState;
 use crate::tenancy::{self, Scope};
 
@@ -157,13 +158,15 @@ pub async fn create(
     let id = register_one(&state, &caller, body, &request_id)
         .await
         .map_err(refusal_to_api)?;
-    super::await_latest(&state, crate::paging::ReadModel::Devices, "device", id).await?;
-    let row = view::find(&state, &caller, id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(view::full(&state, &caller, &row).await?),
+    let stored = Stored::latest(&state, ReadModel::Devices, id).await?;
+    let location = format!("devices/{id}");
+    command::respond(
+        &state,
+        stored,
+        Done::Created { location },
+        view::answer(&state, &caller, id),
     )
-        .into_response())
+    .await
 }
 
 #[derive(Deserialize)]
@@ -250,7 +253,7 @@ pub async fn patch(
         .map(|o| o.map(OfflineAfter::seconds).transpose())
         .transpose()
         .map_err(|e| ApiError::validation("offline_after_secs", e.to_string()))?;
-    super::execute(
+    let stored = super::execute(
         &state,
         &caller,
         id,
@@ -261,8 +264,13 @@ pub async fn patch(
         &request_id,
     )
     .await?;
-    let row = view::find(&state, &caller, id).await?;
-    Ok(Json(view::full(&state, &caller, &row).await?).into_response())
+    command::respond(
+        &state,
+        stored,
+        Done::Changed,
+        view::answer(&state, &caller, id),
+    )
+    .await
 }
 
 pub async fn decommission(
@@ -270,9 +278,9 @@ pub async fn decommission(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     view::find(&state, &caller, id).await?;
-    super::execute(
+    let stored = super::execute(
         &state,
         &caller,
         id,
@@ -285,5 +293,5 @@ pub async fn decommission(
         .bind(id)
         .execute(state.pool())
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    command::respond(&state, stored, Done::NoContent, Body::None).await
 }

@@ -8,6 +8,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::command::Body;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::tenancy::{self, Scope};
@@ -55,6 +56,17 @@ pub(crate) async fn find(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::NotFound("no such device in your agency".into()))
+}
+
+/// The device as the read model shows it (its full view), for a command's answer.
+pub(crate) fn answer<'a>(state: &'a AppState, caller: &'a Caller, id: Uuid) -> Body<'a> {
+    Body::Read(Box::pin(async move {
+        match find(state, caller, id).await {
+            Ok(row) => full(state, caller, &row).await.map(Some),
+            Err(ApiError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }))
 }
 
 #[derive(sqlx::FromRow)]

@@ -23,7 +23,7 @@ async fn create_then_get_at_once_with_audit_metadata_and_one_event_on_the_stream
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let created: Value = response.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
-    assert_eq!(location, format!("agencies/{id}"));
+    assert_eq!(location, format!("/api/v1/agencies/{id}"));
     assert_eq!(created["name"], "Ville de Laval");
     assert_eq!(created["status"], "active");
     assert_eq!(created["version"], 1);

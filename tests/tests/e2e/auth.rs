@@ -1515,7 +1515,9 @@ async fn an_email_taken_elsewhere_is_answered_as_one_taken_here() {
         assert!(!text.contains(&elsewhere) && !text.contains(&app.admin_agency));
         let mut body: Value = serde_json::from_str(&text).unwrap();
         // What differs between any two answers: the request they answer.
-        body.as_object_mut().unwrap().retain(|k, _| k != "request_id" && k != "instance");
+        body.as_object_mut()
+            .unwrap()
+            .retain(|k, _| k != "request_id" && k != "instance");
         answers.push(body);
     }
     assert_eq!(answers[0], answers[1]);
@@ -1545,27 +1547,44 @@ async fn a_login_for_an_unknown_address_does_the_work_of_a_known_one() {
         }
     };
     let before = events(id.clone()).await;
-    let known = app.try_login("known@laval.example", "not the password").await;
+    let known = app
+        .try_login("known@laval.example", "not the password")
+        .await;
     assert_eq!(known.status(), 401);
     let known: Value = known.json().await.unwrap();
-    assert_eq!(events(id.clone()).await, before + 1, "the failure is an event");
+    assert_eq!(
+        events(id.clone()).await,
+        before + 1,
+        "the failure is an event"
+    );
 
     let all_events = app.db.count("SELECT count(*) FROM events").await;
-    for typed in ["nobody@laval.example", "Nobody@Laval.example", "not an email"] {
+    for typed in [
+        "nobody@laval.example",
+        "Nobody@Laval.example",
+        "not an email",
+    ] {
         let unknown = app.try_login(typed, "not the password").await;
         assert_eq!(unknown.status(), 401);
         let unknown: Value = unknown.json().await.unwrap();
         assert_eq!(unknown["detail"], known["detail"]);
         assert_eq!(unknown["type"], known["type"]);
     }
-    assert_eq!(app.db.count("SELECT count(*) FROM events").await, all_events);
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM events").await,
+        all_events
+    );
     let counters: Vec<(String, i64)> =
         sqlx::query_as("SELECT address_index, failures FROM login_failures_unknown ORDER BY 2")
             .fetch_all(&app.db.pool)
             .await
             .unwrap();
     let failures: Vec<i64> = counters.iter().map(|(_, n)| *n).collect();
-    assert_eq!(failures, vec![1, 2], "one address typed twice (case aside), one once");
+    assert_eq!(
+        failures,
+        vec![1, 2],
+        "one address typed twice (case aside), one once"
+    );
     assert!(counters
         .iter()
         .all(|(index, _)| !index.contains("nobody") && index.len() == 64));

@@ -139,7 +139,7 @@ async fn bad_requests_answer_problem_json_and_store_nothing() {
             format!("/agencies/{unknown}"),
             None,
             404,
-            "no agency",
+            "no such agency",
         ),
         case(
             "malformed id",
@@ -155,7 +155,7 @@ async fn bad_requests_answer_problem_json_and_store_nothing() {
             format!("/agencies/{unknown}"),
             Some(r#"{"name": "B"}"#.into()),
             404,
-            "no agency",
+            "no such agency",
         ),
         case(
             "empty patch",

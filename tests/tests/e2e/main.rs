@@ -4,6 +4,7 @@ mod agencies;
 mod audit;
 mod auth;
 mod bad_input;
+mod command_path;
 mod deployment;
 mod device_trust;
 mod devices;
