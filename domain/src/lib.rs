@@ -4,6 +4,7 @@
 //! with plain values.
 
 pub mod agency;
+pub mod builtin_role;
 pub mod device;
 pub mod ids;
 pub mod metadata;
@@ -13,6 +14,7 @@ pub mod role;
 pub mod time;
 pub mod user;
 
+pub use builtin_role::BuiltInRole;
 pub use ids::{AgencyId, UserId};
 pub use permission::Permission;
 pub use refusal::{Named, Refusal};

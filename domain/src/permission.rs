@@ -68,25 +68,10 @@ impl Permission {
         }
     }
 
-    /// The permissions of a built-in role; unknown roles have none.
+    /// The permissions of a built-in role named `role`; other names have none.
     pub fn of_builtin_role(role: &str) -> &'static [Permission] {
-        use Permission::*;
-        match role {
-            "platform-admin" => &Permission::ALL,
-            "agency-admin" => &[
-                UsersRead,
-                UsersWrite,
-                RolesManage,
-                DevicesRead,
-                DevicesWrite,
-                DevicesCommand,
-                TelemetryRead,
-                AuditRead,
-            ],
-            "operator" => &[DevicesRead, DevicesWrite, DevicesCommand, TelemetryRead],
-            "viewer" => &[DevicesRead, TelemetryRead],
-            _ => &[],
-        }
+        role.parse::<crate::BuiltInRole>()
+            .map_or(&[], |role| role.permissions())
     }
 }
 

@@ -9,9 +9,6 @@ use uuid::Uuid;
 
 use crate::{AgencyId, Permission};
 
-/// The built-in roles' names: no agency role may take one.
-pub const BUILT_IN: [&str; 4] = ["platform-admin", "agency-admin", "operator", "viewer"];
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct RoleName(String);
@@ -30,7 +27,7 @@ impl RoleName {
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(RoleNameError::Length);
         }
-        if BUILT_IN.contains(&name) {
+        if name.parse::<crate::BuiltInRole>().is_ok() {
             return Err(RoleNameError::BuiltIn);
         }
         Ok(Self(name.to_owned()))

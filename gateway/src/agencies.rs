@@ -12,14 +12,13 @@ use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::permission::AgenciesManage;
-use crate::auth::{Allowed, Caller};
+use crate::auth::{Allowed, Caller, PlatformScope};
 use crate::command::{self, Body, Done, Stored};
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::paging::{PageParams, ReadModel};
 use crate::state::AppState;
-use crate::tenancy::{self, Scope};
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct AgencyView {
@@ -67,7 +66,7 @@ fn parse_name(raw: &str) -> Result<AgencyName, ApiError> {
 }
 
 pub async fn create(
-    Allowed { caller: admin, .. }: Allowed<AgenciesManage>,
+    allowed: Allowed<AgenciesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<CreateAgency>,
@@ -76,24 +75,30 @@ pub async fn create(
     let id = AgencyId::from_uuid(body.id.unwrap_or_else(Uuid::now_v7));
     let stored = execute(
         &state,
-        &admin,
+        &allowed.caller,
         id,
         AgencyCommand::Create { id, name },
         &request_id,
     )
     .await?;
     let location = format!("agencies/{id}");
-    command::respond(&state, stored, Done::Created { location }, view(&state, id)).await
+    let platform = allowed.platform();
+    command::respond(
+        &state,
+        stored,
+        Done::Created { location },
+        view(&platform, id),
+    )
+    .await
 }
 
 pub async fn list(
-    _admin: Allowed<AgenciesManage>,
-    State(state): State<AppState>,
+    allowed: Allowed<AgenciesManage>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<Json<impl Serialize>, ApiError> {
     let (limit, offset) = params.checked()?;
     // Agencies are the platform's: a caller with agencies:manage sees them all.
-    let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
+    let mut tx = allowed.platform().begin().await?;
     let items = sqlx::query_as::<_, AgencyView>(
         "SELECT id, name, status, mfa_required, created_at, updated_at, version
            FROM agencies ORDER BY created_at, id LIMIT $1 OFFSET $2",
@@ -110,18 +115,17 @@ pub async fn list(
 }
 
 pub async fn get(
-    _admin: Allowed<AgenciesManage>,
-    State(state): State<AppState>,
+    allowed: Allowed<AgenciesManage>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<AgencyView>, ApiError> {
-    fetch(&state, id)
+    fetch(&allowed.platform(), id)
         .await?
         .map(Json)
         .ok_or_else(|| not_found(id))
 }
 
 pub async fn patch(
-    Allowed { caller: admin, .. }: Allowed<AgenciesManage>,
+    allowed: Allowed<AgenciesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
@@ -140,8 +144,9 @@ pub async fn patch(
         status: body.status,
         mfa_required: body.mfa_required,
     };
-    let stored = execute(&state, &admin, id, command, &request_id).await?;
-    command::respond(&state, stored, Done::Changed, view(&state, id)).await
+    let stored = execute(&state, &allowed.caller, id, command, &request_id).await?;
+    let platform = allowed.platform();
+    command::respond(&state, stored, Done::Changed, view(&platform, id)).await
 }
 
 /// Runs `command` on the agency `id` through the command path, as `actor` asks.
@@ -155,7 +160,7 @@ async fn execute(
     let agency = id.to_string();
     // The agency acted on is the audit's agency (an agency's history is its own).
     let audit = Audit {
-        actor: actor.user_id(),
+        actor: &actor.claims.sub,
         agency_id: &agency,
         request_id: &request_id.0,
     };
@@ -175,8 +180,8 @@ fn not_found(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("no such agency: {id}"))
 }
 
-async fn fetch(state: &AppState, id: Uuid) -> Result<Option<AgencyView>, ApiError> {
-    let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
+async fn fetch(platform: &PlatformScope, id: Uuid) -> Result<Option<AgencyView>, ApiError> {
+    let mut tx = platform.begin().await?;
     Ok(sqlx::query_as::<_, AgencyView>(
         "SELECT id, name, status, mfa_required, created_at, updated_at, version FROM agencies WHERE id = $1",
     )
@@ -186,9 +191,9 @@ async fn fetch(state: &AppState, id: Uuid) -> Result<Option<AgencyView>, ApiErro
 }
 
 /// The agency as the read model shows it, for a command's answer.
-fn view(state: &AppState, id: AgencyId) -> Body<'_> {
+fn view(platform: &PlatformScope, id: AgencyId) -> Body<'_> {
     Body::Read(Box::pin(async move {
-        fetch(state, id.as_uuid())
+        fetch(platform, id.as_uuid())
             .await?
             .map(serde_json::to_value)
             .transpose()

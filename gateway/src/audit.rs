@@ -16,8 +16,8 @@ impl<'a> Audit<'a> {
     /// What `caller` does, through request `request_id`.
     pub fn by(caller: &'a crate::auth::Caller, request_id: &'a str) -> Self {
         Self {
-            actor: caller.user_id(),
-            agency_id: caller.agency_id(),
+            actor: &caller.claims.sub,
+            agency_id: &caller.claims.agency,
             request_id,
         }
     }

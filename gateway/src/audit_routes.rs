@@ -9,12 +9,13 @@ use serde::Deserialize;
 use sqlx::types::Json as SqlJson;
 
 use crate::auth::permission::AuditRead;
-use crate::auth::{Allowed, PLATFORM_ADMIN};
+use crate::auth::Allowed;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::paging::PageParams;
 use crate::state::AppState;
 use eriop_domain::user::{User, UserEvent};
+use eriop_domain::BuiltInRole;
 use eriop_nats::StoredEvent;
 
 #[derive(Deserialize)]
@@ -40,7 +41,7 @@ pub async fn events(
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = PageParams::new(query.limit, query.offset).checked()?;
-    let all_agencies = caller.has_role(PLATFORM_ADMIN);
+    let all_agencies = caller.has_role(BuiltInRole::PlatformAdmin);
     let events: Vec<SqlJson<StoredEvent>> = sqlx::query_scalar(
         "SELECT s.envelope
            FROM events e JOIN stored_events s USING (aggregate_type, aggregate_id, sequence)
@@ -51,7 +52,7 @@ pub async fn events(
           LIMIT $5 OFFSET $6",
     )
     .bind(all_agencies)
-    .bind(caller.agency_id())
+    .bind(caller.agency_id().to_string())
     .bind(&query.aggregate_type)
     .bind(&query.aggregate_id)
     .bind(limit)
@@ -122,10 +123,10 @@ pub async fn verify(
     .bind(&query.aggregate_id)
     .fetch_all(state.pool())
     .await?;
-    let visible = caller.has_role(PLATFORM_ADMIN)
-        || links
-            .first()
-            .is_some_and(|l| l.agency_id.as_deref() == Some(caller.agency_id()));
+    let visible = caller.has_role(BuiltInRole::PlatformAdmin)
+        || links.first().is_some_and(|l| {
+            l.agency_id.as_deref() == Some(caller.agency_id().to_string().as_str())
+        });
     if links.is_empty() || !visible {
         return Err(ApiError::NotFound(
             "no such aggregate in your agency".into(),

@@ -14,7 +14,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::{Auth, SystemClock, PLATFORM_ADMIN};
+use crate::auth::{Auth, SystemClock};
+use eriop_domain::BuiltInRole;
+
+const PLATFORM_ADMIN: &str = BuiltInRole::PlatformAdmin.as_str();
 use crate::identity::{one_time_password, Identity};
 
 pub struct Bootstrapped {

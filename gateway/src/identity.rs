@@ -9,7 +9,7 @@ use cqrs_es::{AggregateError, CqrsFramework, EventStore};
 use eriop_domain::user::{
     Email, LoginCheck, MfaProof, PasswordPolicy, Sealed, User, UserCommand, UserError, UserStatus,
 };
-use eriop_domain::{AgencyId, UserId};
+use eriop_domain::{AgencyId, BuiltInRole, UserId};
 use postgres_es::PostgresEventRepository;
 use secrecy::SecretString;
 use serde::Serialize;
@@ -342,9 +342,11 @@ impl Identity<'_> {
         }
         // Whoever can act on every agency proves a second factor: until enrolled, a platform
         // administrator's session opens MFA enrolment only.
-        let platform = user
-            .roles_in(agency)
-            .is_some_and(|roles| roles.iter().any(|r| r == crate::auth::PLATFORM_ADMIN));
+        let platform = user.roles_in(agency).is_some_and(|roles| {
+            roles
+                .iter()
+                .any(|r| r == BuiltInRole::PlatformAdmin.as_str())
+        });
         if platform && self.auth.platform_admins_need_mfa {
             return Ok(Some(Restriction::MfaEnrolment));
         }
@@ -611,7 +613,7 @@ impl Identity<'_> {
             .map_err(unavailable)?;
         let audit = Audit::by(caller, request_id);
         self.execute(
-            caller.user_id(),
+            caller.claims.sub.as_str(),
             UserCommand::LogOut {
                 now: self.auth.now(),
             },
@@ -622,8 +624,8 @@ impl Identity<'_> {
     }
 
     pub async fn me(&self, caller: &Caller) -> Result<Me, ApiError> {
-        let user = self.load(caller.user_id()).await?;
-        let id = caller.user_id();
+        let user = self.load(caller.claims.sub.as_str()).await?;
+        let id = caller.claims.sub.as_str();
         let key = self.data_key(id).await?;
         let open = |context: String, sealed: Option<&Sealed>| -> String {
             sealed
@@ -633,15 +635,12 @@ impl Identity<'_> {
         };
         Ok(Me {
             id: id.to_owned(),
-            agency_id: caller.agency_id().to_owned(),
+            agency_id: caller.claims.agency.as_str().to_owned(),
             email: open(format!("email:{id}"), user.email()),
             display_name: open(format!("name:{id}"), user.display_name()),
             // The roles in the token's agency.
-            roles: caller
-                .agency_id()
-                .parse()
-                .ok()
-                .and_then(|agency| user.roles_in(agency))
+            roles: user
+                .roles_in(caller.agency_id())
                 .map(<[String]>::to_vec)
                 .unwrap_or_default(),
             mfa_enabled: user.mfa_enabled(),
@@ -668,10 +667,10 @@ impl Identity<'_> {
         .map_err(ApiError::internal)?;
         let sealed = self
             .auth
-            .seal(&format!("totp:{}", caller.user_id()), &secret);
+            .seal(&format!("totp:{}", caller.claims.sub.as_str()), &secret);
         let audit = Audit::by(caller, request_id);
         self.execute(
-            caller.user_id(),
+            caller.claims.sub.as_str(),
             UserCommand::StartMfaEnrolment { secret: sealed },
             &audit,
         )
@@ -694,13 +693,13 @@ impl Identity<'_> {
         code: &str,
         request_id: &str,
     ) -> Result<Vec<String>, ApiError> {
-        let user = self.load(caller.user_id()).await?;
+        let user = self.load(caller.claims.sub.as_str()).await?;
         let pending = user.pending_totp_secret().ok_or_else(|| {
             ApiError::Conflict("start the enrolment first (POST /api/v1/auth/mfa/totp)".into())
         })?;
         let secret = self
             .auth
-            .open(&format!("totp:{}", caller.user_id()), pending)
+            .open(&format!("totp:{}", caller.claims.sub.as_str()), pending)
             .map_err(ApiError::internal)?;
         let step = self
             .totp_step(&secret, code)
@@ -725,7 +724,7 @@ impl Identity<'_> {
             .collect();
         let audit = Audit::by(caller, request_id);
         self.execute(
-            caller.user_id(),
+            caller.claims.sub.as_str(),
             UserCommand::ConfirmMfa {
                 step,
                 recovery_code_hashes: hashes,
@@ -760,12 +759,12 @@ impl Identity<'_> {
         new: SecretString,
         request_id: &str,
     ) -> Result<TokenPair, ApiError> {
-        let id = caller.user_id();
+        let id = caller.claims.sub.as_str();
         let user = self.load(id).await?;
         let matched = passwords::verify(current, Some(user.password_hash().to_owned())).await;
         // The same attempt limit as a login: a stolen session cannot guess the password.
         match self
-            .record_attempt(id, caller.agency_id(), matched, request_id)
+            .record_attempt(id, caller.claims.agency.as_str(), matched, request_id)
             .await
         {
             Ok(()) => {}
@@ -790,7 +789,7 @@ impl Identity<'_> {
         let password_hash = passwords::hash(new).await.map_err(ApiError::internal)?;
         let audit = Audit {
             actor: id,
-            agency_id: caller.agency_id(),
+            agency_id: caller.claims.agency.as_str(),
             request_id,
         };
         self.execute(
@@ -831,7 +830,7 @@ impl Identity<'_> {
         password: Option<SecretString>,
         request_id: &str,
     ) -> Result<(), ApiError> {
-        let id = caller.user_id();
+        let id = caller.claims.sub.as_str();
         let user = self.load(id).await?;
         // The same limits as a login: three codes per step (counted before any is looked
         // at), no code accepted twice, and every failure toward the account lockout.
@@ -881,7 +880,7 @@ impl Identity<'_> {
         };
         if !proven {
             match self
-                .record_attempt(id, caller.agency_id(), false, request_id)
+                .record_attempt(id, caller.claims.agency.as_str(), false, request_id)
                 .await
             {
                 Ok(()) | Err(AggregateError::UserError(_)) => {}
@@ -894,7 +893,7 @@ impl Identity<'_> {
         }
         let audit = Audit {
             actor: id,
-            agency_id: caller.agency_id(),
+            agency_id: caller.claims.agency.as_str(),
             request_id,
         };
         self.execute(id, UserCommand::DisableMfa { by_admin: false }, &audit)
@@ -1063,8 +1062,9 @@ impl Identity<'_> {
         caller: &Caller,
         agency: AgencyId,
     ) -> Result<TokenPair, ApiError> {
-        let user = self.load(caller.user_id()).await?;
-        self.open_session_in(caller.user_id(), &user, agency).await
+        let user = self.load(caller.claims.sub.as_str()).await?;
+        self.open_session_in(caller.claims.sub.as_str(), &user, agency)
+            .await
     }
 
     /// Grants (`Some(roles)`) or revokes a membership in `agency`; answers the user's version.
@@ -1077,7 +1077,7 @@ impl Identity<'_> {
         request_id: &str,
     ) -> Result<i64, ApiError> {
         let audit = Audit {
-            actor: admin.user_id(),
+            actor: admin.claims.sub.as_str(),
             agency_id: &agency.to_string(),
             request_id,
         };
@@ -1152,15 +1152,15 @@ impl Identity<'_> {
     pub fn visible_to(&self, caller: &Caller, user: &User) -> Result<(), ApiError> {
         let same_agency = user
             .agency_id()
-            .is_some_and(|a| a.to_string() == caller.agency_id());
+            .is_some_and(|a| a.to_string() == caller.claims.agency.as_str());
         if same_agency {
             Ok(())
-        } else if caller.has_role(crate::auth::PLATFORM_ADMIN) {
+        } else if caller.has_role(BuiltInRole::PlatformAdmin) {
             // Only the platform role crosses agencies, and that is logged (DESIGN.md rule 7).
             tracing::info!(
                 target: "authz",
-                user_id = %caller.user_id(),
-                agency_id = %caller.agency_id(),
+                user_id = %caller.claims.sub.as_str(),
+                agency_id = %caller.claims.agency.as_str(),
                 target_agency_id = %user.agency_id().map(|a| a.to_string()).unwrap_or_default(),
                 outcome = "cross-agency",
                 "platform admin acts in another agency"

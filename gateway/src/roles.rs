@@ -3,21 +3,21 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use eriop_domain::role::{RoleCommand, RoleName, BUILT_IN};
-use eriop_domain::{AgencyId, Permission};
+use eriop_domain::role::{RoleCommand, RoleName};
+use eriop_domain::BuiltInRole;
+use eriop_domain::Permission;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::permission::RolesManage;
-use crate::auth::{Allowed, Caller};
+use crate::auth::{AgencyScope, Allowed, Caller};
 use crate::command::{self, Body, Done, Stored};
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::paging::ReadModel;
 use crate::state::AppState;
-use crate::tenancy::{self, Scope};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,14 +64,14 @@ fn parse_permissions(raw: &[String]) -> Result<Vec<Permission>, ApiError> {
 }
 
 /// A role of the caller's agency (row-level security hides the others): 404 otherwise.
-async fn find(state: &AppState, caller: &Caller, id: Uuid) -> Result<RoleRow, ApiError> {
-    fetch(state, caller, id)
+async fn find(scope: &AgencyScope, id: Uuid) -> Result<RoleRow, ApiError> {
+    fetch(scope, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such role in your agency".into()))
 }
 
-async fn fetch(state: &AppState, caller: &Caller, id: Uuid) -> Result<Option<RoleRow>, ApiError> {
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+async fn fetch(scope: &AgencyScope, id: Uuid) -> Result<Option<RoleRow>, ApiError> {
+    let mut tx = scope.begin().await?;
     Ok(
         sqlx::query_as("SELECT id, name, permissions FROM roles WHERE id = $1 AND NOT deleted")
             .bind(id)
@@ -81,10 +81,10 @@ async fn fetch(state: &AppState, caller: &Caller, id: Uuid) -> Result<Option<Rol
 }
 
 /// The role as the read model shows it, for a command's answer.
-fn view<'a>(state: &'a AppState, caller: &'a Caller, id: Uuid) -> Body<'a> {
-    Body::Read(Box::pin(async move {
-        Ok(fetch(state, caller, id).await?.map(custom))
-    }))
+fn view(scope: &AgencyScope, id: Uuid) -> Body<'_> {
+    Body::Read(Box::pin(
+        async move { Ok(fetch(scope, id).await?.map(custom)) },
+    ))
 }
 
 /// A role named in a path: a built-in role's name, or the id of one of the agency's roles.
@@ -94,8 +94,8 @@ enum RoleRef {
 }
 
 fn role_ref(raw: &str) -> Result<RoleRef, ApiError> {
-    if let Some(name) = BUILT_IN.iter().find(|n| **n == raw) {
-        return Ok(RoleRef::BuiltIn(name));
+    if let Ok(role) = raw.parse::<BuiltInRole>() {
+        return Ok(RoleRef::BuiltIn(role.as_str()));
     }
     Uuid::parse_str(raw)
         .map(RoleRef::Custom)
@@ -104,10 +104,10 @@ fn role_ref(raw: &str) -> Result<RoleRef, ApiError> {
 
 /// Checks that `raw` names a role the caller's agency may give: a built-in one, or one of its
 /// own. Answers the value stored in the user's roles.
-pub async fn assignable(state: &AppState, caller: &Caller, raw: &str) -> Result<String, ApiError> {
+pub async fn assignable(scope: &AgencyScope, raw: &str) -> Result<String, ApiError> {
     match role_ref(raw)? {
         RoleRef::BuiltIn(name) => Ok(name.to_owned()),
-        RoleRef::Custom(id) => find(state, caller, id).await.map(|r| r.id.to_string()),
+        RoleRef::Custom(id) => find(scope, id).await.map(|r| r.id.to_string()),
     }
 }
 
@@ -132,7 +132,7 @@ async fn execute(
 }
 
 pub async fn create(
-    Allowed { caller, .. }: Allowed<RolesManage>,
+    Allowed { caller, scope, .. }: Allowed<RolesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<CreateRole>,
@@ -146,10 +146,7 @@ pub async fn create(
             "agencies:manage belongs to the platform",
         ));
     }
-    let agency_id: AgencyId = caller
-        .agency_id()
-        .parse()
-        .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
+    let agency_id = scope.agency();
     let id = Uuid::now_v7();
     let stored = execute(
         &state,
@@ -165,40 +162,30 @@ pub async fn create(
     )
     .await?;
     let location = format!("roles/{id}");
-    command::respond(
-        &state,
-        stored,
-        Done::Created { location },
-        view(&state, &caller, id),
-    )
-    .await
+    command::respond(&state, stored, Done::Created { location }, view(&scope, id)).await
 }
 
-pub async fn list(
-    Allowed { caller, .. }: Allowed<RolesManage>,
-    State(state): State<AppState>,
-) -> Result<Response, ApiError> {
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+pub async fn list(Allowed { scope, .. }: Allowed<RolesManage>) -> Result<Response, ApiError> {
+    let mut tx = scope.begin().await?;
     let rows: Vec<RoleRow> =
         sqlx::query_as("SELECT id, name, permissions FROM roles WHERE NOT deleted ORDER BY name")
             .fetch_all(&mut *tx)
             .await?;
-    let items: Vec<serde_json::Value> = BUILT_IN
+    let items: Vec<serde_json::Value> = BuiltInRole::ALL
         .iter()
-        .map(|n| built_in(n))
+        .map(|r| built_in(r.as_str()))
         .chain(rows.into_iter().map(custom))
         .collect();
     Ok(Json(serde_json::json!({ "items": items })).into_response())
 }
 
 pub async fn get(
-    Allowed { caller, .. }: Allowed<RolesManage>,
-    State(state): State<AppState>,
+    Allowed { scope, .. }: Allowed<RolesManage>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(match role_ref(&id)? {
         RoleRef::BuiltIn(name) => built_in(name),
-        RoleRef::Custom(id) => custom(find(&state, &caller, id).await?),
+        RoleRef::Custom(id) => custom(find(&scope, id).await?),
     })
     .into_response())
 }
@@ -213,14 +200,14 @@ fn custom_only(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 pub async fn rename(
-    Allowed { caller, .. }: Allowed<RolesManage>,
+    Allowed { caller, scope, .. }: Allowed<RolesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RenameRole>,
 ) -> Result<Response, ApiError> {
     let id = custom_only(&id)?;
-    find(&state, &caller, id).await?;
+    find(&scope, id).await?;
     let name =
         RoleName::parse(&body.name).map_err(|e| ApiError::validation("name", e.to_string()))?;
     let stored = execute(
@@ -231,42 +218,52 @@ pub async fn rename(
         &request_id,
     )
     .await?;
-    command::respond(&state, stored, Done::Changed, view(&state, &caller, id)).await
+    command::respond(&state, stored, Done::Changed, view(&scope, id)).await
 }
 
 pub async fn delete(
-    Allowed { caller, .. }: Allowed<RolesManage>,
+    Allowed { caller, scope, .. }: Allowed<RolesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = custom_only(&id)?;
-    find(&state, &caller, id).await?;
+    find(&scope, id).await?;
     let stored = execute(&state, &caller, id, RoleCommand::Delete, &request_id).await?;
     command::respond(&state, stored, Done::NoContent, Body::None).await
 }
 
 pub async fn grant(
-    Allowed { caller, .. }: Allowed<RolesManage>,
+    Allowed { caller, scope, .. }: Allowed<RolesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath((id, permission)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    change_permission(&state, &caller, &id, &permission, true, &request_id).await
+    change_permission(&state, &caller, &scope, &id, &permission, true, &request_id).await
 }
 
 pub async fn revoke(
-    Allowed { caller, .. }: Allowed<RolesManage>,
+    Allowed { caller, scope, .. }: Allowed<RolesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath((id, permission)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    change_permission(&state, &caller, &id, &permission, false, &request_id).await
+    change_permission(
+        &state,
+        &caller,
+        &scope,
+        &id,
+        &permission,
+        false,
+        &request_id,
+    )
+    .await
 }
 
 async fn change_permission(
     state: &AppState,
     caller: &Caller,
+    scope: &AgencyScope,
     id: &str,
     permission: &str,
     grant: bool,
@@ -282,12 +279,12 @@ async fn change_permission(
             "agencies:manage belongs to the platform",
         ));
     }
-    find(state, caller, id).await?;
+    find(scope, id).await?;
     let command = if grant {
         RoleCommand::Grant { permission }
     } else {
         RoleCommand::Revoke { permission }
     };
     let stored = execute(state, caller, id, command, request_id).await?;
-    command::respond(state, stored, Done::Changed, view(state, caller, id)).await
+    command::respond(state, stored, Done::Changed, view(scope, id)).await
 }

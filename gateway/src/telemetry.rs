@@ -20,7 +20,6 @@ use crate::devices::registry_view;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::state::AppState;
-use crate::tenancy::{self, Scope};
 use axum::extract::Query;
 use axum::http::Uri;
 
@@ -151,13 +150,13 @@ struct Point {
 }
 
 pub async fn series(
-    Allowed { caller, .. }: Allowed<TelemetryRead>,
+    Allowed { scope, .. }: Allowed<TelemetryRead>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     // The device first: another agency's device is 404 whatever the query says.
-    registry_view(&state, &caller, id).await?;
+    registry_view(&scope, id).await?;
     let Query(params) = Query::<SeriesParams>::try_from_uri(&uri)?;
     if params.to <= params.from {
         return Err(ApiError::validation("to", "must be after from"));
@@ -171,10 +170,10 @@ pub async fn series(
         ));
     }
     let (function_id, attribute) = split_attribute(&params.attribute);
-    let mut tx = tenancy::begin(state.telemetry_pool(), Scope::Agency(caller.agency_id())).await?;
+    let mut tx = scope.begin_telemetry().await?;
     let rows: Vec<Point> = sqlx::query_as(&series_sql(timescale(&state).await?, params.agg))
         .bind(bucket as f64)
-        .bind(caller.agency_id())
+        .bind(scope.agency().to_string())
         .bind(id)
         .bind(function_id)
         .bind(attribute)
@@ -230,17 +229,16 @@ fn csv_field(raw: &str) -> String {
 }
 
 pub async fn export(
-    Allowed { caller, .. }: Allowed<TelemetryRead>,
-    State(state): State<AppState>,
+    Allowed { scope, .. }: Allowed<TelemetryRead>,
     ApiPath(id): ApiPath<Uuid>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    registry_view(&state, &caller, id).await?;
+    registry_view(&scope, id).await?;
     let Query(params) = Query::<ExportParams>::try_from_uri(&uri)?;
     if params.to <= params.from {
         return Err(ApiError::validation("to", "must be after from"));
     }
-    let agency = caller.agency_id().to_owned();
+    let agency = scope.agency().to_string();
     let header_line = "time,function_id,attribute,value_double,value_text,value_json\n".to_owned();
     // Keyset pages, each in its own short transaction: the response streams however long
     // the range, without holding a transaction open for the whole download.
@@ -250,13 +248,13 @@ pub async fn export(
         String::new(),
     );
     let pages = futures::stream::try_unfold(Some(cursor), move |cursor| {
-        let state = state.clone();
+        let scope = scope.clone();
         let agency = agency.clone();
         async move {
             let Some((after_time, after_function, after_attribute)) = cursor else {
                 return Ok::<_, ApiError>(None);
             };
-            let mut tx = tenancy::begin(state.telemetry_pool(), Scope::Agency(&agency)).await?;
+            let mut tx = scope.begin_telemetry().await?;
             let rows: Vec<RawRow> = sqlx::query_as(
                 "SELECT time, function_id, attribute, value_double, value_text, value_json
                    FROM telemetry

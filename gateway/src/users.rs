@@ -3,15 +3,16 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use eriop_domain::builtin_role::UnknownRole;
 use eriop_domain::user::{Email, PasswordPolicy};
-use eriop_domain::AgencyId;
+use eriop_domain::{AgencyId, BuiltInRole};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::permission::{AgenciesManage, RolesManage, UsersRead, UsersWrite};
-use crate::auth::{Allowed, AGENCY_ADMIN, PLATFORM_ADMIN};
+use crate::auth::{AgencyScope, Allowed};
 use crate::command::{self, Body, Done, Stored};
 use crate::edge::RequestId;
 use crate::error::ApiError;
@@ -20,10 +21,29 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::identity::one_time_password;
 use crate::paging::{PageParams, ReadModel};
 use crate::state::AppState;
-use crate::tenancy::{self, Scope};
 
-/// Roles an agency administrator may give (platform-admin only by a platform admin).
-const ROLES: [&str; 4] = [PLATFORM_ADMIN, AGENCY_ADMIN, "operator", "viewer"];
+/// A built-in role named in a request, or a 422 naming the known ones.
+fn built_in(raw: &str) -> Result<BuiltInRole, ApiError> {
+    raw.parse()
+        .map_err(|e: UnknownRole| ApiError::validation("roles", e.to_string()))
+}
+
+/// The roles an agency gives within itself (a service account's, a membership's): every
+/// built-in role but the platform's.
+fn agency_roles(roles: &[String], what: &str) -> Result<(), ApiError> {
+    for role in roles {
+        if !role
+            .parse::<BuiltInRole>()
+            .is_ok_and(BuiltInRole::is_agency_role)
+        {
+            return Err(ApiError::validation(
+                "roles",
+                format!("not a role {what}: {role:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// A person's or an account's name: 1 to 200 characters, no control characters.
 fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
@@ -53,7 +73,11 @@ pub struct CreateUser {
 }
 
 pub async fn create(
-    Allowed { caller: admin, .. }: Allowed<UsersWrite>,
+    Allowed {
+        caller: admin,
+        scope,
+        ..
+    }: Allowed<UsersWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<CreateUser>,
@@ -63,13 +87,8 @@ pub async fn create(
     let display_name = body.display_name.trim();
     check_name("display_name", display_name)?;
     for role in &body.roles {
-        if !ROLES.contains(&role.as_str()) {
-            return Err(ApiError::validation(
-                "roles",
-                format!("unknown role {role:?}; known: {}", ROLES.join(", ")),
-            ));
-        }
-        if role == PLATFORM_ADMIN && !admin.has_role(PLATFORM_ADMIN) {
+        let role = built_in(role)?;
+        if role == BuiltInRole::PlatformAdmin && !admin.has_role(BuiltInRole::PlatformAdmin) {
             return Err(ApiError::Forbidden(
                 "only a platform admin may give the platform-admin role",
             ));
@@ -87,33 +106,13 @@ pub async fn create(
             (password.clone(), Some(password))
         }
     };
-    let own: AgencyId = admin
-        .agency_id()
-        .parse()
-        .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
-    let agency_id = match body.agency_id.map(AgencyId::from_uuid) {
-        Some(other) if other != own => {
-            // Only the platform crosses agencies (current roles), and that is logged.
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'agency' AND aggregate_id = $1)",
-            )
-            .bind(other.to_string())
-            .fetch_one(state.pool())
-            .await?;
-            if !admin.has_role(PLATFORM_ADMIN) || !exists {
-                return Err(ApiError::NotFound("no such agency".into()));
-            }
-            tracing::info!(
-                target: "authz",
-                user_id = %admin.user_id(),
-                agency_id = %own,
-                target_agency_id = %other,
-                outcome = "cross-agency",
-                "platform admin creates a user in another agency"
-            );
-            other
-        }
-        _ => own,
+    // Another agency: platform administrators only (404 for anyone else), logged.
+    let agency_id = match body.agency_id {
+        Some(other) => scope
+            .other(&admin, AgencyId::from_uuid(other))
+            .await?
+            .agency(),
+        None => scope.agency(),
     };
     let audit = Audit::by(&admin, &request_id.0);
     let user_id = state
@@ -262,25 +261,19 @@ pub struct CreateServiceAccount {
 
 /// A service account for an integration or an auditor: its secret is answered once.
 pub async fn create_service_account(
-    Allowed { caller: admin, .. }: Allowed<UsersWrite>,
+    Allowed {
+        caller: admin,
+        scope,
+        ..
+    }: Allowed<UsersWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<CreateServiceAccount>,
 ) -> Result<Response, ApiError> {
     let name = body.name.trim();
     check_name("name", name)?;
-    for role in &body.roles {
-        if !ROLES.contains(&role.as_str()) || role == PLATFORM_ADMIN {
-            return Err(ApiError::validation(
-                "roles",
-                format!("not a role for a service account: {role:?}"),
-            ));
-        }
-    }
-    let agency_id: AgencyId = admin
-        .agency_id()
-        .parse()
-        .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
+    agency_roles(&body.roles, "for a service account")?;
+    let agency_id = scope.agency();
     let audit = Audit::by(&admin, &request_id.0);
     let (id, secret) = state
         .identity()
@@ -330,34 +323,20 @@ struct UserRow {
 /// The users of the caller's agency, oldest first. Email and name are opened here, per
 /// row, with each person's key: `null` for a person who was erased.
 pub async fn list(
-    Allowed { caller: admin, .. }: Allowed<UsersRead>,
+    Allowed {
+        caller: admin,
+        scope,
+        ..
+    }: Allowed<UsersRead>,
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<UsersQuery>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = PageParams::new(params.limit, params.offset).checked()?;
-    let own: Uuid = admin
-        .agency_id()
-        .parse()
-        .map_err(|_| ApiError::Unauthorized("the token names no agency"))?;
     // Another agency only for the platform, only by naming it, and logged.
-    let agency = match params.agency_id {
-        Some(other) if other != own => {
-            if !admin.has_role(PLATFORM_ADMIN) {
-                return Err(ApiError::NotFound("no such agency".into()));
-            }
-            tracing::info!(
-                target: "authz",
-                user_id = %admin.user_id(),
-                agency_id = %own,
-                target_agency_id = %other,
-                outcome = "cross-agency",
-                "platform admin lists another agency's users"
-            );
-            other
-        }
-        _ => own,
+    let scope = match params.agency_id {
+        Some(other) => scope.other(&admin, AgencyId::from_uuid(other)).await?,
+        None => scope,
     };
-    let agency_text = agency.to_string();
     let rows: Vec<UserRow> = sqlx::query_as(
         "SELECT u.id, u.agency_id, u.email_sealed, u.display_name_sealed, u.roles, u.status,
                 u.mfa_enabled, u.service_account, u.locked_until, u.created_at, k.wrapped_key
@@ -366,10 +345,10 @@ pub async fn list(
           ORDER BY u.created_at, u.id
           LIMIT $2 OFFSET $3",
     )
-    .bind(agency)
+    .bind(scope.agency().as_uuid())
     .bind(limit)
     .bind(offset)
-    .fetch_all(&mut *tenancy::begin(state.pool(), Scope::Agency(&agency_text)).await?)
+    .fetch_all(&mut *scope.begin().await?)
     .await?;
     let identity = state.identity();
     let items: Vec<serde_json::Value> = rows
@@ -400,35 +379,45 @@ pub async fn list(
 /// `PUT` gives a role to a user of the caller's agency, `DELETE` takes it; either takes
 /// effect at the user's next request (the answer waits until it does).
 pub async fn assign_role(
-    Allowed { caller: admin, .. }: Allowed<RolesManage>,
+    Allowed {
+        caller: admin,
+        scope,
+        ..
+    }: Allowed<RolesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath((id, role)): ApiPath<(Uuid, String)>,
 ) -> Result<Response, ApiError> {
-    change_role(&state, &admin, id, &role, true, &request_id).await
+    change_role(&state, &admin, &scope, id, &role, true, &request_id).await
 }
 
 pub async fn unassign_role(
-    Allowed { caller: admin, .. }: Allowed<RolesManage>,
+    Allowed {
+        caller: admin,
+        scope,
+        ..
+    }: Allowed<RolesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath((id, role)): ApiPath<(Uuid, String)>,
 ) -> Result<Response, ApiError> {
-    change_role(&state, &admin, id, &role, false, &request_id).await
+    change_role(&state, &admin, &scope, id, &role, false, &request_id).await
 }
 
 async fn change_role(
     state: &AppState,
     admin: &crate::auth::Caller,
+    scope: &AgencyScope,
     id: Uuid,
     role: &str,
     assign: bool,
     request_id: &RequestId,
 ) -> Result<Response, ApiError> {
     // A built-in role, or one of the caller's agency (another agency's role: 404).
-    let role = crate::roles::assignable(state, admin, role).await?;
+    let role = crate::roles::assignable(scope, role).await?;
     let role = role.as_str();
-    if role == PLATFORM_ADMIN && !admin.has_role(PLATFORM_ADMIN) {
+    let platform = BuiltInRole::PlatformAdmin;
+    if role == platform.as_str() && !admin.has_role(platform) {
         return Err(ApiError::Forbidden(
             "only a platform admin may give or take the platform-admin role",
         ));
@@ -455,14 +444,7 @@ pub async fn grant_membership(
     ApiPath((id, agency)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<Membership>,
 ) -> Result<Response, ApiError> {
-    for role in &body.roles {
-        if !ROLES.contains(&role.as_str()) || role == PLATFORM_ADMIN {
-            return Err(ApiError::validation(
-                "roles",
-                format!("not a role of an agency: {role:?}"),
-            ));
-        }
-    }
+    agency_roles(&body.roles, "of an agency")?;
     state
         .identity()
         .set_membership(

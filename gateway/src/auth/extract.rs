@@ -6,6 +6,8 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 
+use eriop_domain::{AgencyId, BuiltInRole, UserId};
+
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -14,6 +16,9 @@ use super::tokens::Claims;
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub claims: Claims,
+    /// `sub` and `agency`, parsed once: every token we sign names them by UUID.
+    user: UserId,
+    agency: AgencyId,
     /// The caller's roles in the token's agency now (read models), once a permission
     /// extractor (`Allowed`) resolved them; never the token's `roles` claim, which may be
     /// stale (a demoted platform admin's token keeps saying platform-admin until it expires).
@@ -21,20 +26,21 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn user_id(&self) -> &str {
-        &self.claims.sub
+    pub fn user_id(&self) -> UserId {
+        self.user
     }
 
-    pub fn agency_id(&self) -> &str {
-        &self.claims.agency
+    /// The agency the token acts for (its active agency).
+    pub fn agency_id(&self) -> AgencyId {
+        self.agency
     }
 
     /// Whether the caller holds `role` now. False until a permission extractor resolved the
     /// current roles: powers are never decided from the token's claim.
-    pub fn has_role(&self, role: &str) -> bool {
+    pub fn has_role(&self, role: BuiltInRole) -> bool {
         self.current_roles
             .as_ref()
-            .is_some_and(|roles| roles.iter().any(|r| r == role))
+            .is_some_and(|roles| roles.iter().any(|r| r == role.as_str()))
     }
 
     pub(crate) fn with_current_roles(mut self, roles: Vec<String>) -> Self {
@@ -86,8 +92,13 @@ impl FromRequestParts<AppState> for Caller {
         if crate::identity::agency_suspended(state.pool(), &claims.agency).await? {
             return Err(ApiError::Unauthorized(crate::identity::AGENCY_SUSPENDED));
         }
+        let (Ok(user), Ok(agency)) = (claims.sub.parse(), claims.agency.parse()) else {
+            return Err(ApiError::Unauthorized("the access token is not valid"));
+        };
         Ok(Self {
             claims,
+            user,
+            agency,
             current_roles: None,
         })
     }

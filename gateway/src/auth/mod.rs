@@ -7,6 +7,7 @@ mod extract;
 pub mod keys;
 pub mod passwords;
 pub mod permission;
+pub mod scope;
 pub mod sessions;
 pub mod tokens;
 
@@ -23,10 +24,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use extract::Caller;
 use keys::SigningKeys;
 pub use permission::Allowed;
+pub use scope::{AgencyScope, PlatformScope};
 use sessions::Sessions;
 use tokens::{Claims, TokenError};
-
-pub const PLATFORM_ADMIN: &str = "platform-admin";
 
 /// A step the user must take before the token opens anything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,6 @@ impl Restriction {
         }
     }
 }
-pub const AGENCY_ADMIN: &str = "agency-admin";
 
 /// What a successful login or refresh answers (RFC 6749 section 5.1).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

@@ -10,6 +10,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use eriop_domain::Permission;
 
+use super::scope::{AgencyScope, PlatformScope};
 use super::Caller;
 use crate::edge::RequestId;
 use crate::error::ApiError;
@@ -45,15 +46,24 @@ permissions!(
     AuditRead,
 );
 
-/// A caller that holds the permission `P` in its active agency.
+/// A caller that holds the permission `P` in its active agency, and the handle that opens
+/// that agency's data (and nothing else).
 pub struct Allowed<P: Required> {
     pub caller: Caller,
+    pub scope: AgencyScope,
     _permission: PhantomData<P>,
 }
 
 impl<P: Required> Allowed<P> {
     pub fn permission(&self) -> Permission {
         P::PERMISSION
+    }
+}
+
+impl Allowed<AgenciesManage> {
+    /// Every agency's data: only a caller with `agencies:manage` (the platform's) gets it.
+    pub fn platform(&self) -> PlatformScope {
+        PlatformScope::of(&self.scope)
     }
 }
 
@@ -68,12 +78,7 @@ pub fn grants(roles: &[String], permission: Permission) -> bool {
 /// membership given or taken applies at the next request, also to tokens already issued.
 /// Only a user the read models do not know yet (just registered) is taken at its token.
 async fn current_roles(state: &AppState, caller: &Caller) -> Result<Vec<String>, ApiError> {
-    let (Ok(user_id), Ok(agency)) = (
-        uuid::Uuid::parse_str(caller.user_id()),
-        uuid::Uuid::parse_str(caller.agency_id()),
-    ) else {
-        return Ok(Vec::new());
-    };
+    let (user_id, agency) = (caller.user_id().as_uuid(), caller.agency_id().as_uuid());
     // Keyed by the caller's own id: the one lookup that looks across agencies.
     let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
     let (known, home, member): (bool, Option<Vec<String>>, Option<Vec<String>>) = sqlx::query_as(
@@ -94,8 +99,7 @@ async fn current_roles(state: &AppState, caller: &Caller) -> Result<Vec<String>,
 
 /// Whether one of the agency's own roles among `roles` (stored by id) gives `permission`.
 async fn agency_roles_grant(
-    state: &AppState,
-    caller: &Caller,
+    scope: &AgencyScope,
     roles: &[String],
     permission: Permission,
 ) -> Result<bool, ApiError> {
@@ -106,7 +110,7 @@ async fn agency_roles_grant(
     if ids.is_empty() {
         return Ok(false);
     }
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+    let mut tx = scope.begin().await?;
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM roles WHERE id = ANY($1) AND NOT deleted AND $2 = ANY(permissions))",
     )
@@ -133,8 +137,9 @@ impl<P: Required> FromRequestParts<AppState> for Allowed<P> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         let roles = current_roles(state, &caller).await?;
+        let scope = AgencyScope::new(state, caller.agency_id());
         let allowed = grants(&roles, P::PERMISSION)
-            || agency_roles_grant(state, &caller, &roles, P::PERMISSION).await?;
+            || agency_roles_grant(&scope, &roles, P::PERMISSION).await?;
         let request_id = parts
             .extensions
             .get::<RequestId>()
@@ -153,6 +158,7 @@ impl<P: Required> FromRequestParts<AppState> for Allowed<P> {
         if allowed {
             Ok(Self {
                 caller: caller.with_current_roles(roles),
+                scope,
                 _permission: PhantomData,
             })
         } else {

@@ -19,7 +19,6 @@ use crate::auth::Allowed;
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::tenancy::{self, Scope};
 
 pub const MAX_ROWS: usize = 10_000;
 /// Rows registered at the same time (each is a few round trips to PostgreSQL).
@@ -105,7 +104,7 @@ fn parse_csv(body: &[u8]) -> Result<Parsed, ApiError> {
 }
 
 pub async fn register(
-    Allowed { caller, .. }: Allowed<DevicesWrite>,
+    Allowed { caller, scope, .. }: Allowed<DevicesWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
@@ -130,11 +129,11 @@ pub async fn register(
             format!("at most {MAX_ROWS} rows per request; split the file"),
         ));
     }
-    let (state_ref, caller_ref, request_ref) = (&state, &caller, &request_id);
+    let (state_ref, caller_ref, scope_ref, request_ref) = (&state, &caller, &scope, &request_id);
     let mut results: Vec<(usize, Result<Uuid, Refusal>)> = futures::stream::iter(rows)
         .map(|(n, row)| async move {
             let outcome = match row {
-                Ok(row) => register_one(state_ref, caller_ref, row, request_ref).await,
+                Ok(row) => register_one(state_ref, caller_ref, scope_ref, row, request_ref).await,
                 Err(e) => Err(Refusal::Invalid(e)),
             };
             (n, outcome)
@@ -149,7 +148,7 @@ pub async fn register(
         .collect();
     // Read your writes, as on the command path: 200 once the registry shows every device,
     // 202 with the same report if it lags (every device reported registered is stored).
-    let status = if await_all(&state, &caller, &registered).await? {
+    let status = if await_all(&state, &scope, &registered).await? {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
@@ -182,12 +181,12 @@ pub async fn register(
 /// answers whether it did.
 async fn await_all(
     state: &AppState,
-    caller: &crate::auth::Caller,
+    scope: &crate::auth::AgencyScope,
     ids: &[Uuid],
 ) -> Result<bool, ApiError> {
     let deadline = Instant::now() + state.read_your_writes_timeout().max(Duration::from_secs(5));
     loop {
-        let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+        let mut tx = scope.begin().await?;
         let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE id = ANY($1)")
             .bind(ids)
             .fetch_one(&mut *tx)

@@ -9,14 +9,13 @@ use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::permission::{DevicesRead, DevicesWrite};
-use crate::auth::{Allowed, Caller};
+use crate::auth::{AgencyScope, Allowed};
 use crate::command::{self, Body, Done};
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::paging::ReadModel;
 use crate::state::AppState;
-use crate::tenancy::{self, Scope};
 
 /// Fundamentum's default heartbeat is every 15 minutes: offline after two missed ones.
 const DEFAULT_OFFLINE_AFTER_SECS: u32 = 1_800;
@@ -57,25 +56,21 @@ impl ClassRow {
 }
 
 /// A class of the caller's agency, or 404.
-pub(crate) async fn find(
-    state: &AppState,
-    caller: &Caller,
-    id: Uuid,
-) -> Result<ClassRow, ApiError> {
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+pub(crate) async fn find(scope: &AgencyScope, id: Uuid) -> Result<ClassRow, ApiError> {
+    let mut tx = scope.begin().await?;
     sqlx::query_as(
         "SELECT id, name, functions, offline_after_secs FROM device_classes
           WHERE id = $1 AND agency_id = $2::uuid",
     )
     .bind(id)
-    .bind(caller.agency_id())
+    .bind(scope.agency().as_uuid())
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::NotFound("no such device class in your agency".into()))
 }
 
 pub async fn create(
-    Allowed { caller, .. }: Allowed<DevicesWrite>,
+    Allowed { caller, scope, .. }: Allowed<DevicesWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<CreateClass>,
@@ -94,7 +89,7 @@ pub async fn create(
             .unwrap_or(DEFAULT_OFFLINE_AFTER_SECS),
     )
     .map_err(|e| ApiError::validation("offline_after_secs", e.to_string()))?;
-    let agency_id = super::agency_of(&caller)?;
+    let agency_id = scope.agency();
     let id = Uuid::now_v7();
     let command = DeviceClassCommand::Create {
         id,
@@ -115,7 +110,7 @@ pub async fn create(
     )
     .await?;
     let body = Body::Read(Box::pin(async {
-        match find(&state, &caller, id).await {
+        match find(&scope, id).await {
             Ok(row) => Ok(Some(row.json())),
             Err(ApiError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -125,16 +120,13 @@ pub async fn create(
     command::respond(&state, stored, Done::Created { location }, body).await
 }
 
-pub async fn list(
-    Allowed { caller, .. }: Allowed<DevicesRead>,
-    State(state): State<AppState>,
-) -> Result<Response, ApiError> {
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+pub async fn list(Allowed { scope, .. }: Allowed<DevicesRead>) -> Result<Response, ApiError> {
+    let mut tx = scope.begin().await?;
     let rows: Vec<ClassRow> = sqlx::query_as(
         "SELECT id, name, functions, offline_after_secs FROM device_classes
           WHERE agency_id = $1::uuid ORDER BY name",
     )
-    .bind(caller.agency_id())
+    .bind(scope.agency().as_uuid())
     .fetch_all(&mut *tx)
     .await?;
     let items: Vec<serde_json::Value> = rows.iter().map(ClassRow::json).collect();
@@ -143,9 +135,8 @@ pub async fn list(
 
 /// One device class of the caller's agency (another agency's: 404).
 pub async fn get(
-    Allowed { caller, .. }: Allowed<DevicesRead>,
-    State(state): State<AppState>,
+    Allowed { scope, .. }: Allowed<DevicesRead>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(find(&state, &caller, id).await?.json()).into_response())
+    Ok(Json(find(&scope, id).await?.json()).into_response())
 }

@@ -15,14 +15,13 @@ use uuid::Uuid;
 
 use super::view;
 use crate::auth::permission::{DevicesCommand, DevicesRead};
-use crate::auth::{Allowed, Caller};
+use crate::auth::{AgencyScope, Allowed};
 use crate::command::{self, Body, Done};
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::paging::PageParams;
 use crate::state::AppState;
-use crate::tenancy::{self, Scope};
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -70,33 +69,28 @@ impl CommandRow {
     }
 }
 
-async fn find(
-    state: &AppState,
-    caller: &Caller,
-    device: Uuid,
-    command: i64,
-) -> Result<CommandRow, ApiError> {
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+async fn find(scope: &AgencyScope, device: Uuid, command: i64) -> Result<CommandRow, ApiError> {
+    let mut tx = scope.begin().await?;
     sqlx::query_as(
         "SELECT command_id, device_id, request, status, message, issued_at, updated_at
            FROM device_commands WHERE command_id = $1 AND device_id = $2 AND agency_id = $3::uuid",
     )
     .bind(command)
     .bind(device)
-    .bind(caller.agency_id())
+    .bind(scope.agency().as_uuid())
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::NotFound("no such command for this device".into()))
 }
 
 pub async fn issue(
-    Allowed { caller, .. }: Allowed<DevicesCommand>,
+    Allowed { caller, scope, .. }: Allowed<DevicesCommand>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CommandBody>,
 ) -> Result<Response, ApiError> {
-    view::find(&state, &caller, id).await?;
+    view::find(&scope, id).await?;
     let now = Timestamp::from_millis(Utc::now().timestamp_millis());
     let request = match body {
         CommandBody::Override {
@@ -142,7 +136,7 @@ pub async fn issue(
     // Always 202: the device carries the command out later; follow it at `Location`.
     let location = format!("devices/{id}/commands/{command_id}");
     let read = Box::pin(async {
-        match find(&state, &caller, id, command_id).await {
+        match find(&scope, id, command_id).await {
             Ok(row) => Ok(Some(row.json())),
             Err(ApiError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -166,21 +160,20 @@ pub struct ListParams {
 
 /// The device's commands, newest first.
 pub async fn list(
-    Allowed { caller, .. }: Allowed<DevicesRead>,
-    State(state): State<AppState>,
+    Allowed { scope, .. }: Allowed<DevicesRead>,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
-    view::find(&state, &caller, id).await?;
+    view::find(&scope, id).await?;
     let (limit, offset) = PageParams::new(params.limit, params.offset).checked()?;
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+    let mut tx = scope.begin().await?;
     let rows: Vec<CommandRow> = sqlx::query_as(
         "SELECT command_id, device_id, request, status, message, issued_at, updated_at
            FROM device_commands WHERE device_id = $1 AND agency_id = $2::uuid
           ORDER BY command_id DESC LIMIT $3 OFFSET $4",
     )
     .bind(id)
-    .bind(caller.agency_id())
+    .bind(scope.agency().as_uuid())
     .bind(limit)
     .bind(offset)
     .fetch_all(&mut *tx)
@@ -193,9 +186,8 @@ pub async fn list(
 }
 
 pub async fn get(
-    Allowed { caller, .. }: Allowed<DevicesRead>,
-    State(state): State<AppState>,
+    Allowed { scope, .. }: Allowed<DevicesRead>,
     ApiPath((id, command_id)): ApiPath<(Uuid, i64)>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(find(&state, &caller, id, command_id).await?.json()).into_response())
+    Ok(Json(find(&scope, id, command_id).await?.json()).into_response())
 }

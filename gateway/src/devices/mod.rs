@@ -17,7 +17,7 @@ use postgres_es::PostgresEventRepository;
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::Caller;
+use crate::auth::{AgencyScope, Caller};
 use crate::command::{self, Stored};
 use crate::edge::RequestId;
 use crate::error::ApiError;
@@ -60,18 +60,7 @@ pub(crate) async fn execute(
     .await
 }
 
-pub(crate) fn agency_of(caller: &Caller) -> Result<eriop_domain::AgencyId, ApiError> {
-    caller
-        .agency_id()
-        .parse()
-        .map_err(|_| ApiError::Unauthorized("the token names no agency"))
-}
-
-/// Checks that `id` is a live device of the caller's agency (404 otherwise).
-pub(crate) async fn registry_view(
-    state: &AppState,
-    caller: &Caller,
-    id: Uuid,
-) -> Result<(), ApiError> {
-    view::find(state, caller, id).await.map(|_| ())
+/// Checks that `id` is a live device of the scope's agency (404 otherwise).
+pub(crate) async fn registry_view(scope: &AgencyScope, id: Uuid) -> Result<(), ApiError> {
+    view::find(scope, id).await.map(|_| ())
 }

@@ -13,14 +13,13 @@ use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::permission::AgenciesManage;
-use crate::auth::{Allowed, Caller};
+use crate::auth::{AgencyScope, Allowed, Caller, PlatformScope};
 use crate::command::{self, Body, Done, Stored};
 use crate::edge::RequestId;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::paging::{PageParams, ReadModel};
 use crate::state::AppState;
-use crate::tenancy::{self, Scope};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,10 +51,10 @@ fn parse(raw: &str) -> Result<RegistryName, ApiError> {
 }
 
 async fn fetch(
-    state: &AppState,
+    platform: &PlatformScope,
     registry: &RegistryName,
 ) -> Result<Option<RegistryView>, ApiError> {
-    let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
+    let mut tx = platform.begin().await?;
     Ok(sqlx::query_as(&format!("{SELECT} WHERE registry = $1"))
         .bind(registry.as_str())
         .fetch_optional(&mut *tx)
@@ -92,7 +91,7 @@ async fn execute(
     let id = aggregate_id(state, registry).await?;
     let agency = agency.to_string();
     let audit = Audit {
-        actor: admin.user_id(),
+        actor: &admin.claims.sub,
         agency_id: &agency,
         request_id: &request_id.0,
     };
@@ -109,9 +108,9 @@ async fn execute(
 }
 
 /// The registry as the read model shows it, for a command's answer.
-fn view<'a>(state: &'a AppState, registry: &'a RegistryName) -> Body<'a> {
+fn view<'a>(platform: &'a PlatformScope, registry: &'a RegistryName) -> Body<'a> {
     Body::Read(Box::pin(async move {
-        fetch(state, registry)
+        fetch(platform, registry)
             .await?
             .map(serde_json::to_value)
             .transpose()
@@ -122,7 +121,7 @@ fn view<'a>(state: &'a AppState, registry: &'a RegistryName) -> Body<'a> {
 /// Assigns a registry to an agency: `201` once the read model shows it, `200` if it was the
 /// agency's already (nothing recorded), `409` if another agency has it.
 pub async fn assign(
-    Allowed { caller: admin, .. }: Allowed<AgenciesManage>,
+    allowed: Allowed<AgenciesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<AssignRegistry>,
@@ -139,7 +138,8 @@ pub async fn assign(
     if !exists {
         return Err(ApiError::validation("agency_id", "no such agency"));
     }
-    let before = fetch(&state, &registry).await?;
+    let platform = allowed.platform();
+    let before = fetch(&platform, &registry).await?;
     let already = before
         .as_ref()
         .is_some_and(|r| r.agency_id == Some(body.agency_id));
@@ -147,7 +147,15 @@ pub async fn assign(
         registry: registry.clone(),
         agency_id: agency,
     };
-    let stored = execute(&state, &admin, &registry, agency, command, &request_id).await?;
+    let stored = execute(
+        &state,
+        &allowed.caller,
+        &registry,
+        agency,
+        command,
+        &request_id,
+    )
+    .await?;
     let done = if already {
         Done::Changed
     } else {
@@ -155,18 +163,17 @@ pub async fn assign(
             location: format!("registries/{}", registry.as_str()),
         }
     };
-    command::respond(&state, stored, done, view(&state, &registry)).await
+    command::respond(&state, stored, done, view(&platform, &registry)).await
 }
 
 /// Every assigned registry (of one agency with `agency_id`), by name.
 pub async fn list(
-    _admin: Allowed<AgenciesManage>,
-    State(state): State<AppState>,
+    allowed: Allowed<AgenciesManage>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = PageParams::new(params.limit, params.offset).checked()?;
     // Registries are the platform's: a caller with agencies:manage sees them all.
-    let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
+    let mut tx = allowed.platform().begin().await?;
     let items: Vec<RegistryView> = sqlx::query_as(&format!(
         "{SELECT} WHERE agency_id IS NOT NULL AND ($1::uuid IS NULL OR agency_id = $1)
           ORDER BY registry LIMIT $2 OFFSET $3"
@@ -184,12 +191,11 @@ pub async fn list(
 
 /// One registry and its agency (`404` when it is assigned to none).
 pub async fn get(
-    _admin: Allowed<AgenciesManage>,
-    State(state): State<AppState>,
+    allowed: Allowed<AgenciesManage>,
     ApiPath(registry): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let registry = parse(&registry)?;
-    match fetch(&state, &registry).await? {
+    match fetch(&allowed.platform(), &registry).await? {
         Some(view) if view.agency_id.is_some() => Ok(Json(view).into_response()),
         _ => Err(ApiError::NotFound(
             "this registry is assigned to no agency".into(),
@@ -200,19 +206,20 @@ pub async fn get(
 /// Takes a registry back from its agency: refused (`409`) while live devices are registered
 /// under it, so that no device is silently cut off.
 pub async fn remove(
-    Allowed { caller: admin, .. }: Allowed<AgenciesManage>,
+    allowed: Allowed<AgenciesManage>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(registry): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let registry = parse(&registry)?;
-    let Some(agency) = fetch(&state, &registry).await?.and_then(|v| v.agency_id) else {
+    let platform = allowed.platform();
+    let Some(agency) = fetch(&platform, &registry).await?.and_then(|v| v.agency_id) else {
         return Err(ApiError::NotFound(
             "this registry is assigned to no agency".into(),
         ));
     };
     let live: i64 = {
-        let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
+        let mut tx = platform.begin().await?;
         sqlx::query_scalar(
             "SELECT count(*) FROM devices WHERE registry = $1 AND NOT decommissioned",
         )
@@ -227,7 +234,7 @@ pub async fn remove(
     }
     let stored = execute(
         &state,
-        &admin,
+        &allowed.caller,
         &registry,
         AgencyId::from_uuid(agency),
         RegistryCommand::Unassign,
@@ -238,17 +245,13 @@ pub async fn remove(
 }
 
 /// Whether `registry` belongs to `agency` now (the check of every device registration).
-pub(crate) async fn belongs_to(
-    state: &AppState,
-    agency: &str,
-    registry: &str,
-) -> Result<bool, ApiError> {
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(agency)).await?;
+pub(crate) async fn belongs_to(scope: &AgencyScope, registry: &str) -> Result<bool, ApiError> {
+    let mut tx = scope.begin().await?;
     Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM registries WHERE registry = $1 AND agency_id = $2::uuid)",
+        "SELECT EXISTS (SELECT 1 FROM registries WHERE registry = $1 AND agency_id = $2)",
     )
     .bind(registry)
-    .bind(agency)
+    .bind(scope.agency().as_uuid())
     .fetch_one(&mut *tx)
     .await?)
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::view::{self, DeviceRow};
 use crate::audit::Audit;
 use crate::auth::permission::{DevicesRead, DevicesWrite};
-use crate::auth::{Allowed, Caller};
+use crate::auth::{AgencyScope, Allowed, Caller};
 use crate::command::{self, Body, Done, Stored};
 use crate::edge::RequestId;
 use crate::error::ApiError;
@@ -19,7 +19,6 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::paging::PageParams;
 use crate::paging::ReadModel;
 use crate::state::AppState;
-use crate::tenancy::{self, Scope};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +65,7 @@ impl From<ApiError> for Refusal {
 pub async fn register_one(
     state: &AppState,
     caller: &Caller,
+    scope: &AgencyScope,
     body: RegisterDevice,
     request_id: &RequestId,
 ) -> Result<Uuid, Refusal> {
@@ -82,17 +82,17 @@ pub async fn register_one(
         .map_err(|e| invalid("offline_after_secs", &e))?;
     let class_id =
         Uuid::parse_str(body.class_id.trim()).map_err(|_| invalid("class_id", &"is not a UUID"))?;
-    let class = match super::classes::find(state, caller, class_id).await {
+    let class = match super::classes::find(scope, class_id).await {
         Ok(class) => class,
         Err(ApiError::NotFound(_)) => {
             return Err(invalid("class_id", &"no such device class in your agency"))
         }
         Err(e) => return Err(e.into()),
     };
-    let agency_id = super::agency_of(caller)?;
+    let agency_id = scope.agency();
     // Only under a registry of the caller's agency; the same answer whether the registry is
     // another agency's or nobody's, so it tells nothing of other agencies.
-    if !super::registries::belongs_to(state, caller.agency_id(), &fundamentum.registry).await? {
+    if !super::registries::belongs_to(scope, &fundamentum.registry).await? {
         return Err(invalid(
             "registry",
             &"is not a registry of your agency: a platform administrator assigns registries to agencies (POST /api/v1/registries)",
@@ -150,12 +150,12 @@ pub(crate) fn refusal_to_api(refusal: Refusal) -> ApiError {
 }
 
 pub async fn create(
-    Allowed { caller, .. }: Allowed<DevicesWrite>,
+    Allowed { caller, scope, .. }: Allowed<DevicesWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<RegisterDevice>,
 ) -> Result<Response, ApiError> {
-    let id = register_one(&state, &caller, body, &request_id)
+    let id = register_one(&state, &caller, &scope, body, &request_id)
         .await
         .map_err(refusal_to_api)?;
     let stored = Stored::latest(&state, ReadModel::Devices, id).await?;
@@ -164,7 +164,7 @@ pub async fn create(
         &state,
         stored,
         Done::Created { location },
-        view::answer(&state, &caller, id),
+        view::answer(&scope, id),
     )
     .await
 }
@@ -178,19 +178,18 @@ pub struct ListParams {
 }
 
 pub async fn list(
-    Allowed { caller, .. }: Allowed<DevicesRead>,
-    State(state): State<AppState>,
+    Allowed { scope, .. }: Allowed<DevicesRead>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = PageParams::new(params.limit, params.offset).checked()?;
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+    let mut tx = scope.begin().await?;
     let rows: Vec<DeviceRow> = sqlx::query_as(&format!(
         "{} WHERE d.agency_id = $1::uuid AND NOT d.decommissioned
             AND ($2::boolean IS NULL OR d.online = $2)
           ORDER BY d.name, d.id LIMIT $3 OFFSET $4",
         view::SELECT
     ))
-    .bind(caller.agency_id())
+    .bind(scope.agency().as_uuid())
     .bind(params.online)
     .bind(limit)
     .bind(offset)
@@ -204,12 +203,11 @@ pub async fn list(
 }
 
 pub async fn get(
-    Allowed { caller, .. }: Allowed<DevicesRead>,
-    State(state): State<AppState>,
+    Allowed { scope, .. }: Allowed<DevicesRead>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let row = view::find(&state, &caller, id).await?;
-    Ok(Json(view::full(&state, &caller, &row).await?).into_response())
+    let row = view::find(&scope, id).await?;
+    Ok(Json(view::full(&scope, &row).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -235,13 +233,13 @@ mod double_option {
 }
 
 pub async fn patch(
-    Allowed { caller, .. }: Allowed<DevicesWrite>,
+    Allowed { caller, scope, .. }: Allowed<DevicesWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<PatchDevice>,
 ) -> Result<Response, ApiError> {
-    view::find(&state, &caller, id).await?;
+    view::find(&scope, id).await?;
     let name = body
         .name
         .as_deref()
@@ -264,22 +262,16 @@ pub async fn patch(
         &request_id,
     )
     .await?;
-    command::respond(
-        &state,
-        stored,
-        Done::Changed,
-        view::answer(&state, &caller, id),
-    )
-    .await
+    command::respond(&state, stored, Done::Changed, view::answer(&scope, id)).await
 }
 
 pub async fn decommission(
-    Allowed { caller, .. }: Allowed<DevicesWrite>,
+    Allowed { caller, scope, .. }: Allowed<DevicesWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    view::find(&state, &caller, id).await?;
+    view::find(&scope, id).await?;
     let stored = super::execute(
         &state,
         &caller,

@@ -7,11 +7,9 @@ use serde_json::{json, Map, Value};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::auth::Caller;
+use crate::auth::AgencyScope;
 use crate::command::Body;
 use crate::error::ApiError;
-use crate::state::AppState;
-use crate::tenancy::{self, Scope};
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct DeviceRow {
@@ -42,27 +40,23 @@ pub(crate) const SELECT: &str =
    LEFT JOIN device_activity a ON a.device_id = d.id";
 
 /// A live device of the caller's agency, or 404 (another agency's device is not found).
-pub(crate) async fn find(
-    state: &AppState,
-    caller: &Caller,
-    id: Uuid,
-) -> Result<DeviceRow, ApiError> {
-    let mut tx = tenancy::begin(state.pool(), Scope::Agency(caller.agency_id())).await?;
+pub(crate) async fn find(scope: &AgencyScope, id: Uuid) -> Result<DeviceRow, ApiError> {
+    let mut tx = scope.begin().await?;
     sqlx::query_as(&format!(
         "{SELECT} WHERE d.id = $1 AND d.agency_id = $2::uuid AND NOT d.decommissioned"
     ))
     .bind(id)
-    .bind(caller.agency_id())
+    .bind(scope.agency().as_uuid())
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::NotFound("no such device in your agency".into()))
 }
 
 /// The device as the read model shows it (its full view), for a command's answer.
-pub(crate) fn answer<'a>(state: &'a AppState, caller: &'a Caller, id: Uuid) -> Body<'a> {
+pub(crate) fn answer(scope: &AgencyScope, id: Uuid) -> Body<'_> {
     Body::Read(Box::pin(async move {
-        match find(state, caller, id).await {
-            Ok(row) => full(state, caller, &row).await.map(Some),
+        match find(scope, id).await {
+            Ok(row) => full(scope, &row).await.map(Some),
             Err(ApiError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -80,15 +74,15 @@ struct LatestRow {
 }
 
 /// The device's latest value of each attribute, keyed `functionId.attributeName`.
-async fn latest(state: &AppState, caller: &Caller, id: Uuid) -> Result<Value, ApiError> {
-    let mut tx = tenancy::begin(state.telemetry_pool(), Scope::Agency(caller.agency_id())).await?;
+async fn latest(scope: &AgencyScope, id: Uuid) -> Result<Value, ApiError> {
+    let mut tx = scope.begin_telemetry().await?;
     let rows: Vec<LatestRow> = sqlx::query_as(
         "SELECT function_id, attribute, time, value_double, value_text, value_json
            FROM device_latest WHERE device_id = $1 AND agency_id = $2::uuid
           ORDER BY function_id, attribute",
     )
     .bind(id)
-    .bind(caller.agency_id())
+    .bind(scope.agency().as_uuid())
     .fetch_all(&mut *tx)
     .await?;
     let mut out = Map::new();
@@ -127,14 +121,10 @@ pub(crate) fn summary(row: &DeviceRow) -> Value {
     })
 }
 
-pub(crate) async fn full(
-    state: &AppState,
-    caller: &Caller,
-    row: &DeviceRow,
-) -> Result<Value, ApiError> {
+pub(crate) async fn full(scope: &AgencyScope, row: &DeviceRow) -> Result<Value, ApiError> {
     let mut view = summary(row);
     if let Some(map) = view.as_object_mut() {
-        map.insert("latest".into(), latest(state, caller, row.id).await?);
+        map.insert("latest".into(), latest(scope, row.id).await?);
         map.insert(
             "talq".into(),
             talq::device(row.id, &row.name, &row.class_name, &row.functions.0),
