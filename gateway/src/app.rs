@@ -167,6 +167,14 @@ impl App {
         })
     }
 
+    /// The device supervisor's clock (liveness timeouts): the system clock unless given.
+    pub fn with_device_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        if let Some(supervisor) = self.supervisor.as_mut() {
+            supervisor.set_clock(clock);
+        }
+        self
+    }
+
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use eriop_gateway::auth::ManualClock;
+use eriop_gateway::auth::{ManualClock, ShiftedClock};
 use eriop_gateway::relay::RelayStatus;
 use eriop_nats::{Settings, StoredEvent, Stream, Topology};
 use reqwest::{Method, RequestBuilder, Response};
@@ -25,6 +25,9 @@ pub struct TestApp {
     pub admin_password: String,
     /// The gateway's clock: tests move it by hand.
     pub clock: ManualClock,
+    /// The device supervisor's clock: the wall clock, which tests may move forward (a device
+    /// silent past its timeout, without waiting for it).
+    pub device_clock: ShiftedClock,
     pub settings: Settings,
     pub db: TestDb,
     pub topology: Topology,
@@ -77,10 +80,12 @@ impl TestApp {
         adjust(&mut settings);
 
         let clock = ManualClock::starting_now();
+        let device_clock = ShiftedClock::default();
         let gateway =
             eriop_gateway::App::build_with_clock(settings.clone(), Arc::new(clock.clone()))
                 .await
-                .unwrap();
+                .unwrap()
+                .with_device_clock(Arc::new(device_clock.clone()));
         let base = format!("http://127.0.0.1:{}", gateway.port());
         let relay = gateway.relay_status();
         let projections = eriop_projections::App::build(settings.clone())
@@ -111,6 +116,7 @@ impl TestApp {
             admin_email,
             admin_password,
             clock,
+            device_clock,
             topology: Topology::from_settings(&settings),
             settings,
             db,
@@ -412,7 +418,8 @@ impl TestApp {
             Arc::new(self.clock.clone()),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .with_device_clock(Arc::new(self.device_clock.clone()));
         self.base = format!("http://127.0.0.1:{}", gateway.port());
         self.relay = gateway.relay_status();
         self.gateway_task = Some(tokio::spawn(async move {

@@ -20,7 +20,7 @@ use eriop_nats::Settings;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock};
 pub use extract::Caller;
 use keys::SigningKeys;
 pub use permission::Allowed;

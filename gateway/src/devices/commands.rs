@@ -91,7 +91,8 @@ pub async fn issue(
     ApiJson(body): ApiJson<CommandBody>,
 ) -> Result<Response, ApiError> {
     view::find(&scope, id).await?;
-    let now = Timestamp::from_millis(Utc::now().timestamp_millis());
+    // Time is an input: the gateway's clock (tests turn it by hand).
+    let now = state.auth().now();
     let request = match body {
         CommandBody::Override {
             level,
@@ -112,7 +113,7 @@ pub async fn issue(
         .fetch_one(state.pool())
         .await?;
     // The command as it is recorded, for the answer while the read model lags.
-    let issued = Utc::now();
+    let issued = chrono::DateTime::from_timestamp_millis(now.millis()).unwrap_or_default();
     let pending = serde_json::json!({
         "id": command_id,
         "device_id": id,

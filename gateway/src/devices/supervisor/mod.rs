@@ -15,10 +15,11 @@
 //!   several would each see part of the activity.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
-use chrono::{SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use cqrs_es::AggregateError;
 use eriop_domain::device::{talq, CommandStatus, DeviceCommand, DeviceEvent};
 use eriop_domain::Timestamp;
@@ -32,6 +33,7 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::time::DelayQueue;
 use uuid::Uuid;
 
+use crate::auth::{Clock, SystemClock};
 use crate::state::AppState;
 
 mod forward;
@@ -58,10 +60,6 @@ fn nats(e: impl std::fmt::Display) -> SupervisorError {
     SupervisorError::Nats(e.to_string())
 }
 
-fn now() -> Timestamp {
-    Timestamp::from_millis(Utc::now().timestamp_millis())
-}
-
 fn rfc3339(t: Timestamp) -> String {
     chrono::DateTime::from_timestamp_millis(t.millis())
         .unwrap_or_default()
@@ -70,6 +68,8 @@ fn rfc3339(t: Timestamp) -> String {
 
 pub struct Supervisor {
     state: AppState,
+    /// Time is an input (DESIGN.md rule 8): liveness is judged by this clock.
+    clock: Arc<dyn Clock>,
     connect: PgConnectOptions,
     js: jetstream::Context,
     topology: Topology,
@@ -80,10 +80,15 @@ impl Supervisor {
         let connect = (*state.pool().connect_options()).clone();
         Self {
             state,
+            clock: Arc::new(SystemClock),
             connect,
             js,
             topology,
         }
+    }
+
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.clock = clock;
     }
 
     /// Runs forever: standby, active, and back to standby after losing a dependency.
@@ -171,7 +176,7 @@ impl Supervisor {
         let mut tx = crate::tenancy::begin(self.state.pool(), crate::tenancy::Scope::All).await?;
         let rows: Vec<WatchRow> = sqlx::query_as(WATCH_SELECT).fetch_all(&mut *tx).await?;
         drop(tx);
-        let now = now();
+        let now = self.clock.now();
         for row in rows {
             let id = row.id;
             let watch = watch_of(row);
@@ -184,7 +189,7 @@ impl Supervisor {
                 if !online {
                     self.transition(run, id, true, now).await?;
                 }
-                schedule(run, id);
+                schedule(run, id, now);
             } else if online {
                 self.transition(run, id, false, now).await?;
             }
@@ -277,8 +282,9 @@ impl Supervisor {
             return Ok(());
         }
         watch.last_activity = Some(at);
-        let back = !watch.online && at.millis() + watch.timeout_ms > now().millis();
-        schedule(run, id);
+        let now = self.clock.now();
+        let back = !watch.online && at.millis() + watch.timeout_ms > now.millis();
+        schedule(run, id, now);
         if back {
             self.transition(run, id, true, at).await?;
         }
@@ -350,7 +356,7 @@ impl Supervisor {
                     };
                     watch.timeout_ms = secs * 1000;
                     if watch.online {
-                        schedule(run, id);
+                        schedule(run, id, self.clock.now());
                     }
                 }
             }
@@ -365,7 +371,7 @@ impl Supervisor {
     }
 
     async fn on_timer(&self, run: &mut Run, id: Uuid) -> Result<(), SupervisorError> {
-        let now = now();
+        let now = self.clock.now();
         let Some(watch) = run.watches.get_mut(&id) else {
             return Ok(());
         };
@@ -375,6 +381,9 @@ impl Supervisor {
             .is_none_or(|t| t.millis() + watch.timeout_ms <= now.millis());
         if watch.online && silent {
             self.transition(run, id, false, now).await?;
+        } else if watch.online {
+            // Early by this clock (timers run in real time): look again when it is due.
+            schedule(run, id, now);
         }
         Ok(())
     }

@@ -10,8 +10,6 @@ use sqlx::types::Json;
 use tokio_util::time::{delay_queue, DelayQueue};
 use uuid::Uuid;
 
-use super::now;
-
 /// What the supervisor knows of one device.
 pub(super) struct Watch {
     pub(super) agency_id: Uuid,
@@ -66,14 +64,14 @@ pub(super) fn watch_of(row: WatchRow) -> Watch {
 }
 
 /// (Re)arms the device's timer at last activity + timeout.
-pub(super) fn schedule(run: &mut Run, id: Uuid) {
+pub(super) fn schedule(run: &mut Run, id: Uuid, now: Timestamp) {
     let Some(watch) = run.watches.get_mut(&id) else {
         return;
     };
     let due_ms = watch
         .last_activity
         .map_or(0, |t| t.millis() + watch.timeout_ms)
-        - now().millis();
+        - now.millis();
     let delay = Duration::from_millis(u64::try_from(due_ms.max(0)).unwrap_or(0));
     match watch.timer {
         Some(ref key) => run.timers.reset(key, delay),
