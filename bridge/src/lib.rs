@@ -20,7 +20,6 @@ mod pipeline;
 pub mod registry;
 pub mod simulator;
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +31,6 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
 use secrecy::ExposeSecret;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::mpsc;
 
 /// A connection that stayed up this long was healthy: the next failure backs off from the start.
@@ -229,12 +227,13 @@ impl Bridge {
             &settings.mqtt_client_id,
             status.clone(),
         );
-        let connect_options = PgConnectOptions::from_str(settings.database_url.expose_secret())
-            .map_err(|e| BridgeError::DatabaseUrl(e.to_string()))?;
-        let pool = eriop_nats::db::act_as(PgPoolOptions::new(), &settings.database_role)
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(connect_options);
+        let pool = eriop_nats::db::lazy_pool(
+            settings.database_url.expose_secret(),
+            &settings.database_role,
+            2,
+            Duration::from_secs(5),
+        )
+        .map_err(|e| BridgeError::DatabaseUrl(e.to_string()))?;
         let nats = connect::nats(settings.nats_url.expose_secret(), "eriop-bridge")
             .await
             .map_err(|e| BridgeError::NatsUrl(e.to_string()))?;

@@ -3,34 +3,22 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::devices::supervisor::Supervisor;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::routing::{get, post, put};
-use axum::{middleware, Router};
+use crate::workers::supervisor::Supervisor;
+use axum::Router;
 use cqrs_es::persist::PersistedEventStore;
 use eriop_nats::{connect, Settings, Topology};
 use postgres_es::PostgresEventRepository;
 use secrecy::ExposeSecret;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{Auth, Clock, SystemClock};
-use crate::error::ApiError;
-use crate::relay::{Relay, RelayStatus};
+use crate::services::auth::{Auth, Clock, SystemClock};
 use crate::state::{AppState, Inner};
-use crate::{
-    agencies, audit_routes, auth_routes, devices, edge, health, openapi, roles, telemetry, users,
-};
+use crate::workers::relay::{Relay, RelayStatus};
 
 const USER_SNAPSHOT_EVERY: usize = 20;
-/// A bulk registration of thousands of devices is larger than an ordinary request.
-const BULK_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -41,7 +29,7 @@ pub enum StartupError {
     #[error("ERIOP_NATS_URL is not usable ({0})")]
     NatsUrl(String),
     #[error("{0}")]
-    Auth(#[from] crate::auth::AuthSetupError),
+    Auth(#[from] crate::services::auth::AuthSetupError),
     #[error("ERIOP_CORS_ALLOWED_ORIGINS: `{0}` is not an origin such as https://ops.city.example")]
     CorsOrigin(String),
     #[error(
@@ -70,12 +58,16 @@ impl App {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let connect = PgConnectOptions::from_str(settings.database_url.expose_secret())
-            .map_err(|e| StartupError::DatabaseUrl(e.to_string()))?;
-        let pool = crate::tenancy::act_as(PgPoolOptions::new(), &settings.database_role)
-            .max_connections(settings.database_max_connections)
-            .acquire_timeout(Duration::from_secs(2))
-            .connect_lazy_with(connect);
+        let pool_of = |url: &str| {
+            crate::tenancy::lazy_pool(
+                url,
+                &settings.database_role,
+                settings.database_max_connections,
+                Duration::from_secs(2),
+            )
+            .map_err(|e| StartupError::DatabaseUrl(e.to_string()))
+        };
+        let pool = pool_of(settings.database_url.expose_secret())?;
         let redis = redis::Client::open(settings.redis_url.expose_secret())
             .map_err(|e| StartupError::RedisUrl(e.to_string()))?;
         let nats = connect::nats(settings.nats_url.expose_secret(), "eriop-gateway")
@@ -98,13 +90,7 @@ impl App {
         {
             pool.clone()
         } else {
-            let connect =
-                PgConnectOptions::from_str(settings.telemetry_database_url().expose_secret())
-                    .map_err(|e| StartupError::DatabaseUrl(e.to_string()))?;
-            crate::tenancy::act_as(PgPoolOptions::new(), &settings.database_role)
-                .max_connections(settings.database_max_connections)
-                .acquire_timeout(Duration::from_secs(2))
-                .connect_lazy_with(connect)
+            pool_of(settings.telemetry_database_url().expose_secret())?
         };
         let auth = Auth::from_settings(&settings, redis.clone(), clock)?;
         let state = AppState::new(Inner {
@@ -131,7 +117,7 @@ impl App {
             devices: postgres_es::postgres_snapshot_cqrs(
                 pool.clone(),
                 Vec::new(),
-                devices::DEVICE_SNAPSHOT_EVERY,
+                crate::http::routes::devices::DEVICE_SNAPSHOT_EVERY,
                 (),
             ),
             registries: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
@@ -150,7 +136,7 @@ impl App {
                 Topology::from_settings(&settings),
             )
         });
-        let router = router(&settings, state)?;
+        let router = crate::http::router::router(&settings, state)?;
         let listener =
             TcpListener::bind(settings.http_addr)
                 .await
@@ -218,184 +204,4 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn router(settings: &Settings, state: AppState) -> Result<Router, StartupError> {
-    let api = &settings.api_v1_prefix;
-    let router = Router::new()
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/.well-known/jwks.json", get(auth_routes::jwks))
-        .route(&format!("{api}/openapi.json"), {
-            let doc = std::sync::Arc::new(openapi::document(api));
-            get(move || openapi::serve(doc.clone()))
-        })
-        .route(&format!("{api}/docs"), get(openapi::page))
-        .route(&format!("{api}/auth/login"), post(auth_routes::login))
-        .route(
-            &format!("{api}/auth/mfa/verify"),
-            post(auth_routes::mfa_verify),
-        )
-        .route(&format!("{api}/auth/token"), post(auth_routes::token))
-        .route(&format!("{api}/auth/logout"), post(auth_routes::logout))
-        .route(&format!("{api}/auth/me"), get(auth_routes::me))
-        .route(&format!("{api}/permissions"), get(auth_routes::permissions))
-        .route(&format!("{api}/audit/events"), get(audit_routes::events))
-        .route(&format!("{api}/audit/verify"), get(audit_routes::verify))
-        .route(
-            &format!("{api}/auth/mfa/totp"),
-            post(auth_routes::start_totp).delete(auth_routes::disable_totp),
-        )
-        .route(
-            &format!("{api}/auth/mfa/totp/confirm"),
-            post(auth_routes::confirm_totp),
-        )
-        .route(
-            &format!("{api}/users"),
-            post(users::create).get(users::list),
-        )
-        .route(
-            &format!("{api}/users/{{id}}"),
-            get(users::get)
-                .patch(users::update)
-                .delete(users::deactivate),
-        )
-        .route(&format!("{api}/users/{{id}}/unlock"), post(users::unlock))
-        .route(
-            &format!("{api}/users/{{id}}/memberships/{{agency_id}}"),
-            put(users::grant_membership).delete(users::revoke_membership),
-        )
-        .route(
-            &format!("{api}/auth/switch-agency"),
-            post(auth_routes::switch_agency),
-        )
-        .route(
-            &format!("{api}/roles"),
-            post(roles::create).get(roles::list),
-        )
-        .route(
-            &format!("{api}/roles/{{id}}"),
-            get(roles::get).patch(roles::rename).delete(roles::delete),
-        )
-        .route(
-            &format!("{api}/roles/{{id}}/permissions/{{permission}}"),
-            put(roles::grant).delete(roles::revoke),
-        )
-        .route(
-            &format!("{api}/users/{{id}}/roles/{{role}}"),
-            put(users::assign_role).delete(users::unassign_role),
-        )
-        .route(
-            &format!("{api}/users/{{id}}/reactivate"),
-            post(users::reactivate),
-        )
-        .route(
-            &format!("{api}/users/{{id}}/mfa/reset"),
-            post(users::reset_mfa),
-        )
-        .route(
-            &format!("{api}/auth/password"),
-            post(auth_routes::change_password),
-        )
-        .route(
-            &format!("{api}/service-accounts"),
-            post(users::create_service_account),
-        )
-        .route(
-            &format!("{api}/agencies"),
-            get(agencies::list).post(agencies::create),
-        )
-        .route(
-            &format!("{api}/agencies/{{id}}"),
-            get(agencies::get).patch(agencies::patch),
-        )
-        .route(
-            &format!("{api}/registries"),
-            post(devices::registries::assign).get(devices::registries::list),
-        )
-        .route(
-            &format!("{api}/registries/{{registry}}"),
-            get(devices::registries::get).delete(devices::registries::remove),
-        )
-        .route(
-            &format!("{api}/device-classes"),
-            post(devices::classes::create).get(devices::classes::list),
-        )
-        .route(
-            &format!("{api}/device-classes/{{id}}"),
-            get(devices::classes::get),
-        )
-        .route(
-            &format!("{api}/devices"),
-            post(devices::registry::create).get(devices::registry::list),
-        )
-        .route(
-            &format!("{api}/devices/bulk"),
-            post(devices::bulk::register).layer(DefaultBodyLimit::max(BULK_BODY_LIMIT)),
-        )
-        .route(
-            &format!("{api}/devices/{{id}}"),
-            get(devices::registry::get)
-                .patch(devices::registry::patch)
-                .delete(devices::registry::decommission),
-        )
-        .route(
-            &format!("{api}/devices/{{id}}/commands"),
-            post(devices::commands::issue).get(devices::commands::list),
-        )
-        .route(
-            &format!("{api}/devices/{{id}}/commands/{{command_id}}"),
-            get(devices::commands::get),
-        )
-        .route(
-            &format!("{api}/devices/{{id}}/telemetry"),
-            get(telemetry::series),
-        )
-        .route(
-            &format!("{api}/devices/{{id}}/telemetry/export"),
-            get(telemetry::export),
-        )
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async {
-            ApiError::MethodNotAllowed("this route does not accept that method".into())
-        })
-        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
-    let router = match cors(&settings.cors_allowed_origins)? {
-        Some(cors) => router.layer(cors),
-        None => router,
-    };
-    Ok(router
-        .layer(middleware::from_fn(edge::request_context))
-        .with_state(state))
-}
-
-/// CORS for the configured origins only; none configured: no CORS headers (same origin).
-fn cors(origins: &str) -> Result<Option<CorsLayer>, StartupError> {
-    let origins = origins
-        .split(',')
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
-        .map(|o| HeaderValue::from_str(o).map_err(|_| StartupError::CorsOrigin(o.to_owned())))
-        .collect::<Result<Vec<_>, _>>()?;
-    if origins.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([
-                Method::GET,
-                Method::POST,
-                Method::PATCH,
-                Method::PUT,
-                Method::DELETE,
-            ])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                HeaderName::from_static(edge::REQUEST_ID_HEADER),
-            ])
-            .expose_headers([HeaderName::from_static(edge::REQUEST_ID_HEADER)])
-            .max_age(Duration::from_secs(600)),
-    ))
 }

@@ -1,30 +1,23 @@
-//! ERIOP's gateway: the REST API (command and query side), its edge (request ids, access
-//! log, problem+json errors, CORS, body limits, health) and the relay that publishes the
-//! event store to NATS.
+//! ERIOP's gateway. Its folders are its roles:
+//!
+//! - `http/`: the REST API (routes, extractors, the command path, errors, edge, health);
+//! - `services/`: what the API calls (identity, authentication, audit metadata, operator
+//!   commands);
+//! - `workers/`: what runs beside it (the relay to NATS, the device supervisor);
+//!
+//! and `app.rs` puts them together (`App::build`, used by `main.rs` and the tests).
 
-mod agencies;
 pub mod app;
-mod audit;
-mod audit_routes;
-pub mod auth;
-mod auth_routes;
-pub mod bootstrap;
-mod command;
-pub mod devices;
-mod edge;
-mod error;
-mod extract;
-mod health;
-mod identity;
-pub mod openapi;
-mod paging;
-pub mod relay;
-mod roles;
-pub mod rotation;
+pub mod http;
+pub mod services;
 mod state;
-pub mod telemetry;
 pub mod tenancy;
-mod users;
+pub mod workers;
 
 pub use app::{App, StartupError};
-pub use edge::REQUEST_ID_HEADER;
+pub use http::edge::REQUEST_ID_HEADER;
+// The paths operators' tools and the tests know.
+pub use http::openapi;
+pub use http::routes::telemetry;
+pub use services::{auth, bootstrap, rotation};
+pub use workers::relay;

@@ -10,9 +10,9 @@ use eriop_domain::role::Role;
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
-use crate::auth::Auth;
-use crate::devices::{DeviceClassCqrs, DeviceCqrs, RegistryCqrs};
-use crate::identity::{Identity, UserCqrs, UserStore};
+use crate::http::routes::devices::{DeviceClassCqrs, DeviceCqrs, RegistryCqrs};
+use crate::services::auth::Auth;
+use crate::services::identity::{Identity, UserCqrs, UserStore};
 
 pub type AgencyCqrs = CqrsFramework<Agency, PersistedEventStore<PostgresEventRepository, Agency>>;
 pub type RoleCqrs = CqrsFramework<Role, PersistedEventStore<PostgresEventRepository, Role>>;

@@ -44,3 +44,39 @@ pub fn act_as(options: PgPoolOptions, role: &str) -> PgPoolOptions {
         })
     })
 }
+
+/// A pool that connects on first use (a service starts, and says it is not ready, while
+/// its database is down), acting as `role`: the one way every service builds its pools.
+pub fn lazy_pool(
+    url: &str,
+    role: &str,
+    max_connections: u32,
+    acquire_timeout: std::time::Duration,
+) -> Result<PgPool, sqlx::Error> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    Ok(act_as(PgPoolOptions::new(), role)
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .connect_lazy_with(options))
+}
+
+/// Waits until this process holds the session advisory lock `key`, on a connection of its
+/// own, and answers that connection: whoever holds it leads (one relay, one device
+/// supervisor, however many replicas); dropping it (or losing it) lets a standby take over.
+/// Keep it alive with a query now and then, so a dead database is noticed.
+pub async fn leader_lock(
+    connect: &sqlx::postgres::PgConnectOptions,
+    key: i64,
+    poll: std::time::Duration,
+) -> Result<sqlx::PgConnection, sqlx::Error> {
+    use sqlx::Connection;
+    let mut lock = sqlx::PgConnection::connect_with(connect).await?;
+    while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut lock)
+        .await?
+    {
+        tokio::time::sleep(poll).await;
+    }
+    Ok(lock)
+}

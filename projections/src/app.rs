@@ -1,13 +1,11 @@
 //! Building the projections service: used by `main.rs` and by the end-to-end tests.
 
 use std::future::Future;
-use std::str::FromStr;
 use std::time::Duration;
 
 use eriop_nats::backoff::Backoff;
 use eriop_nats::{connect, Settings, Topology};
 use secrecy::ExposeSecret;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use crate::consumer::Consumer;
@@ -105,12 +103,8 @@ impl App {
 }
 
 fn lazy_pool(url: &str, max: u32, role: &str) -> Result<PgPool, StartupError> {
-    let options =
-        PgConnectOptions::from_str(url).map_err(|e| StartupError::DatabaseUrl(e.to_string()))?;
-    Ok(eriop_nats::db::act_as(PgPoolOptions::new(), role)
-        .max_connections(max)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options))
+    eriop_nats::db::lazy_pool(url, role, max, Duration::from_secs(5))
+        .map_err(|e| StartupError::DatabaseUrl(e.to_string()))
 }
 
 /// On plain PostgreSQL, telemetry partitions are created two weeks ahead, every hour

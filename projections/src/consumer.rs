@@ -100,17 +100,7 @@ impl Consumer {
                 .map_err(nats)?;
             return Ok(());
         }
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (projection, stream_sequence, updated_at)
-             VALUES ($1, $2, now())
-             ON CONFLICT (projection) DO UPDATE
-                SET stream_sequence = greatest(projection_checkpoints.stream_sequence, excluded.stream_sequence),
-                    updated_at = now()",
-        )
-        .bind(self.model.name())
-        .bind(i64::try_from(stream_sequence).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
+        crate::checkpoint::save(&mut tx, self.model.name(), stream_sequence).await?;
         tx.commit().await?;
         message.ack().await.map_err(nats)?;
         Ok(())

@@ -3,6 +3,7 @@
 
 pub mod agencies;
 pub mod app;
+pub mod checkpoint;
 pub mod consumer;
 pub mod device_classes;
 pub mod devices;

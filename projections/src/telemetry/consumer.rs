@@ -165,17 +165,7 @@ impl TelemetryConsumer {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (projection, stream_sequence, updated_at)
-             VALUES ($1, $2, now())
-             ON CONFLICT (projection) DO UPDATE
-                SET stream_sequence = greatest(projection_checkpoints.stream_sequence, excluded.stream_sequence),
-                    updated_at = now()",
-        )
-        .bind(NAME)
-        .bind(i64::try_from(last_sequence).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
+        crate::checkpoint::save(&mut tx, NAME, last_sequence).await?;
         tx.commit().await?;
         Ok(())
     }

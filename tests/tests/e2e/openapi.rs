@@ -201,13 +201,13 @@ async fn every_guarded_operation_declares_and_enforces_its_permission() {
 }
 
 /// The converse of the tests above: every route the gateway registers (read from
-/// gateway/src/app.rs, where the router is built) is in the document, so an undocumented
+/// gateway/src/http/router.rs, where the router is built) is in the document, so an undocumented
 /// route, and with it a route without a declared permission, fails here.
 #[test]
 fn every_registered_route_is_documented() {
     let source = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../gateway/src/app.rs"
+        "/../gateway/src/http/router.rs"
     ))
     .unwrap();
     let doc = eriop_gateway::openapi::document("/api/v1");

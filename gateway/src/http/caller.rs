@@ -1,0 +1,62 @@
+//! The extractor that turns a request's bearer token into a [`Caller`]: signature, expiry,
+//! restriction, revocation and suspension checked, every time. `permission::Allowed` adds the
+//! permission.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use crate::http::error::ApiError;
+use crate::services::auth::{Caller, Restriction};
+use crate::state::AppState;
+
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized(
+            "send `Authorization: Bearer <access token>`",
+        ))?;
+        let auth = state.auth();
+        let claims = auth.verify_access_token(token).map_err(|e| {
+            tracing::info!(reason = %e, "access token refused");
+            ApiError::Unauthorized("the access token is not valid")
+        })?;
+        if let Some(raw) = &claims.restriction {
+            // Unknown restrictions restrict everything.
+            let allowed = Restriction::parse(raw).is_some_and(|r| r.allows(parts.uri.path()));
+            if !allowed {
+                return Err(ApiError::Forbidden(match raw.as_str() {
+                    "password-change" => "change your password first: POST /api/v1/auth/password",
+                    _ => "your agency requires MFA: enrol first with POST /api/v1/auth/mfa/totp",
+                }));
+            }
+        }
+        let revoked = auth
+            .sessions
+            .access_revoked(&claims.jti, &claims.sub, claims.iat_ms, &claims.sid)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        if revoked {
+            return Err(ApiError::Unauthorized("the access token was revoked"));
+        }
+        // Suspension applies at the next request, to tokens already issued too.
+        if crate::services::identity::agency_suspended(state.pool(), &claims.agency).await? {
+            return Err(ApiError::Unauthorized(
+                crate::services::identity::AGENCY_SUSPENDED,
+            ));
+        }
+        let (Ok(user), Ok(agency)) = (claims.sub.parse(), claims.agency.parse()) else {
+            return Err(ApiError::Unauthorized("the access token is not valid"));
+        };
+        Ok(Caller::new(claims, user, agency))
+    }
+}

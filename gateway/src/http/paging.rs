@@ -1,0 +1,114 @@
+//! Pages of a list (`?limit=&offset=`), and waiting for a read model to show a write.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::http::error::ApiError;
+use crate::tenancy::{self, Scope};
+
+const MAX_PAGE: i64 = 1_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+impl PageParams {
+    pub fn new(limit: Option<i64>, offset: Option<i64>) -> Self {
+        Self { limit, offset }
+    }
+
+    /// `(limit, offset)`: limit 1 to 1,000 (default 100), offset 0 or more.
+    pub fn checked(&self) -> Result<(i64, i64), ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        let offset = self.offset.unwrap_or(0);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::validation(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        if offset < 0 {
+            return Err(ApiError::validation("offset", "must not be negative"));
+        }
+        Ok((limit, offset))
+    }
+}
+
+/// A page of a list, as every list answers it: `{items, limit, offset}`.
+pub fn page(items: &impl serde::Serialize, limit: i64, offset: i64) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    axum::Json(serde_json::json!({ "items": items, "limit": limit, "offset": offset }))
+        .into_response()
+}
+
+/// The read models a command's answer may wait for.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadModel {
+    Agencies,
+    Users,
+    Roles,
+    DeviceClasses,
+    Devices,
+    Registries,
+}
+
+impl ReadModel {
+    /// The aggregate whose events this read model shows (cqrs-es `Aggregate::TYPE`).
+    pub fn aggregate_type(self) -> &'static str {
+        match self {
+            Self::Agencies => "agency",
+            Self::Users => "user",
+            Self::Roles => "role",
+            Self::DeviceClasses => "device_class",
+            Self::Devices => "device",
+            Self::Registries => "registry",
+        }
+    }
+
+    fn version_query(self) -> &'static str {
+        match self {
+            Self::Agencies => "SELECT version FROM agencies WHERE id = $1",
+            Self::Users => "SELECT version FROM users WHERE id = $1",
+            Self::Roles => "SELECT version FROM roles WHERE id = $1",
+            Self::DeviceClasses => "SELECT version FROM device_classes WHERE id = $1",
+            Self::Devices => "SELECT version FROM devices WHERE id = $1",
+            Self::Registries => "SELECT version FROM registries WHERE id = $1",
+        }
+    }
+}
+
+/// Read your writes (DESIGN.md rule 3): waits, at most `timeout`, until the read model
+/// shows row `id` at `version` or later. Polls with a short, growing pause.
+pub async fn await_version(
+    pool: &PgPool,
+    model: ReadModel,
+    id: Uuid,
+    version: i64,
+    timeout: Duration,
+) -> Result<bool, ApiError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        // The row the caller just wrote, found by its id: no agency to filter on here.
+        let mut tx = tenancy::begin(pool, Scope::All).await?;
+        let current: Option<i64> = sqlx::query_scalar(model.version_query())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        drop(tx);
+        if current.is_some_and(|v| v >= version) {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}

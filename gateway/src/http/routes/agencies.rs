@@ -1,0 +1,203 @@
+//! `/api/v1/agencies`: commands go through the Agency aggregate (and so into the event
+//! store), queries read the `agencies` read model that the projections service maintains.
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use eriop_domain::agency::{AgencyCommand, AgencyName, AgencyStatus};
+use eriop_domain::AgencyId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::http::command::{self, Body, Done, Stored};
+use crate::http::edge::RequestId;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::paging::{PageParams, ReadModel};
+use crate::http::permission::AgenciesManage;
+use crate::http::{Allowed, PlatformScope};
+use crate::services::audit::Audit;
+use crate::services::auth::Caller;
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct AgencyView {
+    pub id: Uuid,
+    pub name: String,
+    pub status: String,
+    /// Every user of the agency must use MFA.
+    pub mfa_required: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The number of events applied; a client may compare it to detect changes.
+    pub version: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgency {
+    /// Optional client-chosen id: retrying a create with the same id cannot make a second
+    /// agency (the retry answers 409).
+    #[serde(default)]
+    id: Option<Uuid>,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchAgency {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    status: Option<AgencyStatus>,
+    #[serde(default)]
+    mfa_required: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    items: Vec<AgencyView>,
+    limit: i64,
+    offset: i64,
+}
+
+fn parse_name(raw: &str) -> Result<AgencyName, ApiError> {
+    AgencyName::parse(raw).map_err(|e| ApiError::validation("name", e.to_string()))
+}
+
+pub async fn create(
+    allowed: Allowed<AgenciesManage>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(body): ApiJson<CreateAgency>,
+) -> Result<Response, ApiError> {
+    let name = parse_name(&body.name)?;
+    let id = AgencyId::from_uuid(body.id.unwrap_or_else(Uuid::now_v7));
+    let stored = execute(
+        &state,
+        &allowed.caller,
+        id,
+        AgencyCommand::Create { id, name },
+        &request_id,
+    )
+    .await?;
+    let location = format!("agencies/{id}");
+    let platform = allowed.platform();
+    command::respond(
+        &state,
+        stored,
+        Done::Created { location },
+        view(&platform, id),
+    )
+    .await
+}
+
+pub async fn list(
+    allowed: Allowed<AgenciesManage>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> Result<Json<impl Serialize>, ApiError> {
+    let (limit, offset) = params.checked()?;
+    // Agencies are the platform's: a caller with agencies:manage sees them all.
+    let mut tx = allowed.platform().begin().await?;
+    let items = sqlx::query_as::<_, AgencyView>(
+        "SELECT id, name, status, mfa_required, created_at, updated_at, version
+           FROM agencies ORDER BY created_at, id LIMIT $1 OFFSET $2",
+    )
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(Json(Page {
+        items,
+        limit,
+        offset,
+    }))
+}
+
+pub async fn get(
+    allowed: Allowed<AgenciesManage>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<AgencyView>, ApiError> {
+    fetch(&allowed.platform(), id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(id))
+}
+
+pub async fn patch(
+    allowed: Allowed<AgenciesManage>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<PatchAgency>,
+) -> Result<Response, ApiError> {
+    if body.name.is_none() && body.status.is_none() && body.mfa_required.is_none() {
+        return Err(ApiError::Validation {
+            detail: "nothing to change: give `name`, `status`, `mfa_required`".into(),
+            errors: Vec::new(),
+        });
+    }
+    let name = body.name.as_deref().map(parse_name).transpose()?;
+    let id = AgencyId::from_uuid(id);
+    let command = AgencyCommand::Amend {
+        name,
+        status: body.status,
+        mfa_required: body.mfa_required,
+    };
+    let stored = execute(&state, &allowed.caller, id, command, &request_id).await?;
+    let platform = allowed.platform();
+    command::respond(&state, stored, Done::Changed, view(&platform, id)).await
+}
+
+/// Runs `command` on the agency `id` through the command path, as `actor` asks.
+async fn execute(
+    state: &AppState,
+    actor: &Caller,
+    id: AgencyId,
+    command: AgencyCommand,
+    request_id: &RequestId,
+) -> Result<Stored, ApiError> {
+    let agency = id.to_string();
+    // The agency acted on is the audit's agency (an agency's history is its own).
+    let audit = Audit {
+        actor: &actor.claims.sub,
+        agency_id: &agency,
+        request_id: &request_id.0,
+    };
+    command::execute(
+        state,
+        state.agencies(),
+        ReadModel::Agencies,
+        id.as_uuid(),
+        command,
+        &audit,
+        "agency",
+    )
+    .await
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("no such agency: {id}"))
+}
+
+async fn fetch(platform: &PlatformScope, id: Uuid) -> Result<Option<AgencyView>, ApiError> {
+    let mut tx = platform.begin().await?;
+    Ok(sqlx::query_as::<_, AgencyView>(
+        "SELECT id, name, status, mfa_required, created_at, updated_at, version FROM agencies WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?)
+}
+
+/// The agency as the read model shows it, for a command's answer.
+fn view(platform: &PlatformScope, id: AgencyId) -> Body<'_> {
+    Body::Read(Box::pin(async move {
+        fetch(platform, id.as_uuid())
+            .await?
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(ApiError::internal)
+    }))
+}

@@ -1,0 +1,288 @@
+//! `/api/v1/devices` and `/api/v1/devices/{id}`: register, list, look at, change and
+//! decommission devices.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use eriop_domain::device::{DeviceCommand, DeviceName, FundamentumId, OfflineAfter};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::view::{self, DeviceRow};
+use crate::http::command::{self, Body, Done, Stored};
+use crate::http::edge::RequestId;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::paging::page;
+use crate::http::paging::PageParams;
+use crate::http::paging::ReadModel;
+use crate::http::permission::{DevicesRead, DevicesWrite};
+use crate::http::{AgencyScope, Allowed};
+use crate::services::audit::Audit;
+use crate::services::auth::Caller;
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDevice {
+    pub class_id: String,
+    pub registry: String,
+    pub serial: String,
+    pub name: String,
+    pub offline_after_secs: Option<u32>,
+}
+
+/// Why a registration was refused: the field and what to fix.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RowError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl RowError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+pub enum Refusal {
+    Invalid(RowError),
+    /// The Fundamentum identity belongs to another live device (409 alone, a failed row in bulk).
+    Taken(RowError),
+    Failed(ApiError),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// Registers one device, without waiting for the read model: the one path of the single
+/// and the bulk registration. Reserves the Fundamentum identity first (unique on the
+/// platform), and gives it back if the registration fails.
+pub async fn register_one(
+    state: &AppState,
+    caller: &Caller,
+    scope: &AgencyScope,
+    body: RegisterDevice,
+    request_id: &RequestId,
+) -> Result<Uuid, Refusal> {
+    let invalid = |field: &'static str, e: &dyn std::fmt::Display| {
+        Refusal::Invalid(RowError::new(field, e.to_string()))
+    };
+    let name = DeviceName::parse(&body.name).map_err(|e| invalid("name", &e))?;
+    let fundamentum = FundamentumId::parse(&body.registry, &body.serial)
+        .map_err(|e| invalid("registry/serial", &e))?;
+    let offline_after = body
+        .offline_after_secs
+        .map(OfflineAfter::seconds)
+        .transpose()
+        .map_err(|e| invalid("offline_after_secs", &e))?;
+    let class_id =
+        Uuid::parse_str(body.class_id.trim()).map_err(|_| invalid("class_id", &"is not a UUID"))?;
+    let class = match super::classes::find(scope, class_id).await {
+        Ok(class) => class,
+        Err(ApiError::NotFound(_)) => {
+            return Err(invalid("class_id", &"no such device class in your agency"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let agency_id = scope.agency();
+    // Only under a registry of the caller's agency; the same answer whether the registry is
+    // another agency's or nobody's, so it tells nothing of other agencies.
+    if !super::registries::belongs_to(scope, &fundamentum.registry).await? {
+        return Err(invalid(
+            "registry",
+            &"is not a registry of your agency: a platform administrator assigns registries to agencies (POST /api/v1/registries)",
+        ));
+    }
+    let id = Uuid::now_v7();
+    let reserved = sqlx::query(
+        "INSERT INTO device_identities (registry, serial, device_id) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&fundamentum.registry)
+    .bind(&fundamentum.serial)
+    .bind(id)
+    .execute(state.pool())
+    .await
+    .map_err(ApiError::from)?
+    .rows_affected();
+    if reserved == 0 {
+        return Err(Refusal::Taken(RowError::new(
+            "registry/serial",
+            "a live device with this Fundamentum registry and serial is already registered",
+        )));
+    }
+    let command = DeviceCommand::Register {
+        id,
+        agency_id,
+        class_id,
+        functions: class.functions.0,
+        fundamentum,
+        name,
+        offline_after,
+    };
+    let audit = Audit::by(caller, &request_id.0);
+    let metadata = audit.metadata(command.name());
+    if let Err(e) = state
+        .devices()
+        .execute_with_metadata(&id.to_string(), command, metadata)
+        .await
+    {
+        let _ = sqlx::query("DELETE FROM device_identities WHERE device_id = $1")
+            .bind(id)
+            .execute(state.pool())
+            .await;
+        return Err(super::device_error(e).into());
+    }
+    Ok(id)
+}
+
+pub(crate) fn refusal_to_api(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Taken(e) => ApiError::Conflict(e.message),
+        Refusal::Invalid(e) => ApiError::validation(e.field, e.message),
+        Refusal::Failed(e) => e,
+    }
+}
+
+pub async fn create(
+    Allowed { caller, scope, .. }: Allowed<DevicesWrite>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(body): ApiJson<RegisterDevice>,
+) -> Result<Response, ApiError> {
+    let id = register_one(&state, &caller, &scope, body, &request_id)
+        .await
+        .map_err(refusal_to_api)?;
+    let stored = Stored::latest(&state, ReadModel::Devices, id).await?;
+    let location = format!("devices/{id}");
+    command::respond(
+        &state,
+        stored,
+        Done::Created { location },
+        view::answer(&scope, id),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    limit: Option<i64>,
+    offset: Option<i64>,
+    online: Option<bool>,
+}
+
+pub async fn list(
+    Allowed { scope, .. }: Allowed<DevicesRead>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Response, ApiError> {
+    let (limit, offset) = PageParams::new(params.limit, params.offset).checked()?;
+    let mut tx = scope.begin().await?;
+    let rows: Vec<DeviceRow> = sqlx::query_as(&format!(
+        "{} WHERE d.agency_id = $1::uuid AND NOT d.decommissioned
+            AND ($2::boolean IS NULL OR d.online = $2)
+          ORDER BY d.name, d.id LIMIT $3 OFFSET $4",
+        view::SELECT
+    ))
+    .bind(scope.agency().as_uuid())
+    .bind(params.online)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *tx)
+    .await?;
+    let items: Vec<serde_json::Value> = rows.iter().map(view::summary).collect();
+    Ok(page(&items, limit, offset))
+}
+
+pub async fn get(
+    Allowed { scope, .. }: Allowed<DevicesRead>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let row = view::find(&scope, id).await?;
+    Ok(Json(view::full(&scope, &row).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchDevice {
+    name: Option<String>,
+    /// `null`: back to the class's timeout.
+    #[serde(default, with = "double_option")]
+    offline_after_secs: Option<Option<u32>>,
+}
+
+/// `absent` → None, `null` → Some(None), value → Some(Some(v)).
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+pub async fn patch(
+    Allowed { caller, scope, .. }: Allowed<DevicesWrite>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<PatchDevice>,
+) -> Result<Response, ApiError> {
+    view::find(&scope, id).await?;
+    let name = body
+        .name
+        .as_deref()
+        .map(DeviceName::parse)
+        .transpose()
+        .map_err(|e| ApiError::validation("name", e.to_string()))?;
+    let offline_after = body
+        .offline_after_secs
+        .map(|o| o.map(OfflineAfter::seconds).transpose())
+        .transpose()
+        .map_err(|e| ApiError::validation("offline_after_secs", e.to_string()))?;
+    let stored = super::execute(
+        &state,
+        &caller,
+        id,
+        DeviceCommand::Update {
+            name,
+            offline_after,
+        },
+        &request_id,
+    )
+    .await?;
+    command::respond(&state, stored, Done::Changed, view::answer(&scope, id)).await
+}
+
+pub async fn decommission(
+    Allowed { caller, scope, .. }: Allowed<DevicesWrite>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    view::find(&scope, id).await?;
+    let stored = super::execute(
+        &state,
+        &caller,
+        id,
+        DeviceCommand::Decommission,
+        &request_id,
+    )
+    .await?;
+    // The Fundamentum identity is free again for a replacement device.
+    sqlx::query("DELETE FROM device_identities WHERE device_id = $1")
+        .bind(id)
+        .execute(state.pool())
+        .await?;
+    command::respond(&state, stored, Done::NoContent, Body::None).await
+}

@@ -1,0 +1,134 @@
+//! What a device looks like through the API: registry data, liveness, latest values, and
+//! its TALQ `Device` object.
+
+use chrono::{DateTime, Utc};
+use eriop_domain::device::{talq, FunctionDesc};
+use serde_json::{json, Map, Value};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::http::command::Body;
+use crate::http::error::ApiError;
+use crate::http::AgencyScope;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeviceRow {
+    pub id: Uuid,
+    pub class_id: Uuid,
+    pub class_name: String,
+    pub registry: String,
+    pub serial: String,
+    pub name: String,
+    pub functions: Json<Vec<FunctionDesc>>,
+    pub offline_after_secs: Option<i32>,
+    pub class_offline_after_secs: i32,
+    pub online: bool,
+    pub status_changed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub last_activity: Option<DateTime<Utc>>,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub uptime_secs: Option<i64>,
+}
+
+pub(crate) const SELECT: &str =
+    "SELECT d.id, d.class_id, c.name AS class_name, d.registry, d.serial, d.name,
+        d.functions, d.offline_after_secs, c.offline_after_secs AS class_offline_after_secs,
+        d.online, d.status_changed_at, d.created_at,
+        a.last_activity, a.last_heartbeat, a.uptime_secs
+   FROM devices d
+   JOIN device_classes c ON c.id = d.class_id
+   LEFT JOIN device_activity a ON a.device_id = d.id";
+
+/// A live device of the caller's agency, or 404 (another agency's device is not found).
+pub(crate) async fn find(scope: &AgencyScope, id: Uuid) -> Result<DeviceRow, ApiError> {
+    let mut tx = scope.begin().await?;
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE d.id = $1 AND d.agency_id = $2::uuid AND NOT d.decommissioned"
+    ))
+    .bind(id)
+    .bind(scope.agency().as_uuid())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::NotFound("no such device in your agency".into()))
+}
+
+/// The device as the read model shows it (its full view), for a command's answer.
+pub(crate) fn answer(scope: &AgencyScope, id: Uuid) -> Body<'_> {
+    Body::Read(Box::pin(async move {
+        match find(scope, id).await {
+            Ok(row) => full(scope, &row).await.map(Some),
+            Err(ApiError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct LatestRow {
+    function_id: String,
+    attribute: String,
+    time: DateTime<Utc>,
+    value_double: Option<f64>,
+    value_text: Option<String>,
+    value_json: Option<Value>,
+}
+
+/// The device's latest value of each attribute, keyed `functionId.attributeName`.
+async fn latest(scope: &AgencyScope, id: Uuid) -> Result<Value, ApiError> {
+    let mut tx = scope.begin_telemetry().await?;
+    let rows: Vec<LatestRow> = sqlx::query_as(
+        "SELECT function_id, attribute, time, value_double, value_text, value_json
+           FROM device_latest WHERE device_id = $1 AND agency_id = $2::uuid
+          ORDER BY function_id, attribute",
+    )
+    .bind(id)
+    .bind(scope.agency().as_uuid())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = Map::new();
+    for row in rows {
+        let value = match (&row.value_json, row.value_double, &row.value_text) {
+            (Some(Value::Bool(b)), _, _) => json!(b),
+            (_, Some(d), _) => json!(d),
+            (_, _, Some(t)) => json!(t),
+            (Some(v), _, _) => v.clone(),
+            _ => Value::Null,
+        };
+        let key = if row.function_id.is_empty() {
+            row.attribute
+        } else {
+            format!("{}.{}", row.function_id, row.attribute)
+        };
+        out.insert(key, json!({ "value": value, "time": row.time }));
+    }
+    Ok(Value::Object(out))
+}
+
+pub(crate) fn summary(row: &DeviceRow) -> Value {
+    json!({
+        "id": row.id,
+        "name": row.name,
+        "class_id": row.class_id,
+        "registry": row.registry,
+        "serial": row.serial,
+        "offline_after_secs": row.offline_after_secs.unwrap_or(row.class_offline_after_secs),
+        "online": row.online,
+        "status_changed_at": row.status_changed_at,
+        "last_activity": row.last_activity,
+        "last_heartbeat": row.last_heartbeat,
+        "uptime_secs": row.uptime_secs,
+        "created_at": row.created_at,
+    })
+}
+
+pub(crate) async fn full(scope: &AgencyScope, row: &DeviceRow) -> Result<Value, ApiError> {
+    let mut view = summary(row);
+    if let Some(map) = view.as_object_mut() {
+        map.insert("latest".into(), latest(scope, row.id).await?);
+        map.insert(
+            "talq".into(),
+            talq::device(row.id, &row.name, &row.class_name, &row.functions.0),
+        );
+    }
+    Ok(view)
+}
