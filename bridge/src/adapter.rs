@@ -24,7 +24,7 @@ pub fn records(
     functions: &[FunctionDesc],
     states: &Map<String, Value>,
     timestamp_ms: i64,
-) -> Vec<Value> {
+) -> Vec<talq::AttributeLogData> {
     let time = rfc3339(timestamp_ms);
     let function_type = |id: &str| {
         functions
@@ -86,25 +86,22 @@ mod tests {
         let by_name = |n: &str| {
             records
                 .iter()
-                .find(|r| r["attributeName"] == n)
+                .find(|r| r.attribute_name == n)
                 .unwrap()
                 .clone()
         };
         assert_eq!(
-            by_name("activePower")["attributeValue"]["type"],
+            by_name("activePower").attribute_value.kind,
             "AttributeFloat"
         );
         assert_eq!(
-            by_name("actualLightState")["attributeValue"]["type"],
+            by_name("actualLightState").attribute_value.kind,
             "AttributeLevelState"
         );
         assert_eq!(
-            by_name("vendorCounter")["srcAddress"],
+            by_name("vendorCounter").src_address,
             Uuid::from_u128(9).to_string()
         );
-        assert_eq!(
-            by_name("activePower")["timestamp"],
-            "1970-01-01T00:00:01.000Z"
-        );
+        assert_eq!(by_name("activePower").timestamp, "1970-01-01T00:00:01.000Z");
     }
 }

@@ -1,6 +1,7 @@
 //! Fundamentum's MQTT wire format, version 1 (SDK 0.15 and 0.16): topics and payloads. Dimonoff
 //! gives no compatibility guarantee, so every byte-level detail lives in this one module.
 
+use eriop_nats::traffic::ReplyStatus;
 use prost::Message as _;
 use serde::Deserialize;
 use serde_json::Value;
@@ -175,19 +176,16 @@ pub struct Reply {
     pub message: Option<String>,
 }
 
-pub fn decode_reply(payload: &[u8]) -> Result<Reply, String> {
+pub fn decode_reply(payload: &[u8]) -> Result<(ReplyStatus, Option<String>), String> {
     let reply: Reply = serde_json::from_slice(payload)
         .map_err(|e| format!("command reply is not {{\"status\": ..., \"message\": ...}}: {e}"))?;
-    if !matches!(
-        reply.status.as_str(),
-        "ongoing" | "success" | "failure" | "retry"
-    ) {
-        return Err(format!(
+    let status = ReplyStatus::parse(&reply.status).ok_or_else(|| {
+        format!(
             "command reply status {} is not ongoing, success, failure or retry",
             eriop_nats::dlq::quote(&reply.status, 64)
-        ));
-    }
-    Ok(reply)
+        )
+    })?;
+    Ok((status, reply.message))
 }
 
 /// The `commands` message: a JSON array of commands.

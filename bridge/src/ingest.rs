@@ -14,9 +14,10 @@
 
 use std::collections::BTreeMap;
 
+use eriop_domain::device::talq::AttributeLogData;
 use eriop_domain::device::FundamentumId;
 use eriop_nats::dlq::{quote, DeadLetter};
-use eriop_nats::traffic::{CommandReply, DeviceActivity};
+use eriop_nats::traffic::{CommandReply, DeviceActivity, ReplyStatus};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -67,7 +68,7 @@ pub enum Message {
     },
     Reply {
         command_id: i64,
-        status: String,
+        status: ReplyStatus,
         message: Option<String>,
     },
 }
@@ -88,7 +89,7 @@ pub struct Beacon {
 /// What one group of MQTT messages becomes.
 #[derive(Debug, Default)]
 pub struct Output {
-    pub telemetry: BTreeMap<Uuid, Vec<Value>>,
+    pub telemetry: BTreeMap<Uuid, Vec<AttributeLogData>>,
     pub activity: BTreeMap<Uuid, DeviceActivity>,
     pub replies: Vec<CommandReply>,
     pub dead: Vec<DeadLetter>,
@@ -199,8 +200,8 @@ pub fn decode(
             }
         }
         Kind::CommandReply(command_id) => {
-            let reply = fundamentum::decode_reply(payload).map_err(malformed)?;
-            if let Some(text) = &reply.message {
+            let (status, message) = fundamentum::decode_reply(payload).map_err(malformed)?;
+            if let Some(text) = &message {
                 if text.contains('\0') || text.chars().count() > MAX_REPLY_MESSAGE {
                     return Err(malformed(format!(
                         "a command reply's message is at most {MAX_REPLY_MESSAGE} characters, without NUL"
@@ -209,8 +210,8 @@ pub fn decode(
             }
             Message::Reply {
                 command_id,
-                status: reply.status,
-                message: reply.message,
+                status,
+                message,
             }
         }
     };

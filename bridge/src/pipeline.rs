@@ -17,6 +17,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use eriop_nats::backoff::Backoff;
 use eriop_nats::traffic::{self, TelemetryBatch};
+use eriop_nats::NatsError;
 use eriop_nats::Topology;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rumqttc::v5::mqttbytes::v5::Publish;
@@ -50,7 +51,9 @@ enum Retry {
     #[error("device registry: {0}")]
     Database(#[from] sqlx::Error),
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[from] NatsError),
+    #[error("encoding a message: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// Per-device GCRA (governor), keyed by the topic's `registry/serial`: counted before any
@@ -203,7 +206,8 @@ impl Pipeline {
 
     /// Publishes everything of the group and waits for every JetStream ack.
     async fn publish(&self, out: Output) -> Result<(), Retry> {
-        let nats = |e: &dyn std::fmt::Display| Retry::Nats(e.to_string());
+        let nats =
+            |e: async_nats::jetstream::context::PublishError| Retry::Nats(NatsError::client(e));
         let samples = out.samples();
         let mut acks = Vec::new();
         for (agency, records) in out.telemetry {
@@ -215,7 +219,7 @@ impl Pipeline {
                     agency_id: agency,
                     records: std::mem::replace(&mut records, rest),
                 };
-                let body = serde_json::to_vec(&batch).map_err(|e| nats(&e))?;
+                let body = serde_json::to_vec(&batch)?;
                 acks.push(
                     self.js
                         .publish(
@@ -223,7 +227,7 @@ impl Pipeline {
                             body.into(),
                         )
                         .await
-                        .map_err(|e| nats(&e))?,
+                        .map_err(nats)?,
                 );
             }
         }
@@ -233,13 +237,8 @@ impl Pipeline {
                 &device.to_string(),
                 traffic::ACTIVITY,
             );
-            let body = serde_json::to_vec(activity).map_err(|e| nats(&e))?;
-            acks.push(
-                self.js
-                    .publish(subject, body.into())
-                    .await
-                    .map_err(|e| nats(&e))?,
-            );
+            let body = serde_json::to_vec(activity)?;
+            acks.push(self.js.publish(subject, body.into()).await.map_err(nats)?);
         }
         for reply in &out.replies {
             let subject = self.topology.device_subject(
@@ -247,13 +246,8 @@ impl Pipeline {
                 &reply.device_id.to_string(),
                 traffic::COMMAND_STATUS,
             );
-            let body = serde_json::to_vec(reply).map_err(|e| nats(&e))?;
-            acks.push(
-                self.js
-                    .publish(subject, body.into())
-                    .await
-                    .map_err(|e| nats(&e))?,
-            );
+            let body = serde_json::to_vec(reply)?;
+            acks.push(self.js.publish(subject, body.into()).await.map_err(nats)?);
         }
         let dead = out.dead.len();
         for letter in out.dead {
@@ -263,14 +257,14 @@ impl Pipeline {
                 self.js
                     .publish_with_headers(self.topology.dlq_subject("bridge"), headers, body)
                     .await
-                    .map_err(|e| nats(&e))?,
+                    .map_err(nats)?,
             );
         }
         for ack in
             futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
                 .await
         {
-            ack.map_err(|e| nats(&e))?;
+            ack.map_err(nats)?;
         }
         self.status.record_output(samples, dead);
         Ok(())

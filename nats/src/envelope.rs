@@ -2,10 +2,13 @@
 //! whole, so that a subscriber or an auditor sees exactly what the store holds (hash
 //! included) and can check it.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One message on `EVENTS` (`eriop.events.{aggregate_type}.{aggregate_id}`): an event as
+/// the event store holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StoredEvent {
     pub aggregate_type: String,
     pub aggregate_id: String,

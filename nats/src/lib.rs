@@ -11,13 +11,16 @@ pub mod connect;
 pub mod db;
 pub mod dlq;
 pub mod envelope;
+pub mod error;
 pub mod links;
 pub mod logging;
+pub mod schemas;
 pub mod streams;
 pub mod traffic;
 
 pub use config::Settings;
 pub use envelope::StoredEvent;
+pub use error::NatsError;
 pub use streams::{Stream, Topology};
 
 /// Several crates in the tree (sqlx, async-nats, rumqttc) bring rustls, and rustls panics

@@ -7,6 +7,7 @@
 //! lost database or NATS connection ends the round; the caller retries with backoff, and the
 //! durable consumer resumes where the acks stopped.
 
+use eriop_nats::NatsError;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
@@ -23,13 +24,16 @@ const GAP_RETRY: Duration = Duration::from_millis(500);
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[from] NatsError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// Rows that cannot be encoded for COPY (a bug: they came from typed records).
+    #[error("encoding rows for COPY: {0}")]
+    Encode(String),
 }
 
-fn nats(e: impl std::fmt::Display) -> ConsumerError {
-    ConsumerError::Nats(e.to_string())
+pub(crate) fn nats(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ConsumerError {
+    ConsumerError::Nats(NatsError::client(e))
 }
 
 pub struct Consumer {
@@ -64,7 +68,7 @@ impl Consumer {
             let message = message.map_err(nats)?;
             self.handle(message).await?;
         }
-        Err(ConsumerError::Nats("the message stream ended".into()))
+        Err(NatsError::Ended("the message stream").into())
     }
 
     async fn handle(&self, message: jetstream::Message) -> Result<(), ConsumerError> {

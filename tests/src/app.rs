@@ -315,6 +315,26 @@ impl TestApp {
         jetstream::new(client)
     }
 
+    /// Every message of one of the test's streams, in stream order: subject and payload.
+    pub async fn messages_on(&self, which: Stream) -> Vec<(String, Vec<u8>)> {
+        let js = self.jetstream().await;
+        let mut stream = js
+            .get_stream(self.topology.stream_name(which))
+            .await
+            .unwrap();
+        let info = stream.info().await.unwrap().clone();
+        let mut out = Vec::new();
+        if info.state.messages == 0 {
+            return out;
+        }
+        for seq in info.state.first_sequence..=info.state.last_sequence {
+            if let Ok(message) = stream.get_raw_message(seq).await {
+                out.push((message.subject.to_string(), message.payload.to_vec()));
+            }
+        }
+        out
+    }
+
     /// Every message of the test's `EVENTS` stream, in stream order, with its dedup id.
     pub async fn events_on_stream(&self) -> Vec<(String, StoredEvent)> {
         let js = self.jetstream().await;

@@ -296,7 +296,7 @@ proptest! {
         );
         for records in out.telemetry.values() {
             for record in records {
-                let time = record["timestamp"].as_str().unwrap();
+                let time = record.timestamp.as_str();
                 let t = chrono::DateTime::parse_from_rfc3339(time).unwrap().timestamp_millis();
                 prop_assert!(t >= NOW - rules().max_age_ms && t <= NOW + rules().max_ahead_ms);
             }

@@ -101,17 +101,6 @@ pub enum CommandStatus {
 }
 
 impl CommandStatus {
-    /// A device's reply status, as Fundamentum spells it.
-    pub fn from_reply(raw: &str) -> Option<Self> {
-        match raw {
-            "ongoing" => Some(Self::Ongoing),
-            "retry" => Some(Self::Retry),
-            "success" => Some(Self::Success),
-            "failure" => Some(Self::Failure),
-            _ => None,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",

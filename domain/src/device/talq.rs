@@ -3,6 +3,8 @@
 //! `components/schemas` of the TALQ data model; `tests/tests/e2e/talq.rs` validates what
 //! these functions produce against that document, and checks this table against it.
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -76,11 +78,45 @@ pub fn attribute_type(function_type: &str, attribute: &str) -> Option<AttributeT
         .map(|(_, _, t)| *t)
 }
 
+/// A TALQ attribute object: its TALQ type and its value
+/// (`{"type": "AttributeFloat", "value": 12.5}`; a level state's value is
+/// `{"name": "LevelState", "value": 40}`; `Attribute` for a value of no known type, kept whole).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeValue {
+    /// `AttributeFloat`, `AttributeInteger`, `AttributeBoolean`, `AttributeString`,
+    /// `AttributePercent`, `AttributeLevelState` or `Attribute`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: Value,
+}
+
+/// The `type` of an [`AttributeLogData`]: always `AttributeLogData`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum LogDataType {
+    AttributeLogData,
+}
+
+/// A TALQ 2.7.1 `AttributeLogData` record: one attribute's value at one time, from one
+/// device or one of its functions. What `TELEMETRY` carries (docs/NATS.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AttributeLogData {
+    #[serde(rename = "type")]
+    pub kind: LogDataType,
+    /// The device's address (a UUID), or `{device}/{functionId}` for one of its functions.
+    pub src_address: String,
+    /// RFC 3339, the device's time of measurement.
+    pub timestamp: String,
+    pub attribute_name: String,
+    pub attribute_value: AttributeValue,
+}
+
 /// A value as read from a device, typed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TypedValue {
     /// The TALQ attribute object (`{"type": "AttributeFloat", "value": 12.5}`).
-    pub attribute: Value,
+    pub attribute: AttributeValue,
     /// The value as a number, when it is one (what telemetry aggregates).
     pub number: Option<f64>,
     /// The value as text, when it is text.
@@ -115,13 +151,19 @@ pub fn typed_value(expected: Option<AttributeType>, raw: &Value) -> TypedValue {
         _ => None,
     });
     let attribute = match ty {
-        Some(AttributeType::LevelState) => json!({
-            "type": "AttributeLevelState",
-            "value": { "name": "LevelState", "value": raw },
-        }),
-        Some(t) => json!({ "type": t.talq_name(), "value": raw }),
+        Some(AttributeType::LevelState) => AttributeValue {
+            kind: "AttributeLevelState".into(),
+            value: json!({ "name": "LevelState", "value": raw }),
+        },
+        Some(t) => AttributeValue {
+            kind: t.talq_name().into(),
+            value: raw.clone(),
+        },
         // Objects and arrays: an attribute of no known type, the value kept whole.
-        None => json!({ "type": "Attribute", "value": raw }),
+        None => AttributeValue {
+            kind: "Attribute".into(),
+            value: raw.clone(),
+        },
     };
     TypedValue {
         attribute,
@@ -151,14 +193,14 @@ pub fn attribute_log_data(
     attribute: &str,
     value: &TypedValue,
     timestamp: &str,
-) -> Value {
-    json!({
-        "type": "AttributeLogData",
-        "srcAddress": src_address(device, function_id),
-        "timestamp": timestamp,
-        "attributeName": attribute,
-        "attributeValue": value.attribute,
-    })
+) -> AttributeLogData {
+    AttributeLogData {
+        kind: LogDataType::AttributeLogData,
+        src_address: src_address(device, function_id),
+        timestamp: timestamp.to_owned(),
+        attribute_name: attribute.to_owned(),
+        attribute_value: value.attribute.clone(),
+    }
 }
 
 /// A TALQ `Device`: the device's address, name, class name and its functions.

@@ -130,13 +130,13 @@ fn values_are_parsed_not_validated() {
 fn states_are_typed_by_the_class_and_kept_when_they_do_not_fit() {
     let t = talq::attribute_type("LampMonitorFunction", "activePower");
     let v = talq::typed_value(t, &serde_json::json!(41.5));
-    assert_eq!(v.attribute["type"], "AttributeFloat");
+    assert_eq!(v.attribute.kind, "AttributeFloat");
     assert_eq!(v.number, Some(41.5));
     let v = talq::typed_value(t, &serde_json::json!("broken"));
     assert!(v.mistyped);
     assert_eq!(v.text.as_deref(), Some("broken"));
     let v = talq::typed_value(None, &serde_json::json!({"x": 1}));
-    assert_eq!(v.attribute["type"], "Attribute");
+    assert_eq!(v.attribute.kind, "Attribute");
 }
 
 #[test]

@@ -21,6 +21,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use eriop_nats::backoff::Backoff;
 use eriop_nats::streams::ensure_streams;
+use eriop_nats::NatsError;
 use eriop_nats::{StoredEvent, Topology};
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::types::Json;
@@ -54,7 +55,7 @@ enum RelayError {
     #[error("event store: {0}")]
     Database(#[from] sqlx::Error),
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[from] NatsError),
 }
 
 pub struct Relay {
@@ -114,7 +115,7 @@ impl Relay {
                 if !streams_ready {
                     ensure_streams(&self.js, &self.topology)
                         .await
-                        .map_err(|e| RelayError::Nats(e.to_string()))?;
+                        .map_err(NatsError::client)?;
                     streams_ready = true;
                 }
                 self.drain().await
@@ -214,9 +215,9 @@ impl Relay {
                     self.js
                         .publish_with_headers(subject, headers, body.into())
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(NatsError::client)
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(NatsError::client(e)),
             };
             in_flight.push((key, sent));
         }
@@ -229,7 +230,7 @@ impl Relay {
                 continue;
             }
             let outcome = match sent {
-                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Ok(ack) => ack.await.map(drop).map_err(NatsError::client),
                 Err(e) => Err(e),
             };
             match outcome {

@@ -1,5 +1,6 @@
 //! The durable pull consumer of `TELEMETRY`, committing in groups.
 
+use eriop_nats::NatsError;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
@@ -10,11 +11,7 @@ use futures::StreamExt;
 use sqlx::PgPool;
 
 use super::{copy, Row, NAME};
-use crate::consumer::ConsumerError;
-
-fn nats(e: impl std::fmt::Display) -> ConsumerError {
-    ConsumerError::Nats(e.to_string())
-}
+use crate::consumer::{nats, ConsumerError};
 
 pub struct TelemetryConsumer {
     pub pool: PgPool,
@@ -48,7 +45,7 @@ impl TelemetryConsumer {
         tracing::info!(projection = NAME, "consuming");
         loop {
             let Some(first) = messages.next().await else {
-                return Err(ConsumerError::Nats("the message stream ended".into()));
+                return Err(NatsError::Ended("the TELEMETRY message stream").into());
             };
             let mut batch = vec![first.map_err(nats)?];
             let deadline = tokio::time::Instant::now() + self.max_delay;
@@ -130,7 +127,7 @@ impl TelemetryConsumer {
             )
             .execute(&mut *tx)
             .await?;
-            let data = copy::encode(rows).map_err(|e| ConsumerError::Nats(e.to_string()))?;
+            let data = copy::encode(rows).map_err(|e| ConsumerError::Encode(e.to_string()))?;
             let mut sink = tx
                 .copy_in_raw(&format!(
                     "COPY telemetry_staging ({}) FROM STDIN (FORMAT binary)",

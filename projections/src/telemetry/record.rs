@@ -1,6 +1,7 @@
 //! From a TALQ `AttributeLogData` record to a telemetry row.
 
 use chrono::{DateTime, Utc};
+use eriop_domain::device::talq::AttributeLogData;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -18,8 +19,6 @@ pub struct Row {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RowError {
-    #[error("not an AttributeLogData record: {0}")]
-    Shape(&'static str),
     #[error("srcAddress is not {{deviceAddress}}[/{{functionId}}]")]
     Address,
     #[error("timestamp is not RFC 3339")]
@@ -27,30 +26,15 @@ pub enum RowError {
 }
 
 impl Row {
-    pub fn from_record(agency_id: Uuid, record: &Value) -> Result<Self, RowError> {
-        let field = |name: &'static str| record.get(name).ok_or(RowError::Shape(name));
-        if field("type")?.as_str() != Some("AttributeLogData") {
-            return Err(RowError::Shape("type"));
-        }
-        let address = field("srcAddress")?
-            .as_str()
-            .ok_or(RowError::Shape("srcAddress"))?;
+    /// The row of a record (its shape is the type's: `TelemetryBatch` refuses any other).
+    pub fn from_record(agency_id: Uuid, record: &AttributeLogData) -> Result<Self, RowError> {
+        let address = record.src_address.as_str();
         let (device, function_id) = address.split_once('/').unwrap_or((address, ""));
         let device_id = Uuid::parse_str(device).map_err(|_| RowError::Address)?;
-        let time = DateTime::parse_from_rfc3339(
-            field("timestamp")?
-                .as_str()
-                .ok_or(RowError::Shape("timestamp"))?,
-        )
-        .map_err(|_| RowError::Timestamp)?
-        .with_timezone(&Utc);
-        let attribute = field("attributeName")?
-            .as_str()
-            .ok_or(RowError::Shape("attributeName"))?
-            .to_owned();
-        let value = field("attributeValue")?
-            .get("value")
-            .ok_or(RowError::Shape("attributeValue.value"))?;
+        let time = DateTime::parse_from_rfc3339(&record.timestamp)
+            .map_err(|_| RowError::Timestamp)?
+            .with_timezone(&Utc);
+        let value = &record.attribute_value.value;
         // A level state carries its number inside ({"name": "LevelState", "value": 40}).
         let scalar = value
             .get("value")
@@ -67,7 +51,7 @@ impl Row {
             agency_id,
             device_id,
             function_id: function_id.to_owned(),
-            attribute,
+            attribute: record.attribute_name.clone(),
             value_double,
             value_text,
             value_json,
@@ -90,13 +74,18 @@ mod tests {
             "attributeName": "activePower",
             "attributeValue": {"type": "AttributeFloat", "value": 41.5},
         });
+        let record: AttributeLogData = serde_json::from_value(record).unwrap();
         let row = Row::from_record(Uuid::from_u128(1), &record).unwrap();
         assert_eq!(row.device_id, device);
         assert_eq!(row.function_id, "lampMonitor001");
         assert_eq!(row.value_double, Some(41.5));
         assert_eq!(row.time.timestamp_millis(), 1_795_600_800_250);
         let bad = json!({"type": "AttributeLogData", "srcAddress": "x", "timestamp": "t",
-                         "attributeName": "a", "attributeValue": {"value": 1}});
+                         "attributeName": "a", "attributeValue": {"type": "Attribute", "value": 1}});
+        let bad: AttributeLogData = serde_json::from_value(bad).unwrap();
         assert_eq!(Row::from_record(Uuid::nil(), &bad), Err(RowError::Address));
+        // Not the shape of a record at all: refused by the type, before any row.
+        let shapeless = json!({"type": "AttributeLogData", "srcAddress": device});
+        assert!(serde_json::from_value::<AttributeLogData>(shapeless).is_err());
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use eriop_bridge::simulator::{LightId, VirtualLight};
-use eriop_nats::Settings;
+use eriop_nats::{Settings, Stream};
 use eriop_tests::mosquitto::{make_ca, Broker};
 use eriop_tests::{wait, TestApp, TestDb};
 use reqwest::Method;
@@ -436,6 +436,64 @@ async fn a_command_reaches_the_device_as_fundamentum_json_and_its_replies_show_i
         (body["status"] == "success").then_some(())
     })
     .await;
+
+    // What went over NATS is what docs/NATS.md says: every message of every stream
+    // validates against the JSON Schema of its kind (docs/schemas/, made from the types).
+    lamp.states(
+        chrono::Utc::now().timestamp_millis(),
+        json!({"lampMonitor001.activePower": 41.5, "lampActuator001": {"actualLightState": 40}}),
+    )
+    .await
+    .unwrap();
+    wait::until(
+        "telemetry on the stream",
+        Duration::from_secs(30),
+        || async { (!app.messages_on(Stream::Telemetry).await.is_empty()).then_some(()) },
+    )
+    .await;
+    let schema = |name: &str| {
+        let path = format!("{}/../docs/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    };
+    let mut checked = std::collections::BTreeMap::new();
+    // Which schema a message of a stream has, by its subject.
+    type SchemaOf = fn(&str) -> &'static str;
+    let kinds: [(Stream, SchemaOf); 4] = [
+        (Stream::Events, |_: &str| "events.stored-event.json"),
+        (Stream::Telemetry, |_: &str| "telemetry.batch.json"),
+        (Stream::Commands, |_: &str| "commands.downlink.json"),
+        (Stream::Device, |subject: &str| {
+            if subject.ends_with(".activity") {
+                "device.activity.json"
+            } else {
+                "device.command-status.json"
+            }
+        }),
+    ];
+    for (stream, kind) in kinds {
+        for (subject, payload) in app.messages_on(stream).await {
+            let name = kind(&subject);
+            let message: Value = serde_json::from_slice(&payload).unwrap();
+            let errors: Vec<String> = schema(name)
+                .iter_errors(&message)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{subject} against {name}: {errors:?}\n{message:#}"
+            );
+            *checked.entry(name).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        checked.len(),
+        5,
+        "every kind of message was seen: {checked:?}"
+    );
+    // And the check can fail: a reply with a status no device may send is not one.
+    let bad = json!({"agency_id": id, "device_id": id, "command_id": 1, "status": "done"});
+    assert!(!schema("device.command-status.json").is_valid(&bad));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -184,7 +184,7 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
     // Through the real path: a TELEMETRY batch of TALQ records, projected into the table.
     let start = Utc::now() - chrono::Duration::hours(2);
     let data = samples(start);
-    let records: Vec<Value> = data
+    let records: Vec<talq::AttributeLogData> = data
         .iter()
         .map(|(t, v)| {
             let value = talq::typed_value(

@@ -26,7 +26,7 @@ use eriop_domain::Timestamp;
 use eriop_nats::backoff::Backoff;
 use eriop_nats::streams::durable_messages;
 use eriop_nats::traffic::{self, CommandReply, DeviceActivity, TelemetryBatch};
-use eriop_nats::{StoredEvent, Stream, Topology};
+use eriop_nats::{NatsError, StoredEvent, Stream, Topology};
 use futures::StreamExt;
 use sqlx::postgres::PgConnectOptions;
 use tokio_util::time::DelayQueue;
@@ -50,13 +50,13 @@ enum SupervisorError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[from] NatsError),
     #[error("event store: {0}")]
     Store(String),
 }
 
-fn nats(e: impl std::fmt::Display) -> SupervisorError {
-    SupervisorError::Nats(e.to_string())
+fn nats(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SupervisorError {
+    SupervisorError::Nats(NatsError::client(e))
 }
 
 fn rfc3339(t: Timestamp) -> String {
@@ -121,12 +121,12 @@ impl Supervisor {
                     sqlx::query("SELECT 1").execute(&mut lock).await?;
                 }
                 message = device_messages.next() => {
-                    let message = message.ok_or_else(|| nats("the DEVICE consumer ended"))?.map_err(nats)?;
+                    let message = message.ok_or(NatsError::Ended("the DEVICE consumer"))?.map_err(nats)?;
                     self.on_device_message(&mut run, &message).await?;
                     message.ack().await.map_err(nats)?;
                 }
                 message = event_messages.next() => {
-                    let message = message.ok_or_else(|| nats("the EVENTS consumer ended"))?.map_err(nats)?;
+                    let message = message.ok_or(NatsError::Ended("the EVENTS consumer"))?.map_err(nats)?;
                     self.on_event(&mut run, &message).await?;
                     message.ack().await.map_err(nats)?;
                 }
@@ -285,13 +285,10 @@ impl Supervisor {
     }
 
     async fn on_reply(&self, reply: CommandReply) -> Result<(), SupervisorError> {
-        let Some(status) = CommandStatus::from_reply(&reply.status) else {
-            tracing::warn!(device_id = %reply.device_id, command_id = reply.command_id, "command reply with an unknown status, skipped");
-            return Ok(());
-        };
+        // Typed by the bridge: an unknown status went to the DLQ there.
         let command = DeviceCommand::RecordCommandStatus {
             command_id: reply.command_id,
-            status,
+            status: CommandStatus::from(reply.status),
             message: reply.message,
         };
         self.execute(reply.agency_id, reply.device_id, command)
