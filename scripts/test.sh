@@ -35,9 +35,15 @@ for db in $stale; do psql -h 127.0.0.1 -U postgres -q -c "DROP DATABASE IF EXIST
 # Streams of earlier runs on the shared nats-server (each reserves its size from the store).
 cargo run --quiet -p eriop-tests --bin eriop-test-streams
 
+# Every log line the services write goes to this folder too (tests/src/lib.rs), and is scanned
+# for personal data and secrets once the tests are done.
+export ERIOP_TEST_LOG_DIR=${ERIOP_TEST_LOG_DIR:-$(mktemp -d -t eriop-test-logs.XXXXXX)}
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
   # (nextest skips doc-tests; the workspace has none: examples live in tests/.)
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
+python3 scripts/scan-logs.py "$ERIOP_TEST_LOG_DIR" || status=$((status == 0 ? 1 : status))
+exit "$status"

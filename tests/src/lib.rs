@@ -37,12 +37,34 @@ pub fn init() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         eriop_nats::install_crypto_provider();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        use tracing_subscriber::layer::{Layer, SubscriberExt};
+        use tracing_subscriber::util::SubscriberInitExt;
+        let filter = || {
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
+        };
+        // `make test` also keeps every log line the services write, as JSON, one file per
+        // test process, and scans them all for personal data and secrets at the end
+        // (scripts/scan-logs.py).
+        let file = std::env::var_os("ERIOP_TEST_LOG_DIR").and_then(|dir| {
+            std::fs::File::create(
+                std::path::Path::new(&dir).join(format!("{}.log", std::process::id())),
             )
-            .with_test_writer()
+            .ok()
+        });
+        let to_file = file.map(|file| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::sync::Mutex::new(file))
+                .with_filter(filter())
+        });
+        let _ = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_test_writer()
+                    .with_filter(filter()),
+            )
+            .with(to_file)
             .try_init();
     });
 }

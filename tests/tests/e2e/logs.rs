@@ -241,3 +241,51 @@ async fn every_authorization_decision_is_logged() {
         );
     }
 }
+
+/// The scan `make test` runs over every log line of the run (scripts/scan-logs.py) finds what
+/// it looks for: an email, a JWT, a test password, a client address; and passes clean lines.
+#[test]
+fn the_log_scan_finds_personal_data_and_passes_clean_lines() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/scan-logs.py");
+    let scan = |lines: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("1.log"), lines.join("\n") + "\n").unwrap();
+        let out = std::process::Command::new("python3")
+            .args([script, dir.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let clean = r#"{"level":"INFO","fields":{"message":"access","request_id":"r1","status":200},"target":"access"}"#;
+    assert_eq!(scan(&[clean]).0, Some(0));
+    for (line, what) in [
+        (
+            r#"{"fields":{"message":"login jane.doe@example.org"}}"#,
+            "email",
+        ),
+        (
+            r#"{"fields":{"token":"eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig"}}"#,
+            "jwt",
+        ),
+        (
+            r#"{"fields":{"message":"password correct horse battery staple"}}"#,
+            "test password",
+        ),
+        (
+            r#"{"fields":{"client_ip":"127.0.0.1"}}"#,
+            "client address field",
+        ),
+        (
+            r#"{"fields":{"message":"nats://bridge:s3cret@nats:4222"}}"#,
+            "credentials in a URL",
+        ),
+    ] {
+        let (code, out) = scan(&[clean, line]);
+        assert_eq!(code, Some(1), "{what}: {out}");
+        assert!(out.contains(what), "{what}: {out}");
+        assert!(!out.contains("jane.doe@"), "hits are masked: {out}");
+    }
+}
