@@ -39,11 +39,31 @@ cargo run --quiet -p eriop-tests --bin eriop-test-streams
 # for personal data and secrets once the tests are done.
 export ERIOP_TEST_LOG_DIR=${ERIOP_TEST_LOG_DIR:-$(mktemp -d -t eriop-test-logs.XXXXXX)}
 status=0
-if cargo nextest --version >/dev/null 2>&1; then
+coverage=""
+if [ "${ERIOP_COVERAGE:-0}" = 1 ]; then
+  # The same tests, instrumented (cargo-llvm-cov; its own target folder): line coverage of
+  # the workspace, printed at the end and held at ERIOP_COVERAGE_MIN percent.
+  coverage=$(mktemp -t eriop-coverage.XXXXXX)
+  cargo llvm-cov nextest --workspace --no-fail-fast --summary-only "$@" | tee "$coverage" || status=$?
+elif cargo nextest --version >/dev/null 2>&1; then
   # (nextest skips doc-tests; the workspace has none: examples live in tests/.)
   cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 else
   cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
 python3 scripts/scan-logs.py "$ERIOP_TEST_LOG_DIR" || status=$((status == 0 ? 1 : status))
+if [ -n "$coverage" ]; then
+  # TOTAL regions missed cover% functions missed executed% lines missed cover% ...
+  lines=$(awk '$1 == "TOTAL" { print $10 }' "$coverage" | tr -d '%')
+  min=${ERIOP_COVERAGE_MIN:-80}
+  if [ -z "$lines" ]; then
+    echo "coverage: no TOTAL line in the cargo-llvm-cov summary" >&2
+    status=$((status == 0 ? 1 : status))
+  elif awk -v l="$lines" -v m="$min" 'BEGIN { exit !(l + 0 < m + 0) }'; then
+    echo "coverage: ${lines}% of the workspace's lines, below ${min}%: add tests for what the summary above shows uncovered" >&2
+    status=$((status == 0 ? 1 : status))
+  else
+    echo "coverage: ${lines}% of the workspace's lines (at least ${min}%)"
+  fi
+fi
 exit "$status"
