@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export CARGO_TERM_COLOR ?= auto
 
-.PHONY: help run test services migrate migrate-down migrate-status bootstrap-admin rebuild simulate bench schemas coverage lint fmt audit ci
+.PHONY: help run test services migrate migrate-down migrate-status bootstrap-admin rebuild simulate bench schemas coverage fuzz lint fmt audit ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ simulate: ## Virtual street lights on the dev broker: make simulate DEVICES=100 
 
 bench: services ## Measure the command path and login on this machine (release build): make bench [ARGS="--commands 5000"]
 	@RUST_LOG=$${RUST_LOG:-warn} ERIOP_TEST_NATS_URL=nats://127.0.0.1:$${ERIOP_DEV_NATS_PORT:-4223} cargo run --release --quiet -p eriop-tests --bin eriop-bench -- $(ARGS)
+
+fuzz: ## Fuzz the decoders of outside bytes (cargo-fuzz), each for FUZZ_SECONDS (60)
+	@bash scripts/fuzz.sh
 
 schemas: ## Write docs/schemas/ anew from the NATS message types (a test fails while they differ)
 	@ERIOP_WRITE_SCHEMAS=1 cargo test --quiet -p eriop-nats --lib schemas
