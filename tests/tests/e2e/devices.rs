@@ -336,16 +336,25 @@ async fn a_silent_device_goes_offline_and_its_next_heartbeat_brings_it_back() {
         (d["online"] == true && d["uptime_secs"] == 120).then_some(())
     })
     .await;
-    let went_online = std::time::Instant::now();
-    wait::until(
+    let offline = wait::until(
         "offline after 2 s of silence",
         Duration::from_secs(20),
-        || async { (device(&app, &id).await["online"] == false).then_some(()) },
+        || async {
+            let d = device(&app, &id).await;
+            (d["online"] == false).then_some(d)
+        },
     )
     .await;
+    // Not before its timeout, by the times the platform recorded (not by when this test
+    // happened to look): offline at least 2 s after the last activity.
+    let time = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(offline[field].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
     assert!(
-        went_online.elapsed() >= Duration::from_millis(1_500),
-        "not before its timeout"
+        time("status_changed_at") - time("last_activity") >= 2_000,
+        "not before its timeout: {offline}"
     );
     let latest = &device(&app, &id).await["latest"];
     wait::until(
