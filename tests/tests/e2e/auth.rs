@@ -963,9 +963,8 @@ async fn a_role_given_or_taken_applies_to_tokens_already_issued() {
     assert_eq!(me["roles"], json!(["operator", "agency-admin"]));
 
     assert_eq!(role(Method::DELETE).await.unwrap().status(), 204);
-    let started = std::time::Instant::now();
+    // The very next request is refused: no wait, no retry.
     assert_eq!(app.get_as(&token, &probe).await.status(), 403);
-    assert!(started.elapsed() < Duration::from_secs(1));
 
     let unknown = app
         .request(Method::PUT, &format!("/users/{id}/roles/emperor"))
