@@ -194,6 +194,10 @@ pub struct Settings {
     pub stream_commands_max_bytes: i64,
     #[serde(default = "defaults::stream_dlq_max_bytes")]
     pub stream_dlq_max_bytes: i64,
+    /// Copies of every stream in a JetStream cluster: 1 on one server, 3 on a 3-node cluster
+    /// (any one node may then fail without losing or stopping anything). At most 5.
+    #[serde(default = "defaults::stream_replicas")]
+    pub stream_replicas: usize,
 
     #[serde(default = "defaults::http_addr")]
     pub http_addr: SocketAddr,
@@ -341,6 +345,9 @@ mod defaults {
     pub fn stream_dlq_max_bytes() -> i64 {
         limits().dlq
     }
+    pub fn stream_replicas() -> usize {
+        1
+    }
     pub fn yes() -> bool {
         true
     }
@@ -425,10 +432,12 @@ impl Settings {
                     .filter(|key| {
                         let key = key.as_str().to_ascii_lowercase();
                         // ERIOP_TEST_* and ERIOP_DEV_* belong to the test suite and the
-                        // development scripts; *_FILE are read below.
-                        !key.starts_with("test_")
-                            && !key.starts_with("dev_")
-                            && !key.ends_with("_file")
+                        // development scripts; the secrets' *_FILE are read below. Other
+                        // settings named *_file (MQTT_CA_FILE, ...) are paths, read here.
+                        let secret_file = SECRET_SETTINGS
+                            .iter()
+                            .any(|name| key == format!("{name}_file"));
+                        !key.starts_with("test_") && !key.starts_with("dev_") && !secret_file
                     }),
             )
         };
@@ -611,6 +620,29 @@ mod tests {
             let s = load(jail).map_err(|e| e.to_string())?;
             assert_eq!(s.app_name, "from-file");
             assert_eq!(s.http_addr.to_string(), "127.0.0.1:9100");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn settings_that_are_paths_are_read_from_the_environment() {
+        // ERIOP_MQTT_CA_FILE is a path, not a secret's file: a deployment's bridge must see
+        // it (it once was dropped with the secrets' *_FILE names, and TLS failed).
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("ERIOP_MQTT_CA_FILE", "/run/secrets/mqtt_ca");
+            jail.set_env("ERIOP_MQTT_CLIENT_CERT_FILE", "/run/secrets/cert");
+            jail.set_env("ERIOP_MQTT_CLIENT_KEY_FILE", "/run/secrets/key");
+            let s = load(jail).map_err(|e| e.to_string())?;
+            assert_eq!(s.mqtt_ca_file, Some(PathBuf::from("/run/secrets/mqtt_ca")));
+            assert_eq!(
+                s.mqtt_client_cert_file,
+                Some(PathBuf::from("/run/secrets/cert"))
+            );
+            assert_eq!(
+                s.mqtt_client_key_file,
+                Some(PathBuf::from("/run/secrets/key"))
+            );
             Ok(())
         });
     }

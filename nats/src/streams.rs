@@ -134,6 +134,7 @@ impl StreamLimits {
 pub struct Topology {
     prefix: String,
     limits: StreamLimits,
+    replicas: usize,
 }
 
 impl Topology {
@@ -143,6 +144,7 @@ impl Topology {
         Self {
             prefix: prefix.into(),
             limits: StreamLimits::small(),
+            replicas: 1,
         }
     }
 
@@ -152,6 +154,7 @@ impl Topology {
         Self {
             prefix: settings.nats_prefix.clone(),
             limits: settings.stream_limits(),
+            replicas: settings.stream_replicas.clamp(1, 5),
         }
     }
 
@@ -205,8 +208,8 @@ impl Topology {
         self.subject(&format!("commands.{agency}.{device}"))
     }
 
-    /// The definition of one stream. Replicas are 1 here; a 3-node cluster sets
-    /// `num_replicas` to 3 (see README, "Scale").
+    /// The definition of one stream. Replicas: `ERIOP_STREAM_REPLICAS` (1; 3 on a 3-node
+    /// cluster, see README, "Deploy").
     pub fn stream_config(&self, which: Stream) -> stream::Config {
         let day = Duration::from_secs(24 * 3600);
         let (max_age, duplicate_window, description) = match which {
@@ -248,7 +251,7 @@ impl Topology {
             max_bytes: self.limits.max_bytes(which),
             discard: StreamLimits::discard(which),
             duplicate_window,
-            num_replicas: 1,
+            num_replicas: self.replicas,
             ..Default::default()
         }
     }
