@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export CARGO_TERM_COLOR ?= auto
 
-.PHONY: help run test services migrate migrate-down migrate-status bootstrap-admin rebuild simulate bench schemas coverage fuzz lint fmt audit ci
+.PHONY: help run test test-faults services migrate migrate-down migrate-status bootstrap-admin rebuild simulate bench schemas coverage fuzz lint fmt audit ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -13,6 +13,9 @@ run: services migrate ## Start what is missing, migrate, run gateway + bridge + 
 
 test: ## Run every test against the real services (starts what is down)
 	@bash scripts/test.sh
+
+test-faults: ## Kill each component (then two at once) under load: nothing lost or doubled (ARGS="--help")
+	@bash scripts/test-faults.sh $(ARGS)
 
 coverage: ## make test, instrumented: line coverage of the workspace at the end (held at ERIOP_COVERAGE_MIN, 80)
 	@ERIOP_COVERAGE=1 bash scripts/test.sh

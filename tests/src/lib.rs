@@ -8,10 +8,12 @@
 pub mod app;
 pub mod capture;
 pub mod db;
+pub mod faults;
 pub mod mosquitto;
 pub mod nats_server;
 pub mod postgres;
 pub mod proxy;
+pub mod service;
 pub mod totp;
 pub mod wait;
 

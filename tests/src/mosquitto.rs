@@ -230,12 +230,13 @@ impl Broker {
         let dir = Self::certificates();
         let path = dir.path();
         // Anonymous access on this test listener, as on Fundamentum's test setups; enough in
-        // flight and queued that the bridge's batching is never throttled (DESIGN.md rule 6).
+        // flight and queued that the bridge's batching is never throttled (DESIGN.md rule 6);
+        // sessions saved every second, as deployed (deploy/mosquitto/mosquitto.conf).
         std::fs::write(
             path.join("mosquitto.conf"),
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
-                 persistence true\npersistence_location {d}/data/\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n\
+                 persistence true\npersistence_location {d}/data/\nautosave_interval 1\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n\
                  log_dest none\n{user}{mutual}",
                 d = path.display(),
                 mutual = if require_client_certificates { "require_certificate true\n" } else { "" },
@@ -257,7 +258,8 @@ impl Broker {
         self.dir.path().join("ca.pem")
     }
 
-    fn start(&mut self) {
+    /// Starts the broker (again, after [`Self::kill`]) on its port and persistence folder.
+    pub fn start(&mut self) {
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
@@ -279,6 +281,14 @@ impl Broker {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the broker as a crash would (SIGKILL): what it had not saved is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
             let _ = child.wait();
         }
     }

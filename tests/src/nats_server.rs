@@ -109,3 +109,71 @@ impl Drop for NatsServer {
         self.stop();
     }
 }
+
+/// A 3-node JetStream cluster on loopback (three nats-server processes, each with its own
+/// client port, route port and storage), for the scale-out runs: streams with 3 replicas
+/// survive the loss of any one node.
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+    /// The nodes' configuration files (read again at each restart).
+    _configs: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    pub async fn start(size: usize) -> Self {
+        let free = || {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let routes: Vec<u16> = (0..size).map(|_| free()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let others: Vec<String> = routes
+                .iter()
+                .filter(|r| *r != route)
+                .map(|r| format!("nats-route://127.0.0.1:{r}"))
+                .collect();
+            let config = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nmax_payload: 1MB\n\
+                     jetstream {{ sync_interval: always, max_memory_store: 64MB, max_file_store: 2GB }}\n\
+                     cluster {{ name: eriop-faults, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
+                    others.join(", ")
+                ),
+            )
+            .unwrap();
+            nodes.push(NatsServer::start_with(config, &[]).await);
+        }
+        Self {
+            nodes,
+            _configs: dir,
+        }
+    }
+
+    /// Every node's client URL, comma-separated (what a service is given).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn node(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.nodes[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}

@@ -47,6 +47,9 @@ impl PrivatePostgres {
     }
 
     /// A new cluster with trust authentication for `postgres` on 127.0.0.1, started.
+    ///
+    /// `fsync=off`: the tests kill the server process, never the machine, so what it wrote
+    /// is in the kernel's page cache and survives; crash recovery still replays its WAL.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         if runs_as_root() {
@@ -77,28 +80,61 @@ impl PrivatePostgres {
             .status()
             .unwrap();
         assert!(status.success(), "initdb");
+        cluster.resume();
+        cluster
+    }
+
+    /// Starts the server (again) on its port and data: after [`Self::kill`], PostgreSQL
+    /// recovers from its WAL as after a crash.
+    pub fn resume(&self) {
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            cluster.dir.path().display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
         );
-        let status = cluster
+        let status = self
             .tool("pg_ctl")
-            .args(["-w", "-t", "30", "-D"])
-            .arg(&data)
+            .args(["-w", "-t", "60", "-D"])
+            .arg(self.dir.path().join("data"))
             .args(["-o", &options, "-l"])
-            .arg(cluster.dir.path().join("server.log"))
+            .arg(self.dir.path().join("server.log"))
             .arg("start")
             .stdout(Stdio::null())
             .status()
             .unwrap();
         assert!(status.success(), "pg_ctl start");
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        cluster
+    }
+
+    /// Kills the server as a crash would: SIGKILL to every backend and to the postmaster,
+    /// no checkpoint, no goodbye to the clients. Returns once the port is closed.
+    pub fn kill(&self) {
+        let pid_file = self.dir.path().join("data/postmaster.pid");
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned))
+        else {
+            return;
+        };
+        let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        for _ in 0..200 {
+            let alive = Command::new("kill")
+                .args(["-0", &pid])
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !alive && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The URL of database `name` on this cluster.

@@ -1,0 +1,220 @@
+//! What a fault left: everything accepted in a phase, looked for where a user would look
+//! (the telemetry table, the event store, the read models, the device itself), until all of
+//! it shows or the wait is over.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::device::ATTRIBUTE;
+use super::{traffic, Run};
+
+/// Samples, API commands, device commands.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub samples: u64,
+    pub commands: u64,
+    pub device_commands: u64,
+}
+
+impl Counts {
+    fn total(self) -> u64 {
+        self.samples + self.commands + self.device_commands
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.samples, self.commands, self.device_commands
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Row {
+    pub fault: String,
+    pub sent: Counts,
+    pub stored: Counts,
+    pub duplicates: u64,
+    pub lost: u64,
+    pub recover_secs: f64,
+    /// Samples the broker never acknowledged (the lights gave up on them: not sent).
+    pub unconfirmed: u64,
+    /// API requests refused (5xx, 429) or unanswered during the fault: not accepted.
+    pub refused: u64,
+    pub problems: Vec<String>,
+}
+
+impl Row {
+    pub fn passed(&self) -> bool {
+        self.duplicates == 0 && self.lost == 0 && self.problems.is_empty()
+    }
+}
+
+/// Prints the table: one row a fault.
+pub fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "fault table (sent and stored: samples/API commands/device commands; recover s: from the"
+    );
+    println!(
+        "restart to readiness, a command read back and a new sample stored; refused: API requests"
+    );
+    println!(
+        "answered 5xx/429 or not at all during the fault; unacked: samples the broker never took)"
+    );
+    println!(
+        "{:<30} {:>14} {:>14} {:>10} {:>5} {:>9}   {:>7} {:>7}",
+        "fault", "sent", "stored", "duplicates", "lost", "recover s", "refused", "unacked"
+    );
+    for row in rows {
+        println!(
+            "{:<30} {:>14} {:>14} {:>10} {:>5} {:>9.1}   {:>7} {:>7}",
+            row.fault,
+            row.sent.to_string(),
+            row.stored.to_string(),
+            row.duplicates,
+            row.lost,
+            row.recover_secs,
+            row.refused,
+            row.unconfirmed,
+        );
+        for problem in &row.problems {
+            println!("    problem: {problem}");
+        }
+    }
+}
+
+/// Looks until every accepted item of `phase` shows, or `within` has passed.
+pub async fn settle(run: &Run, phase: u32, since: DateTime<Utc>, within: Duration) -> Row {
+    let deadline = Instant::now() + within;
+    loop {
+        match look(run, phase, since).await {
+            Ok(row) if row.lost == 0 || Instant::now() > deadline => return row,
+            Err(e) if Instant::now() > deadline => {
+                return Row {
+                    problems: vec![format!("cannot read the results: {e}")],
+                    ..Row::default()
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+async fn look(run: &Run, phase: u32, since: DateTime<Utc>) -> Result<Row, sqlx::Error> {
+    let db = &run.stack.db;
+    let since = since - chrono::Duration::seconds(5);
+    let mut row = Row::default();
+
+    // Samples: each one the broker acknowledged is a row of the telemetry table, once.
+    let stored: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT device_id::text, (extract(epoch FROM time) * 1000)::bigint FROM telemetry \
+         WHERE attribute = $1 AND time >= $2",
+    )
+    .bind(ATTRIBUTE)
+    .bind(since)
+    .fetch_all(db)
+    .await?;
+    let stored: HashSet<(String, i64)> = stored.into_iter().collect();
+    let twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) - count(DISTINCT (device_id, function_id, attribute, time)) \
+         FROM telemetry WHERE attribute = $1 AND time >= $2",
+    )
+    .bind(ATTRIBUTE)
+    .bind(since)
+    .fetch_one(db)
+    .await?;
+    row.duplicates += u64::try_from(twice).unwrap_or(0);
+    for light in &run.lights {
+        row.unconfirmed += light.unconfirmed(phase);
+        for ts in light.acked(phase) {
+            row.sent.samples += 1;
+            if stored.contains(&(light.device_id.clone(), ts)) {
+                row.stored.samples += 1;
+            }
+        }
+    }
+
+    let (agencies, device_commands) = {
+        let accepted = traffic::lock(&run.accepted);
+        row.problems.extend(accepted.anomalies.iter().cloned());
+        row.refused = accepted.refused.get(&phase).copied().unwrap_or(0);
+        let agencies: Vec<(String, String)> = accepted
+            .agencies
+            .iter()
+            .filter(|(p, ..)| *p == phase)
+            .map(|(_, id, name)| (id.clone(), name.clone()))
+            .collect();
+        let commands: Vec<(usize, i64)> = accepted
+            .device_commands
+            .iter()
+            .filter(|(p, ..)| *p == phase)
+            .map(|(_, light, id)| (*light, *id))
+            .collect();
+        (agencies, commands)
+    };
+
+    // API commands: each accepted agency is in the event store and in the read model, once.
+    let in_store: BTreeSet<String> = sqlx::query_scalar(
+        "SELECT aggregate_id FROM events WHERE aggregate_type = 'agency' AND sequence = 1",
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .collect();
+    let read_model: Vec<(String, String)> =
+        sqlx::query_as("SELECT id::text, name FROM agencies WHERE name LIKE 'Faults %'")
+            .fetch_all(db)
+            .await?;
+    let mut per_name: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, name) in &read_model {
+        *per_name.entry(name.as_str()).or_default() += 1;
+    }
+    let shown: HashSet<&str> = read_model.iter().map(|(id, _)| id.as_str()).collect();
+    for (id, name) in &agencies {
+        row.sent.commands += 1;
+        if in_store.contains(id) && shown.contains(id.as_str()) {
+            row.stored.commands += 1;
+        }
+        row.duplicates += per_name
+            .get(name.as_str())
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(1);
+    }
+
+    // Device commands: issued in the event store, received by the light exactly once, and
+    // its answer (`success`) in the read model.
+    let issued: HashSet<i64> = sqlx::query_scalar::<_, Option<String>>(
+        "SELECT payload -> 'CommandIssued' ->> 'command_id' FROM events \
+         WHERE aggregate_type = 'device' AND event_type = 'CommandIssued'",
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .flatten()
+    .filter_map(|id| id.parse().ok())
+    .collect();
+    let settled: HashSet<i64> =
+        sqlx::query_scalar("SELECT command_id FROM device_commands WHERE status = 'success'")
+            .fetch_all(db)
+            .await?
+            .into_iter()
+            .collect();
+    for (light, id) in &device_commands {
+        row.sent.device_commands += 1;
+        let receipts = run.lights[*light].receipts(*id);
+        if receipts > 0 && issued.contains(id) && settled.contains(id) {
+            row.stored.device_commands += 1;
+        }
+        row.duplicates += u64::from(receipts.saturating_sub(1));
+    }
+
+    row.lost = row.sent.total() - row.stored.total();
+    Ok(row)
+}
