@@ -222,8 +222,22 @@ impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if database_unreachable(&e) {
             Self::Unavailable(format!("database: {e}"))
+        } else if refused_text(&e) {
+            // A NUL in text the client sent (PostgreSQL stores none): the client's mistake,
+            // wherever it slipped past the parsers (found by schemathesis on a query string).
+            Self::Validation {
+                detail: "text must not contain NUL characters".into(),
+                errors: Vec::new(),
+            }
         } else {
             Self::internal(e)
         }
     }
+}
+
+/// PostgreSQL's refusal of a NUL byte in text (SQLSTATE 22021, character not in repertoire).
+fn refused_text(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "22021")
 }

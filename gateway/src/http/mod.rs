@@ -14,6 +14,7 @@ pub mod permission;
 pub mod router;
 pub mod routes;
 pub mod scope;
+pub mod whole;
 
 pub use permission::Allowed;
 pub use scope::{AgencyScope, PlatformScope};

@@ -344,3 +344,40 @@ async fn agency_routes_need_the_agencies_manage_permission() {
         events_before
     );
 }
+
+/// What schemathesis found (make test-contract), as regression tests: a NUL in a query string
+/// answered 500, a platform administrator got an empty user for any UUID, and a registry's
+/// Location header carried raw UTF-8.
+#[tokio::test]
+async fn what_the_contract_run_found_stays_fixed() {
+    let app = TestApp::spawn().await;
+    let nul = app
+        .request(Method::GET, "/audit/events?aggregate_id=a%00b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nul.status(), 422, "{:?}", nul.text().await);
+    let nobody = app
+        .request(Method::GET, &format!("/users/{}", uuid::Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nobody.status(), 404);
+    let created = app
+        .request(Method::POST, "/registries")
+        .json(&serde_json::json!({ "registry": "Ville-Québec", "agency_id": app.admin_agency }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{:?}", created.text().await);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, "/api/v1/registries/Ville-Qu%C3%A9bec");
+    let shown = app
+        .http
+        .get(format!("{}{location}", app.base))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.status(), 200);
+}

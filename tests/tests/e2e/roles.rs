@@ -384,3 +384,52 @@ async fn a_demoted_platform_admin_loses_platform_powers_at_its_next_request() {
     .unwrap();
     assert_eq!(verify.status(), 404);
 }
+
+/// Found by schemathesis: the platform administrator could deactivate themselves or drop
+/// their own platform-admin role, leaving nobody able to undo it. Another administrator can.
+#[tokio::test]
+async fn nobody_takes_away_their_own_access() {
+    let app = TestApp::spawn().await;
+    let me = app.admin_id.clone();
+    for (method, path) in [
+        (Method::DELETE, format!("/users/{me}")),
+        (Method::DELETE, format!("/users/{me}/roles/platform-admin")),
+        (
+            Method::DELETE,
+            format!("/users/{me}/memberships/{}", app.admin_agency),
+        ),
+    ] {
+        let refused = app.request(method, &path).send().await.unwrap();
+        assert_eq!(refused.status(), 409, "{path}");
+        let problem: serde_json::Value = refused.json().await.unwrap();
+        assert!(problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("another administrator"));
+    }
+    // Still a platform administrator, still signed in.
+    let me_now = app.request(Method::GET, "/auth/me").send().await.unwrap();
+    assert_eq!(me_now.status(), 200);
+    let body: serde_json::Value = me_now.json().await.unwrap();
+    assert!(body["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == "platform-admin"));
+    // Another administrator may deactivate this one.
+    app.create_user("second.admin@eriop.test", PASSWORD, &["platform-admin"])
+        .await;
+    let other_token = app.access_token("second.admin@eriop.test", PASSWORD).await;
+    let by_other = app
+        .http
+        .delete(app.api(&format!("/users/{me}")))
+        .bearer_auth(&other_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        by_other.status().is_success(),
+        "{:?}",
+        by_other.text().await
+    );
+}

@@ -158,3 +158,34 @@ async fn a_suspended_agency_is_suspended_everywhere_until_reactivated() {
     })
     .await;
 }
+
+/// Found by schemathesis: a platform administrator could suspend the agency of their own
+/// session (the platform agency), which refused every platform administrator's token from
+/// then on, with nobody left to reactivate it.
+#[tokio::test]
+async fn nobody_suspends_the_agency_of_their_own_session() {
+    let app = TestApp::spawn().await;
+    let own = app.admin_agency.clone();
+    let refused = app
+        .patch_agency(&own, json!({ "status": "suspended" }))
+        .await;
+    assert_eq!(refused.status(), 409);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("switch"));
+    let suspended_events = app
+        .db
+        .count("SELECT count(*) FROM events WHERE event_type = 'AgencySuspended'")
+        .await;
+    assert_eq!(suspended_events, 0);
+    let me = app.request(Method::GET, "/auth/me").send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    // Another agency can be suspended from here.
+    let other = app.created_agency("Ville C").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let suspended = app
+        .patch_agency(&other, json!({ "status": "suspended" }))
+        .await;
+    assert_eq!(suspended.status(), 200, "{:?}", suspended.text().await);
+}

@@ -140,6 +140,13 @@ pub async fn patch(
     }
     let name = body.name.as_deref().map(parse_name).transpose()?;
     let id = AgencyId::from_uuid(id);
+    // Suspending the agency one is signed in to would lock out the caller (and, for the
+    // platform agency, every platform administrator) with no one left to reactivate it.
+    if body.status == Some(AgencyStatus::Suspended) && allowed.caller.agency_id() == id {
+        return Err(ApiError::Conflict(
+            "you cannot suspend the agency your session is in: switch to another agency first (POST /auth/switch-agency)".into(),
+        ));
+    }
     let command = AgencyCommand::Amend {
         name,
         status: body.status,

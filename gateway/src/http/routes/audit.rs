@@ -35,6 +35,20 @@ pub struct VerifyQuery {
     aggregate_id: String,
 }
 
+/// An aggregate type or id as a filter: at most 200 characters, no control characters
+/// (aggregate types and ids are names and UUIDs; a NUL would reach PostgreSQL, which refuses it).
+fn stream_key(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.chars().count() > 200 || v.chars().any(char::is_control) => {
+            Err(ApiError::validation(
+                field,
+                "must be at most 200 characters, no control characters",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The events of the caller's agency (every agency for a platform admin), oldest first.
 pub async fn events(
     Allowed { caller, .. }: Allowed<AuditRead>,
@@ -42,6 +56,8 @@ pub async fn events(
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = PageParams::new(query.limit, query.offset).checked()?;
+    stream_key("aggregate_type", query.aggregate_type.as_deref())?;
+    stream_key("aggregate_id", query.aggregate_id.as_deref())?;
     let all_agencies = caller.has_role(BuiltInRole::PlatformAdmin);
     let events: Vec<SqlJson<StoredEvent>> = sqlx::query_scalar(
         "SELECT s.envelope
@@ -102,6 +118,8 @@ pub async fn verify(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<VerifyQuery>,
 ) -> Result<Response, ApiError> {
+    stream_key("aggregate_type", Some(&query.aggregate_type))?;
+    stream_key("aggregate_id", Some(&query.aggregate_id))?;
     let links: Vec<Link> = sqlx::query_as(
         r"SELECT sequence,
                  hash = sha256(convert_to(concat_ws(E'\x1f',

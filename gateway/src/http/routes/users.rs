@@ -212,12 +212,29 @@ pub async fn update(
 }
 
 /// DELETE means deactivate: the history stays, the sessions end, an admin may reactivate.
+/// An administrator cannot take away their own access (deactivate themselves, drop one of
+/// their roles or memberships): the last platform administrator doing so would leave nobody
+/// able to give it back. Another administrator can.
+fn not_oneself(
+    admin: &crate::services::auth::Caller,
+    id: Uuid,
+    what: &str,
+) -> Result<(), ApiError> {
+    if admin.user_id().as_uuid() == id {
+        return Err(ApiError::Conflict(format!(
+            "you cannot {what} yourself: ask another administrator"
+        )));
+    }
+    Ok(())
+}
+
 pub async fn deactivate(
     Allowed { caller: admin, .. }: Allowed<UsersWrite>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
+    not_oneself(&admin, id, "deactivate")?;
     state
         .identity()
         .set_active(&admin, &id.to_string(), false, &request_id.0)
@@ -399,6 +416,7 @@ pub async fn unassign_role(
     Extension(request_id): Extension<RequestId>,
     ApiPath((id, role)): ApiPath<(Uuid, String)>,
 ) -> Result<Response, ApiError> {
+    not_oneself(&admin, id, "take a role from")?;
     change_role(&state, &admin, &scope, id, &role, false, &request_id).await
 }
 
@@ -462,6 +480,7 @@ pub async fn revoke_membership(
     Extension(request_id): Extension<RequestId>,
     ApiPath((id, agency)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<Response, ApiError> {
+    not_oneself(&admin, id, "take a membership from")?;
     state
         .identity()
         .set_membership(

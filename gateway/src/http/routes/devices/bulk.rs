@@ -95,7 +95,7 @@ fn parse_csv(body: &[u8]) -> Result<Parsed, ApiError> {
                         registry: get("registry"),
                         serial: get("serial"),
                         name: get("name"),
-                        offline_after_secs,
+                        offline_after_secs: offline_after_secs.map(crate::http::whole::Whole),
                     })
                 });
             (i + 1, row)

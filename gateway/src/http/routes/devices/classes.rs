@@ -25,7 +25,7 @@ const DEFAULT_OFFLINE_AFTER_SECS: u32 = 1_800;
 pub struct CreateClass {
     name: String,
     functions: Vec<FunctionBody>,
-    offline_after_secs: Option<u32>,
+    offline_after_secs: Option<crate::http::whole::Whole<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -86,7 +86,7 @@ pub async fn create(
         .map_err(|e| ApiError::validation("functions", e.to_string()))?;
     let offline_after = OfflineAfter::seconds(
         body.offline_after_secs
-            .unwrap_or(DEFAULT_OFFLINE_AFTER_SECS),
+            .map_or(DEFAULT_OFFLINE_AFTER_SECS, |w| w.0),
     )
     .map_err(|e| ApiError::validation("offline_after_secs", e.to_string()))?;
     let agency_id = scope.agency();

@@ -29,9 +29,9 @@ use crate::state::AppState;
 pub enum CommandBody {
     /// TALQ override of the light level (0-100 %); no level ends the override.
     Override {
-        level: Option<i64>,
+        level: Option<crate::http::whole::Whole<i64>>,
         expiration: Option<DateTime<Utc>>,
-        ramp_seconds: Option<i64>,
+        ramp_seconds: Option<crate::http::whole::Whole<i64>>,
     },
     /// A Fundamentum command (`reboot`, ...) with its parameters.
     Fundamentum {
@@ -100,9 +100,9 @@ pub async fn issue(
             expiration,
             ramp_seconds,
         } => DeviceRequest::light_override(
-            level,
+            level.map(|w| w.0),
             expiration.map(|e| Timestamp::from_millis(e.timestamp_millis())),
-            ramp_seconds,
+            ramp_seconds.map(|w| w.0),
             now,
         ),
         CommandBody::Fundamentum { name, parameters } => {

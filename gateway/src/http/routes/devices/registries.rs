@@ -162,7 +162,7 @@ pub async fn assign(
         Done::Changed
     } else {
         Done::Created {
-            location: format!("registries/{}", registry.as_str()),
+            location: format!("registries/{}", path_segment(registry.as_str())),
         }
     };
     command::respond(&state, stored, done, view(&platform, &registry)).await
@@ -253,4 +253,26 @@ pub(crate) async fn belongs_to(scope: &AgencyScope, registry: &str) -> Result<bo
     .bind(scope.agency().as_uuid())
     .fetch_one(&mut *tx)
     .await?)
+}
+
+/// A registry name as one segment of a URL path: a Location header is ASCII, and a registry
+/// may be any printable Unicode (found by schemathesis: raw UTF-8 in Location came back to
+/// clients as mojibake).
+fn path_segment(name: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_registry_in_a_location_is_percent_encoded() {
+        assert_eq!(super::path_segment("city-lights_2.0"), "city-lights_2.0");
+        assert_eq!(super::path_segment("Ç7 ok?"), "%C3%877%20ok%3F");
+    }
 }

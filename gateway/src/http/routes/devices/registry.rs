@@ -29,7 +29,7 @@ pub struct RegisterDevice {
     pub registry: String,
     pub serial: String,
     pub name: String,
-    pub offline_after_secs: Option<u32>,
+    pub offline_after_secs: Option<crate::http::whole::Whole<u32>>,
 }
 
 /// Why a registration was refused: the field and what to fix.
@@ -79,7 +79,7 @@ pub async fn register_one(
         .map_err(|e| invalid("registry/serial", &e))?;
     let offline_after = body
         .offline_after_secs
-        .map(OfflineAfter::seconds)
+        .map(|w| OfflineAfter::seconds(w.0))
         .transpose()
         .map_err(|e| invalid("offline_after_secs", &e))?;
     let class_id =
@@ -215,7 +215,7 @@ pub struct PatchDevice {
     name: Option<String>,
     /// `null`: back to the class's timeout.
     #[serde(default, with = "double_option")]
-    offline_after_secs: Option<Option<u32>>,
+    offline_after_secs: Option<Option<crate::http::whole::Whole<u32>>>,
 }
 
 /// `absent` → None, `null` → Some(None), value → Some(Some(v)).
@@ -247,7 +247,7 @@ pub async fn patch(
         .map_err(|e| ApiError::validation("name", e.to_string()))?;
     let offline_after = body
         .offline_after_secs
-        .map(|o| o.map(OfflineAfter::seconds).transpose())
+        .map(|o| o.map(|w| OfflineAfter::seconds(w.0)).transpose())
         .transpose()
         .map_err(|e| ApiError::validation("offline_after_secs", e.to_string()))?;
     let stored = super::execute(
