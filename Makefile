@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export CARGO_TERM_COLOR ?= auto
 
-.PHONY: help run test test-faults services migrate migrate-down migrate-status bootstrap-admin rebuild simulate bench schemas coverage fuzz lint fmt audit ci
+.PHONY: help run test test-faults test-contract services migrate migrate-down migrate-status bootstrap-admin rebuild simulate bench schemas coverage fuzz lint fmt audit ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ test: ## Run every test against the real services (starts what is down)
 
 test-faults: ## Kill each component (then two at once) under load: nothing lost or doubled (ARGS="--help")
 	@bash scripts/test-faults.sh $(ARGS)
+
+test-contract: ## schemathesis against the served OpenAPI document, every phase, five roles: no failure
+	@bash scripts/test-contract.sh $(ARGS)
 
 coverage: ## make test, instrumented: line coverage of the workspace at the end (held at ERIOP_COVERAGE_MIN, 80)
 	@ERIOP_COVERAGE=1 bash scripts/test.sh

@@ -201,3 +201,82 @@ async fn await_all(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{parse_csv, parse_json};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Any bytes as a CSV file: the whole file refused with a 400 (no usable header), or
+        /// one result a record, each a device or the reason it is not one; never a panic.
+        #[test]
+        fn any_csv_file_is_rows_or_a_clear_refusal(
+            header in prop::sample::select(vec![
+                "class_id,registry,serial,name",
+                "class_id,registry,serial,name,offline_after_secs",
+                "name,serial,registry,class_id",
+                "",
+            ]),
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let mut file = header.as_bytes().to_vec();
+            file.push(b'\n');
+            file.extend_from_slice(&body);
+            match parse_csv(&file) {
+                Ok(rows) => {
+                    for (i, (n, _)) in rows.iter().enumerate() {
+                        prop_assert_eq!(*n, i + 1);
+                    }
+                    prop_assert!(rows.len() <= file.iter().filter(|b| **b == b'\n' || **b == b'\r').count() + 1);
+                }
+                Err(e) => prop_assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST),
+            }
+        }
+
+        /// Any JSON value as the body: a 400 unless it is an array, then one result per
+        /// element (a device, or why the element is not one).
+        #[test]
+        fn any_json_body_is_rows_or_a_clear_refusal(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+            match parse_json(&body) {
+                Ok(rows) => {
+                    let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    prop_assert_eq!(rows.len(), value.as_array().map_or(0, Vec::len));
+                }
+                Err(e) => prop_assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST),
+            }
+        }
+
+        #[test]
+        fn an_array_of_arbitrary_rows_is_judged_row_by_row(
+            rows in proptest::collection::vec(
+                (any::<Option<String>>(), any::<Option<String>>(), any::<Option<i64>>(), any::<bool>()),
+                0..20,
+            ),
+        ) {
+            let body: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(registry, name, offline, extra)| {
+                    let mut row = serde_json::json!({
+                        "class_id": "01a2370e-35b4-717d-9e40-b329b50f4034",
+                        "registry": registry, "serial": "SN-1", "name": name,
+                        "offline_after_secs": offline,
+                    });
+                    if *extra {
+                        row["unknown"] = serde_json::json!(1);
+                    }
+                    row
+                })
+                .collect();
+            let parsed = parse_json(&serde_json::to_vec(&body).unwrap()).unwrap();
+            prop_assert_eq!(parsed.len(), rows.len());
+            for ((_, row), (registry, name, offline, extra)) in parsed.iter().zip(&rows) {
+                let fits = offline.is_none_or(|o| u32::try_from(o).is_ok());
+                prop_assert_eq!(row.is_ok(), registry.is_some() && name.is_some() && fits && !extra);
+            }
+        }
+    }
+}
