@@ -125,6 +125,11 @@ impl App {
             api_prefix: settings.api_v1_prefix.clone(),
             mqtt_max_silence: Duration::from_secs(settings.mqtt_max_silence_secs),
             topology: Topology::from_settings(&settings),
+            limits: crate::http::limits::Limits::new(
+                settings.rate_limit_per_user,
+                settings.rate_limit_per_agency,
+                settings.rate_limit_per_address,
+            ),
         });
         let supervisor = settings.device_supervisor_enabled.then(|| {
             Supervisor::new(

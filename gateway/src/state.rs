@@ -42,6 +42,7 @@ pub(crate) struct Inner {
     pub mqtt_max_silence: Duration,
     /// The streams (names and sizes), for readiness.
     pub topology: eriop_nats::Topology,
+    pub limits: crate::http::limits::Limits,
 }
 
 impl AppState {
@@ -73,6 +74,10 @@ impl AppState {
 
     pub fn roles(&self) -> &RoleCqrs {
         &self.inner.roles
+    }
+
+    pub fn limits(&self) -> &crate::http::limits::Limits {
+        &self.inner.limits
     }
 
     pub fn auth(&self) -> &Auth {

@@ -88,6 +88,21 @@ pub struct Settings {
     /// Login attempts one client address may make per minute, whatever the accounts.
     #[serde(default = "defaults::login_attempts_per_ip_per_minute")]
     pub login_attempts_per_ip_per_minute: u32,
+    /// Requests a minute one user may make (bursts up to a minute's worth), counted in
+    /// Redis across every gateway replica.
+    #[serde(default = "defaults::rate_limit_per_user")]
+    pub rate_limit_per_user: u32,
+    /// Requests a minute all the users of one agency may make together.
+    #[serde(default = "defaults::rate_limit_per_agency")]
+    pub rate_limit_per_agency: u32,
+    /// Requests a minute one client address may make without a token (logins, token
+    /// requests, health, the document).
+    #[serde(default = "defaults::rate_limit_per_address")]
+    pub rate_limit_per_address: u32,
+    /// Password hashes (argon2id) computed at once; more wait in a queue of this many per
+    /// worker, and past it are refused at once with 429 and Retry-After.
+    #[serde(default = "defaults::password_hash_queue")]
+    pub password_hash_queue: u32,
     /// Platform administrators must enrol in MFA: until they did, their sessions open only
     /// the enrolment. On by default; a development setup may turn it off.
     #[serde(default = "defaults::yes")]
@@ -256,6 +271,18 @@ mod defaults {
     }
     pub fn lockout_minutes() -> u32 {
         15
+    }
+    pub fn rate_limit_per_user() -> u32 {
+        1_200
+    }
+    pub fn rate_limit_per_agency() -> u32 {
+        12_000
+    }
+    pub fn rate_limit_per_address() -> u32 {
+        600
+    }
+    pub fn password_hash_queue() -> u32 {
+        8
     }
     pub fn login_attempts_per_ip_per_minute() -> u32 {
         30

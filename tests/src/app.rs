@@ -77,6 +77,10 @@ impl TestApp {
         // Tests send bursts far above a real device's rate; the rate test sets its own.
         settings.bridge_device_messages_per_second = 1_000_000;
         settings.bridge_device_burst = 1_000_000;
+        // Tests send bursts from one address as one user; the rate-limit tests set their own.
+        settings.rate_limit_per_user = 1_000_000;
+        settings.rate_limit_per_agency = 1_000_000;
+        settings.rate_limit_per_address = 1_000_000;
         adjust(&mut settings);
 
         let clock = ManualClock::starting_now();

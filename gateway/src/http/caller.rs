@@ -57,6 +57,13 @@ impl FromRequestParts<AppState> for Caller {
         let (Ok(user), Ok(agency)) = (claims.sub.parse(), claims.agency.parse()) else {
             return Err(ApiError::Unauthorized("the access token is not valid"));
         };
+        crate::http::limits::admit_caller(
+            state,
+            parts.extensions.get::<crate::http::limits::RateSlot>(),
+            &claims.sub,
+            &claims.agency,
+        )
+        .await?;
         Ok(Caller::new(claims, user, agency))
     }
 }

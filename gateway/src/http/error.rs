@@ -246,3 +246,12 @@ fn refused_text(e: &sqlx::Error) -> bool {
         .and_then(|d| d.code())
         .is_some_and(|code| code == "22021")
 }
+
+impl From<crate::services::auth::passwords::Busy> for ApiError {
+    fn from(busy: crate::services::auth::passwords::Busy) -> Self {
+        Self::TooManyRequests {
+            detail: busy.to_string(),
+            retry_after_seconds: 1,
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod openapi;
 pub mod paging;
 pub mod permission;

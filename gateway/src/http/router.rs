@@ -157,6 +157,10 @@ pub fn router(settings: &Settings, state: AppState) -> Result<Router, StartupErr
         None => router,
     };
     Ok(router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::limits::enforce,
+        ))
         .layer(middleware::from_fn(edge::request_context))
         .with_state(state))
 }

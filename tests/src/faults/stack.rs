@@ -134,6 +134,10 @@ impl Stack {
             ("ERIOP_MQTT_USE_TLS", "true".into()),
             ("ERIOP_MQTT_CA_FILE", broker.ca_file().display().to_string()),
             ("ERIOP_PLATFORM_ADMINS_NEED_MFA", "false".into()),
+            // One load generator, one address, one user: far above a person's rate.
+            ("ERIOP_RATE_LIMIT_PER_USER", "1000000".into()),
+            ("ERIOP_RATE_LIMIT_PER_AGENCY", "1000000".into()),
+            ("ERIOP_RATE_LIMIT_PER_ADDRESS", "1000000".into()),
             ("ERIOP_ACCESS_TOKEN_EXPIRE_MINUTES", "240".into()),
             ("ERIOP_LOG_FORMAT", "json".into()),
             (

@@ -15,6 +15,7 @@ mod logs;
 mod migrations;
 mod openapi;
 mod outage;
+mod rate_limits;
 mod rebuild;
 mod relay;
 mod roles;

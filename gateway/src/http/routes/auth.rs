@@ -70,18 +70,7 @@ async fn throttle_address(
     what: &str,
 ) -> Result<(), ApiError> {
     let auth = state.auth();
-    let client = auth
-        .trust_proxy_headers
-        .then(|| {
-            headers
-                .get("x-real-ip")?
-                .to_str()
-                .ok()?
-                .parse::<std::net::IpAddr>()
-                .ok()
-        })
-        .flatten()
-        .unwrap_or(peer.ip());
+    let client = crate::http::limits::client_address(state, Some(peer), headers);
     let attempts = auth
         .sessions
         .count_per_minute(&format!("{what}:{client}"))
@@ -151,6 +140,11 @@ pub async fn token(
                 )
                     .into_response(),
                 Err(e) if e.error == "invalid_client" => oauth_error(StatusCode::UNAUTHORIZED, e),
+                Err(e) if e.error == "temporarily_unavailable" => {
+                    let mut busy = oauth_error(StatusCode::TOO_MANY_REQUESTS, e);
+                    busy.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+                    busy
+                }
                 Err(e) => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, e),
             };
         }

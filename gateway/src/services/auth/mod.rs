@@ -145,6 +145,7 @@ impl Auth {
             })
             .unwrap_or_default();
         let previous: Vec<&[u8]> = previous.iter().map(|s| s.as_bytes()).collect();
+        passwords::configure(settings.password_hash_queue);
         passwords::warm_up();
         Ok(Self {
             keys: SigningKeys::derive(&settings.jwt_algorithm, secret, &previous)?,

@@ -68,6 +68,59 @@ end
 return {'invalid'}
 "#;
 
+/// How far ahead of its schedule a client may run: a minute's worth of requests.
+const BURST_MS: f64 = 60_000.0;
+
+/// GCRA: `tat` (the theoretical arrival time of the next request) moves one interval per
+/// request; a request is allowed while it is at most a burst ahead of now.
+/// Answers {allowed (1 or 0), retry after ms, how far tat is ahead of now in ms}.
+fn gcra() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        Script::new(
+            r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local next_tat = tat + interval
+if next_tat - burst > now then
+  return {0, math.ceil(next_tat - burst - now), math.ceil(tat - now)}
+end
+redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil(next_tat - now) + 1000)
+return {1, 0, math.ceil(next_tat - now)}
+",
+        )
+    })
+}
+
+/// What a limit said of one request, and what the `RateLimit` header reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Admission {
+    pub allowed: bool,
+    pub retry_after_ms: u64,
+    /// Requests left in the current burst.
+    pub remaining: u64,
+    /// Seconds until the whole burst is available again.
+    pub reset_secs: u64,
+}
+
+impl Admission {
+    pub fn new(allowed: bool, retry_after_ms: i64, busy_ms: i64, interval_ms: f64) -> Self {
+        let busy = busy_ms.max(0) as f64;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let remaining = ((BURST_MS - busy) / interval_ms).floor().max(0.0) as u64;
+        Self {
+            allowed,
+            retry_after_ms: u64::try_from(retry_after_ms).unwrap_or(0),
+            remaining,
+            reset_secs: u64::try_from(busy_ms.max(0)).unwrap_or(0).div_ceil(1000),
+        }
+    }
+}
+
 pub struct Sessions {
     client: redis::Client,
     connection: Mutex<Option<ConnectionManager>>,
@@ -295,6 +348,27 @@ impl Sessions {
         Ok(denied.is_some()
             || not_before.is_some_and(|nbf| iat_ms < nbf)
             || session.as_deref() == Some("1"))
+    }
+
+    /// One request against the limit `key` allows `per_minute` requests a minute, in bursts
+    /// of up to a minute's worth: GCRA (the generic cell rate algorithm) in one Lua script,
+    /// atomic and on Redis's clock, so every gateway replica counts the same requests.
+    pub async fn admit(&self, key: &str, per_minute: u32) -> Result<Admission, SessionError> {
+        let key = format!("{}rate:{key}", self.prefix);
+        let interval_ms = 60_000.0 / f64::from(per_minute.max(1));
+        let mut conn = self.conn().await?;
+        let (allowed, retry_after_ms, busy_ms): (i64, i64, i64) = gcra()
+            .key(key)
+            .arg(interval_ms)
+            .arg(BURST_MS)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Admission::new(
+            allowed == 1,
+            retry_after_ms,
+            busy_ms,
+            interval_ms,
+        ))
     }
 
     /// Counts an event in a one-minute window; answers the count so far.

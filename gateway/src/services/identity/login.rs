@@ -33,7 +33,7 @@ impl Identity<'_> {
             .load(&account.unwrap_or(Uuid::nil()).to_string())
             .await?;
         let hash = account.map(|_| user.password_hash().to_owned());
-        let matched = passwords::verify(password, hash).await;
+        let matched = passwords::verify(password, hash).await?;
         let Some(user_id) = account else {
             self.count_unknown_failure(email).await?;
             return Err(ApiError::Unauthorized(INVALID_LOGIN));
@@ -127,7 +127,7 @@ impl Identity<'_> {
     ) -> Result<TokenPair, ApiError> {
         let id = caller.claims.sub.as_str();
         let user = self.load(id).await?;
-        let matched = passwords::verify(current, Some(user.password_hash().to_owned())).await;
+        let matched = passwords::verify(current, Some(user.password_hash().to_owned())).await?;
         // The same attempt limit as a login: a stolen session cannot guess the password.
         match self
             .record_attempt(id, caller.claims.agency.as_str(), matched, request_id)
@@ -197,7 +197,11 @@ impl Identity<'_> {
             client_secret,
             user.as_ref().map(|u| u.password_hash().to_owned()),
         )
-        .await;
+        .await
+        .map_err(|_| OAuthError {
+            error: "temporarily_unavailable",
+            error_description: "the server is busy checking secrets: send again in a second",
+        })?;
         let Some(user) = user else {
             return Err(invalid_client());
         };

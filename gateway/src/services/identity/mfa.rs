@@ -267,7 +267,7 @@ impl Identity<'_> {
                 None => false,
             },
             (None, Some(password)) => {
-                passwords::verify(password, Some(user.password_hash().to_owned())).await
+                passwords::verify(password, Some(user.password_hash().to_owned())).await?
             }
             (None, None) => {
                 return Err(ApiError::validation(
