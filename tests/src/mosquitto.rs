@@ -49,7 +49,8 @@ pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.pem"))
 }
 
-fn free_port() -> u16 {
+/// A port nobody listens on now (the OS's choice).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -6,7 +6,7 @@ use clap::Parser;
 use eriop_tests::faults::stack::{Nats, Stack};
 use eriop_tests::nats_server::NatsServer;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Runs schemathesis against a running gateway, as a new user of the API would: the document
 /// it serves (`/api/v1/openapi.json`), every phase (examples, coverage, fuzzing, stateful),
@@ -37,27 +37,9 @@ const ENDING_THE_SESSION: [&str; 2] = ["/api/v1/auth/logout", "/api/v1/auth/pass
 
 async fn user_token(stack: &Stack, role: &str, password: &str) -> String {
     let email = format!("{role}.{}@eriop.test", stack.prefix);
-    let created = stack
-        .request(Method::POST, "/users")
-        .json(&json!({"email": email, "display_name": format!("Contract {role}"), "password": password, "roles": [role]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201, "{:?}", created.text().await);
-    let login: Value = stack
-        .http
-        .post(stack.url("/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    login["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("login of {role}: {login}"))
-        .to_owned()
+    let user = json!({"email": email, "display_name": format!("Contract {role}"), "password": password, "roles": [role]});
+    stack.call(Method::POST, "/users", Some(user), "id").await;
+    stack.login(&email, password).await
 }
 
 #[tokio::main]

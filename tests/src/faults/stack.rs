@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::mosquitto::Broker;
+use crate::mosquitto::{free_port, Broker};
 use crate::nats_server::{NatsCluster, NatsServer};
 use crate::postgres::PrivatePostgres;
 use crate::service::Service;
@@ -82,14 +82,6 @@ pub struct Stack {
     pub prefix: String,
     pub logs: PathBuf,
     _logs: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Stack {
@@ -227,9 +219,15 @@ impl Stack {
             _logs: logs_dir,
         };
         stack.await_ready(Duration::from_secs(120)).await;
-        let login: Value = stack
+        stack.token = stack.login(&email, &password).await;
+        stack
+    }
+
+    /// An access token of `email` (asserting a login without MFA).
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let login: Value = self
             .http
-            .post(stack.url("/auth/login"))
+            .post(self.url("/auth/login"))
             .json(&json!({ "email": email, "password": password }))
             .send()
             .await
@@ -237,11 +235,29 @@ impl Stack {
             .json()
             .await
             .unwrap();
-        stack.token = login["access_token"]
+        login["access_token"]
             .as_str()
-            .unwrap_or_else(|| panic!("login: {login}"))
-            .to_owned();
-        stack
+            .unwrap_or_else(|| panic!("login of {email}: {login}"))
+            .to_owned()
+    }
+
+    /// A request as the administrator; answers its JSON body and the `field` it must have.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        field: &str,
+    ) -> String {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        answer[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: no {field} in {answer}"))
+            .to_owned()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -328,36 +344,19 @@ impl Stack {
     /// A device class of street lights, the registry `faults` of the administrator's agency
     /// and `n` lights in it: their ERIOP ids, by serial.
     pub async fn register_lights(&self, n: usize) -> Vec<(String, String)> {
-        let class: Value = self
-            .request(Method::POST, "/device-classes")
-            .json(&json!({
-                "name": "Street light",
-                "offline_after_secs": 600,
-                "functions": [
-                    {"id": "lampMonitor001", "type": "LampMonitorFunction"},
-                    {"id": "lampActuator001", "type": "LampActuatorFunction"},
-                    {"id": "comm001", "type": "CommunicationFunction"},
-                ],
-            }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let class = class["id"].as_str().unwrap().to_owned();
-        let me: Value = self
-            .request(Method::GET, "/auth/me")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let agency = me["agency_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("/auth/me: {me}"))
-            .to_owned();
+        let class = json!({
+            "name": "Street light",
+            "offline_after_secs": 600,
+            "functions": [
+                {"id": "lampMonitor001", "type": "LampMonitorFunction"},
+                {"id": "lampActuator001", "type": "LampActuatorFunction"},
+                {"id": "comm001", "type": "CommunicationFunction"},
+            ],
+        });
+        let class = self
+            .call(Method::POST, "/device-classes", Some(class), "id")
+            .await;
+        let agency = self.call(Method::GET, "/auth/me", None, "agency_id").await;
         let assigned = self
             .request(Method::POST, "/registries")
             .json(&json!({ "registry": "faults", "agency_id": agency }))
@@ -372,19 +371,10 @@ impl Stack {
         let mut lights = Vec::new();
         for i in 1..=n {
             let serial = format!("FAULT-{i:03}");
-            let created: Value = self
-                .request(Method::POST, "/devices")
-                .json(&json!({"class_id": class, "registry": "faults", "serial": serial, "name": format!("Pole {i}")}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let id = created["id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("device: {created}"))
-                .to_owned();
+            let device = json!({"class_id": class, "registry": "faults", "serial": serial, "name": format!("Pole {i}")});
+            let id = self
+                .call(Method::POST, "/devices", Some(device), "id")
+                .await;
             lights.push((serial, id));
         }
         lights
