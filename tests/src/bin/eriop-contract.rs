@@ -45,6 +45,17 @@ async fn user_token(stack: &Stack, role: &str, password: &str) -> String {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Stopped (Ctrl-C, SIGTERM): the deployment is dropped, and every process it started.
+    tokio::select! {
+        code = run(cli) => code,
+        () = eriop_nats::shutdown_signal() => {
+            eprintln!("contract: stopped; stopping what it started");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     eriop_nats::install_crypto_provider();
     eprintln!("contract: starting a deployment on loopback");
     let stack = Stack::start(Nats::Single(NatsServer::start().await), 1).await;
@@ -72,8 +83,7 @@ async fn main() -> ExitCode {
         for (role, token) in &tokens {
             println!("{role}: {}", token.as_deref().unwrap_or("-"));
         }
-        let _ = tokio::signal::ctrl_c().await;
-        return ExitCode::SUCCESS;
+        std::future::pending::<()>().await;
     }
     let mut failed = Vec::new();
     for (role, token) in &tokens {

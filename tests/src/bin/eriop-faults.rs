@@ -45,6 +45,17 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Stopped (Ctrl-C, SIGTERM): the run is dropped, and with it every process it started.
+    tokio::select! {
+        code = run(cli) => code,
+        () = eriop_nats::shutdown_signal() => {
+            eprintln!("faults: stopped; stopping what it started");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     eriop_nats::install_crypto_provider();
     let timing = Timing {
         before: Duration::from_secs(cli.before),
