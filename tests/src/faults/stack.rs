@@ -356,6 +356,9 @@ impl Stack {
         let class = self
             .call(Method::POST, "/device-classes", Some(class), "id")
             .await;
+        // A create may answer 202 (stored, the read model not there yet): registration
+        // checks the class and the registry in the read models, so wait for them.
+        self.await_shown(&format!("/device-classes/{class}")).await;
         let agency = self.call(Method::GET, "/auth/me", None, "agency_id").await;
         let assigned = self
             .request(Method::POST, "/registries")
@@ -368,6 +371,7 @@ impl Stack {
             "{:?}",
             assigned.text().await
         );
+        self.await_shown("/registries/faults").await;
         let mut lights = Vec::new();
         for i in 1..=n {
             let serial = format!("FAULT-{i:03}");
@@ -377,7 +381,20 @@ impl Stack {
                 .await;
             lights.push((serial, id));
         }
+        // The bridge and device commands find devices in the read model.
+        for (_, id) in &lights {
+            self.await_shown(&format!("/devices/{id}")).await;
+        }
         lights
+    }
+
+    /// Waits until `GET path` answers 200 (the read model shows what was stored).
+    pub async fn await_shown(&self, path: &str) {
+        wait::until(path, Duration::from_secs(60), || async {
+            let r = self.request(Method::GET, path).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
     }
 
     /// The MQTT options of a simulated device's connection `client_id` to the broker.
