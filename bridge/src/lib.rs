@@ -11,6 +11,7 @@
 //! * Reports its link, and the age of the last message it got, to Redis for the gateway's
 //!   readiness (`eriop_nats::links`).
 
+mod activity;
 mod adapter;
 mod downlink;
 pub mod fundamentum;
@@ -261,6 +262,7 @@ impl Bridge {
                     settings.bridge_device_messages_per_second,
                     settings.bridge_device_burst,
                 ),
+                activity_interval_ms: settings.bridge_activity_interval_ms,
             },
             registry_ttl: Duration::from_secs(settings.bridge_registry_cache_secs),
             status,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use eriop_nats::backoff::Backoff;
-use eriop_nats::traffic::{self, TelemetryBatch};
+use eriop_nats::traffic::{self, DeviceActivity, TelemetryBatch};
 use eriop_nats::NatsError;
 use eriop_nats::Topology;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -24,6 +24,7 @@ use rumqttc::v5::mqttbytes::v5::Publish;
 use rumqttc::v5::AsyncClient;
 use tokio::sync::mpsc;
 
+use crate::activity::Coalescer;
 use crate::fundamentum::{self, Kind};
 use crate::ingest::{self, Output, Rules};
 use crate::registry::Registry;
@@ -35,6 +36,8 @@ pub struct Limits {
     pub rules: Rules,
     /// Messages per second and burst allowed to one device.
     pub device_rate: (u32, u32),
+    /// At most one activity message per device this often (ms; 0: every group).
+    pub activity_interval_ms: u64,
 }
 
 pub struct Pipeline {
@@ -101,9 +104,19 @@ impl DeviceRate {
 impl Pipeline {
     pub async fn run(mut self, mut incoming: mpsc::UnboundedReceiver<Publish>) {
         let rate = DeviceRate::new(self.limits.device_rate);
+        let mut activity = Coalescer::new(self.limits.activity_interval_ms);
+        let idle = Duration::from_millis(self.limits.activity_interval_ms.max(1));
         let mut groups: u64 = 0;
         loop {
-            let Some(first) = incoming.recv().await else {
+            // While no message comes, kept activity still goes out once due.
+            let first = tokio::select! {
+                first = incoming.recv() => first,
+                () = tokio::time::sleep(idle), if activity.keeps() => {
+                    self.flush(&mut activity).await;
+                    continue;
+                }
+            };
+            let Some(first) = first else {
                 return;
             };
             let mut group = vec![first];
@@ -126,7 +139,7 @@ impl Pipeline {
             }
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             loop {
-                match self.commit(&group, &over_rate).await {
+                match self.commit(&group, &over_rate, &mut activity).await {
                     Ok(()) => break,
                     Err(e) => {
                         self.status.record_retry();
@@ -148,6 +161,7 @@ impl Pipeline {
         &mut self,
         group: &[Publish],
         over_rate: &[Option<String>],
+        coalescer: &mut Coalescer,
     ) -> Result<(), Retry> {
         let now = chrono::Utc::now().timestamp_millis();
         let mut out = Output::default();
@@ -159,7 +173,35 @@ impl Pipeline {
             }
             self.adapt(publish, &topic, now, &mut out).await?;
         }
-        self.publish(out).await
+        let heard = std::mem::take(&mut out.activity);
+        let mut activity: Vec<DeviceActivity> = heard
+            .into_values()
+            .filter_map(|a| coalescer.offer(a, now))
+            .collect();
+        activity.extend(coalescer.due(now));
+        let published = self.publish(out, &activity).await;
+        if published.is_err() {
+            // Published again with the group's retry (or the next due activity).
+            for a in activity {
+                coalescer.restore(a);
+            }
+        }
+        published
+    }
+
+    /// Publishes kept activity that is due, between groups.
+    async fn flush(&self, coalescer: &mut Coalescer) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let due = coalescer.due(now);
+        if due.is_empty() {
+            return;
+        }
+        if let Err(e) = self.publish(Output::default(), &due).await {
+            tracing::warn!(error = %e, "cannot publish device activity, will retry");
+            for a in due {
+                coalescer.restore(a);
+            }
+        }
     }
 
     async fn adapt(
@@ -205,7 +247,7 @@ impl Pipeline {
     }
 
     /// Publishes everything of the group and waits for every JetStream ack.
-    async fn publish(&self, out: Output) -> Result<(), Retry> {
+    async fn publish(&self, out: Output, activity: &[DeviceActivity]) -> Result<(), Retry> {
         let nats =
             |e: async_nats::jetstream::context::PublishError| Retry::Nats(NatsError::client(e));
         let samples = out.samples();
@@ -231,10 +273,10 @@ impl Pipeline {
                 );
             }
         }
-        for (device, activity) in &out.activity {
+        for activity in activity {
             let subject = self.topology.device_subject(
                 &activity.agency_id.to_string(),
-                &device.to_string(),
+                &activity.device_id.to_string(),
                 traffic::ACTIVITY,
             );
             let body = serde_json::to_vec(activity)?;

@@ -185,6 +185,10 @@ pub struct Settings {
     pub bridge_device_messages_per_second: u32,
     #[serde(default = "defaults::bridge_device_burst")]
     pub bridge_device_burst: u32,
+    /// At most one `DEVICE` activity message per device this often (ms); heartbeats go at
+    /// once. 0 publishes one per group of MQTT messages (see bridge/src/activity.rs).
+    #[serde(default = "defaults::bridge_activity_interval_ms")]
+    pub bridge_activity_interval_ms: u64,
     /// How long the bridge trusts what it read of a known device (seconds): a
     /// decommissioning, a registry taken back or an agency suspended reaches it within this.
     #[serde(default = "defaults::bridge_registry_cache_secs")]
@@ -344,6 +348,9 @@ mod defaults {
     }
     pub fn bridge_device_burst() -> u32 {
         200
+    }
+    pub fn bridge_activity_interval_ms() -> u64 {
+        1_000
     }
     pub fn bridge_registry_cache_secs() -> u64 {
         30

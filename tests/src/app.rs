@@ -65,6 +65,9 @@ impl TestApp {
         settings.http_addr = "127.0.0.1:0".parse().unwrap();
         // The shared Mosquitto on 1883 (development profile: plain MQTT).
         settings.mqtt_client_id = format!("{}-bridge", settings.nats_prefix);
+        // Liveness tests watch each message's activity arrive; the coalescing of activity
+        // (bridge/src/activity.rs) has its own unit tests and runs in the fault suite.
+        settings.bridge_activity_interval_ms = 0;
         // Many tests share one nats-server, which reserves each stream's size from its store.
         let small = eriop_nats::streams::StreamLimits::small();
         settings.stream_events_max_bytes = small.events;
