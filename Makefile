@@ -46,8 +46,8 @@ rebuild: ## Empty the read models and replay the event store into them
 simulate: ## Virtual street lights on the dev broker: make simulate DEVICES=100 RATE=50 [TOKEN=access-token registers them]
 	@bash scripts/simulate.sh
 
-bench: services ## Measure the command path and login on this machine (release build): make bench [ARGS="--commands 5000"]
-	@RUST_LOG=$${RUST_LOG:-warn} ERIOP_TEST_NATS_URL=nats://127.0.0.1:$${ERIOP_DEV_NATS_PORT:-4223} cargo run --release --quiet -p eriop-tests --bin eriop-bench -- $(ARGS)
+bench: ## Measure ingest, API, commands, replay and memory as deployed (release); writes docs/BENCHMARKS.md (ARGS="--help")
+	@bash scripts/bench.sh $(ARGS)
 
 fuzz: ## Fuzz the decoders of outside bytes (cargo-fuzz), each for FUZZ_SECONDS (60)
 	@bash scripts/fuzz.sh

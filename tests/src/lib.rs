@@ -6,6 +6,7 @@
 //! or a TCP proxy in front of PostgreSQL that it can cut.
 
 pub mod app;
+pub mod bench;
 pub mod capture;
 pub mod db;
 pub mod faults;

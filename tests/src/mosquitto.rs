@@ -255,6 +255,11 @@ impl Broker {
         broker
     }
 
+    /// The broker's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }

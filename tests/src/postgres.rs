@@ -10,7 +10,12 @@ pub struct PrivatePostgres {
     pub port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// `-c name=value` settings of the server, beside the port and socket.
+    settings: Vec<String>,
 }
+
+/// The tests' settings: `fsync=off` (see [`PrivatePostgres::start`]).
+const TEST_SETTINGS: &[&str] = &["fsync=off", "max_connections=200"];
 
 /// Debian's server binaries (the newest installed major version).
 fn server_bin() -> PathBuf {
@@ -51,6 +56,12 @@ impl PrivatePostgres {
     /// `fsync=off`: the tests kill the server process, never the machine, so what it wrote
     /// is in the kernel's page cache and survives; crash recovery still replays its WAL.
     pub fn start() -> Self {
+        Self::start_with(TEST_SETTINGS)
+    }
+
+    /// A new cluster with these server settings (`name=value`, as `postgres -c` takes them):
+    /// the benchmark's is durable (fsync on) and records commit times.
+    pub fn start_with(settings: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         if runs_as_root() {
             let status = Command::new("chown")
@@ -69,6 +80,7 @@ impl PrivatePostgres {
             port,
             dir,
             bin: server_bin(),
+            settings: settings.iter().map(|s| format!("-c {s}")).collect(),
         };
         let data = cluster.dir.path().join("data");
         let status = cluster
@@ -88,9 +100,10 @@ impl PrivatePostgres {
     /// recovers from its WAL as after a crash.
     pub fn resume(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings.join(" ")
         );
         let status = self
             .tool("pg_ctl")
@@ -111,14 +124,21 @@ impl PrivatePostgres {
         }
     }
 
+    /// The postmaster's process id while it runs (its backends are its children).
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Kills the server as a crash would: SIGKILL to every backend and to the postmaster,
     /// no checkpoint, no goodbye to the clients. Returns once the port is closed.
     pub fn kill(&self) {
-        let pid_file = self.dir.path().join("data/postmaster.pid");
-        let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.lines().next().map(str::to_owned))
-        else {
+        let Some(pid) = self.pid().map(|p| p.to_string()) else {
             return;
         };
         let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();

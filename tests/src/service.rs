@@ -97,6 +97,11 @@ impl Service {
         }
     }
 
+    /// Its process id while it runs (the benchmark reads its CPU time and memory in /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn running(&self) -> bool {
         self.child.is_some()
     }

@@ -67,6 +67,16 @@ impl Target {
     }
 }
 
+/// What a run changes of the deployment the fault suite uses: the benchmark's durable
+/// PostgreSQL, bigger streams, its log level.
+#[derive(Default)]
+pub struct Tuning {
+    /// PostgreSQL server settings (`name=value`); empty: the tests' (fsync off).
+    pub postgres: Vec<&'static str>,
+    /// `ERIOP_*` variables of every service, over the suite's own.
+    pub env: Vec<(String, String)>,
+}
+
 pub struct Stack {
     pub postgres: PrivatePostgres,
     pub nats: Nats,
@@ -81,13 +91,24 @@ pub struct Stack {
     pub token: String,
     pub prefix: String,
     pub logs: PathBuf,
+    /// Every service's `ERIOP_*` variables (the suite's, then the tuning's).
+    pub env: Vec<(String, String)>,
     _logs: tempfile::TempDir,
 }
 
 impl Stack {
     /// Starts everything; `bridges` bridges (more than one: a shared-subscription group).
     pub async fn start(nats: Nats, bridges: usize) -> Self {
-        let postgres = PrivatePostgres::start();
+        Self::start_tuned(nats, bridges, Tuning::default()).await
+    }
+
+    /// [`Self::start`], changed by `tuning`.
+    pub async fn start_tuned(nats: Nats, bridges: usize, tuning: Tuning) -> Self {
+        let postgres = if tuning.postgres.is_empty() {
+            PrivatePostgres::start()
+        } else {
+            PrivatePostgres::start_with(&tuning.postgres)
+        };
         let admin = PgPool::connect(&postgres.url("postgres")).await.unwrap();
         sqlx::query("CREATE DATABASE eriop")
             .execute(&admin)
@@ -146,6 +167,9 @@ impl Stack {
         let service = |name: &str, binary: &str, args: &[&str]| {
             let mut s = Service::new(name, binary, args, &logs);
             for (k, v) in &common {
+                s.env(k, v.clone());
+            }
+            for (k, v) in &tuning.env {
                 s.env(k, v.clone());
             }
             s
@@ -216,11 +240,25 @@ impl Stack {
             token: String::new(),
             prefix,
             logs,
+            env: common
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .chain(tuning.env.iter().cloned())
+                .collect(),
             _logs: logs_dir,
         };
         stack.await_ready(Duration::from_secs(120)).await;
         stack.token = stack.login(&email, &password).await;
         stack
+    }
+
+    /// Another process of the deployment (a one-off command), configured as its services.
+    pub fn service(&self, name: &str, binary: &str, args: &[&str]) -> Service {
+        let mut s = Service::new(name, binary, args, &self.logs);
+        for (k, v) in &self.env {
+            s.env(k, v.clone());
+        }
+        s
     }
 
     /// An access token of `email` (asserting a login without MFA).
