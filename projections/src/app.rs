@@ -52,7 +52,11 @@ impl App {
                 js: js.clone(),
                 topology: topology.clone(),
                 max_messages: 500,
+                // About a second of work per transaction at the rates measured in
+                // docs/BENCHMARKS.md; two in flight hide each one's commit wait.
+                max_rows: 20_000,
                 max_delay: Duration::from_millis(20),
+                in_flight: 2,
             },
             consumers: ReadModel::ALL
                 .into_iter()

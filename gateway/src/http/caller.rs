@@ -40,30 +40,32 @@ impl FromRequestParts<AppState> for Caller {
                 }));
             }
         }
-        let revoked = auth
-            .sessions
-            .access_revoked(&claims.jti, &claims.sub, claims.iat_ms, &claims.sid)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        if revoked {
+        let (Ok(user), Ok(agency)) = (claims.sub.parse(), claims.agency.parse()) else {
+            return Err(ApiError::Unauthorized("the access token is not valid"));
+        };
+        // Revocation (Redis), suspension (PostgreSQL) and the rate limits (Redis) are
+        // independent round trips: asked at once, a request waits for the slowest only.
+        let (revoked, suspended, admitted) = tokio::join!(
+            auth.sessions
+                .access_revoked(&claims.jti, &claims.sub, claims.iat_ms, &claims.sid),
+            // Suspension applies at the next request, to tokens already issued too.
+            crate::services::identity::agency_suspended(state.pool(), &claims.agency),
+            crate::http::limits::admit_caller(
+                state,
+                parts.extensions.get::<crate::http::limits::RateSlot>(),
+                &claims.sub,
+                &claims.agency,
+            ),
+        );
+        if revoked.map_err(|e| ApiError::Unavailable(e.to_string()))? {
             return Err(ApiError::Unauthorized("the access token was revoked"));
         }
-        // Suspension applies at the next request, to tokens already issued too.
-        if crate::services::identity::agency_suspended(state.pool(), &claims.agency).await? {
+        if suspended? {
             return Err(ApiError::Unauthorized(
                 crate::services::identity::AGENCY_SUSPENDED,
             ));
         }
-        let (Ok(user), Ok(agency)) = (claims.sub.parse(), claims.agency.parse()) else {
-            return Err(ApiError::Unauthorized("the access token is not valid"));
-        };
-        crate::http::limits::admit_caller(
-            state,
-            parts.extensions.get::<crate::http::limits::RateSlot>(),
-            &claims.sub,
-            &claims.agency,
-        )
-        .await?;
+        admitted?;
         Ok(Caller::new(claims, user, agency))
     }
 }

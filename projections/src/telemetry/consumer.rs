@@ -1,14 +1,26 @@
-//! The durable pull consumer of `TELEMETRY`, committing in groups.
+//! The durable pull consumer of `TELEMETRY`, committing in groups, two at a time.
+//!
+//! Why pipelined: a group's transaction spends most of its time waiting (COPY round trips,
+//! index inserts, the commit's fsync). While one commits, the next group is gathered and
+//! decoded, and up to `in_flight` transactions run on their own connections. Each group is
+//! acked only after its own commit; the checkpoint only moves forward (`greatest`), so the
+//! order in which two groups commit does not matter. Locks are taken in the same order by
+//! every group (latest values sorted by key, then the checkpoint row): two groups never
+//! deadlock, the second waits for the first's commit at worst.
 
-use eriop_nats::NatsError;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use eriop_nats::streams::durable_messages;
 use eriop_nats::traffic::TelemetryBatch;
+use eriop_nats::NatsError;
 use eriop_nats::{Stream, Topology};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use sqlx::PgPool;
+use tokio::time::Instant;
 
 use super::{copy, Row, NAME};
 use crate::consumer::{nats, ConsumerError};
@@ -19,12 +31,27 @@ pub struct TelemetryConsumer {
     pub topology: Topology,
     /// At most this many JetStream messages per database transaction.
     pub max_messages: usize,
+    /// A group closes once it holds this many rows (a message is never split): a backlog
+    /// makes more transactions, not longer ones.
+    pub max_rows: usize,
     /// After the first message, gather more for at most this long.
     pub max_delay: Duration,
+    /// Transactions in flight at once, each on its own connection.
+    pub in_flight: usize,
+}
+
+/// One transaction's worth: its messages (acked after the commit), their rows, and the
+/// highest stream sequence among them.
+#[derive(Default)]
+struct Group {
+    messages: Vec<jetstream::Message>,
+    rows: Vec<Row>,
+    last_sequence: u64,
 }
 
 impl TelemetryConsumer {
-    /// Consumes until an error; the caller retries with backoff.
+    /// Consumes until an error; the caller retries with backoff. Transactions in flight when
+    /// an error stops the loop are finished (committed and acked, or nakked) first.
     pub async fn consume(&self) -> Result<(), ConsumerError> {
         let mut messages = durable_messages(
             &self.js,
@@ -43,71 +70,106 @@ impl TelemetryConsumer {
         .await
         .map_err(nats)?;
         tracing::info!(projection = NAME, "consuming");
-        loop {
-            let Some(first) = messages.next().await else {
-                return Err(NatsError::Ended("the TELEMETRY message stream").into());
-            };
-            let mut batch = vec![first.map_err(nats)?];
-            let deadline = tokio::time::Instant::now() + self.max_delay;
-            while batch.len() < self.max_messages {
-                match tokio::time::timeout_at(deadline, messages.next()).await {
-                    Ok(Some(message)) => batch.push(message.map_err(nats)?),
-                    Ok(None) | Err(_) => break,
-                }
+        let mut writes = FuturesUnordered::new();
+        let result = self.pump(&mut messages, &mut writes).await;
+        while let Some(finished) = writes.next().await {
+            if let Err(e) = finished {
+                tracing::warn!(projection = NAME, error = %e, "a group in flight was not committed (nakked, will be redelivered)");
             }
-            self.handle(batch).await?;
+        }
+        result
+    }
+
+    async fn pump<'a>(
+        &'a self,
+        messages: &mut pull::Stream,
+        writes: &mut FuturesUnordered<BoxFuture<'a, Result<(), ConsumerError>>>,
+    ) -> Result<(), ConsumerError> {
+        let mut group = Group::default();
+        // Set by the group's first message; `due` once it has passed.
+        let mut deadline: Option<Instant> = None;
+        let mut due = false;
+        loop {
+            let full =
+                group.messages.len() >= self.max_messages || group.rows.len() >= self.max_rows;
+            if !group.messages.is_empty() && (full || due) && writes.len() < self.in_flight.max(1) {
+                writes.push(Box::pin(self.commit(std::mem::take(&mut group))));
+                deadline = None;
+                due = false;
+                continue;
+            }
+            tokio::select! {
+                Some(finished) = writes.next(), if !writes.is_empty() => finished?,
+                next = messages.next(), if !full => match next {
+                    Some(message) => {
+                        self.add(&mut group, message.map_err(nats)?).await?;
+                        deadline.get_or_insert_with(|| Instant::now() + self.max_delay);
+                    }
+                    None => return Err(NatsError::Ended("the TELEMETRY message stream").into()),
+                },
+                _ = sleep_until(deadline), if deadline.is_some() && !due => due = true,
+            }
         }
     }
 
-    async fn handle(&self, batch: Vec<jetstream::Message>) -> Result<(), ConsumerError> {
-        let mut rows = Vec::new();
-        let mut last_sequence = 0;
-        for message in &batch {
-            last_sequence =
-                last_sequence.max(message.info().map(|i| i.stream_sequence).unwrap_or(0));
-            match serde_json::from_slice::<TelemetryBatch>(&message.payload) {
-                Ok(decoded) => {
-                    for record in &decoded.records {
-                        match Row::from_record(decoded.agency_id, record) {
-                            Ok(row) => rows.push(row),
-                            Err(e) => {
-                                self.dead_letter(
-                                    message,
-                                    serde_json::to_vec(record).unwrap_or_default(),
-                                    e.to_string(),
-                                )
-                                .await?
-                            }
+    /// Decodes a message into the group's rows; what can never become a row goes to `DLQ`.
+    async fn add(
+        &self,
+        group: &mut Group,
+        message: jetstream::Message,
+    ) -> Result<(), ConsumerError> {
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        group.last_sequence = group.last_sequence.max(sequence);
+        match serde_json::from_slice::<TelemetryBatch>(&message.payload) {
+            Ok(decoded) => {
+                for record in &decoded.records {
+                    match Row::from_record(decoded.agency_id, record) {
+                        Ok(row) => group.rows.push(row),
+                        Err(e) => {
+                            self.dead_letter(
+                                &message,
+                                serde_json::to_vec(record).unwrap_or_default(),
+                                e.to_string(),
+                            )
+                            .await?
                         }
                     }
                 }
-                Err(e) => {
-                    self.dead_letter(
-                        message,
-                        message.payload.to_vec(),
-                        format!("not a telemetry batch: {e}"),
-                    )
-                    .await?
-                }
+            }
+            Err(e) => {
+                self.dead_letter(
+                    &message,
+                    message.payload.to_vec(),
+                    format!("not a telemetry batch: {e}"),
+                )
+                .await?
             }
         }
-        if let Err(e) = self.write(&rows, last_sequence).await {
+        group.messages.push(message);
+        Ok(())
+    }
+
+    /// Writes a group in one transaction, then acks its messages (or nakks them all).
+    async fn commit(&self, group: Group) -> Result<(), ConsumerError> {
+        let started = Instant::now();
+        if let Err(e) = self.write(&group.rows, group.last_sequence).await {
             // Ask for them again in a second rather than after the ack wait: the database is
             // usually back soon, and nothing was committed.
-            for message in &batch {
+            for message in &group.messages {
                 let _ = message
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                     .await;
             }
             return Err(e);
         }
-        for message in &batch {
+        for message in &group.messages {
             message.ack().await.map_err(nats)?;
         }
         tracing::debug!(
             projection = NAME,
-            messages = batch.len(),
-            rows = rows.len(),
+            messages = group.messages.len(),
+            rows = group.rows.len(),
+            ms = started.elapsed().as_millis() as u64,
             "committed"
         );
         Ok(())
@@ -117,43 +179,40 @@ impl TelemetryConsumer {
     async fn write(&self, rows: &[Row], last_sequence: u64) -> Result<(), ConsumerError> {
         let mut tx = crate::begin_all_agencies(&self.pool).await?;
         if !rows.is_empty() {
-            // A temporary table lives as long as the pooled connection; its rows as long as
-            // the transaction.
-            sqlx::query(
-                "CREATE TEMP TABLE IF NOT EXISTS telemetry_staging
-                   (time timestamptz, agency_id uuid, device_id uuid, function_id text,
-                    attribute text, value_double double precision, value_text text, value_json jsonb)
-                   ON COMMIT DELETE ROWS",
-            )
-            .execute(&mut *tx)
-            .await?;
-            let data = copy::encode(rows).map_err(|e| ConsumerError::Encode(e.to_string()))?;
-            let mut sink = tx
-                .copy_in_raw(&format!(
-                    "COPY telemetry_staging ({}) FROM STDIN (FORMAT binary)",
-                    copy::COLUMNS
+            // Temporary tables live as long as the pooled connection; their rows as long as
+            // the transaction. Not WAL-logged: staging costs no disk write.
+            for table in ["telemetry_staging", "telemetry_latest_staging"] {
+                sqlx::query(&format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS {table}
+                       (time timestamptz, agency_id uuid, device_id uuid, function_id text,
+                        attribute text, value_double double precision, value_text text, value_json jsonb)
+                       ON COMMIT DELETE ROWS"
                 ))
+                .execute(&mut *tx)
                 .await?;
-            sink.send(data.freeze()).await?;
-            sink.finish().await?;
+            }
+            copy_into(&mut tx, "telemetry_staging", rows).await?;
+            // ON CONFLICT DO NOTHING also skips a key repeated within the statement (an MQTT
+            // redelivery in the same group), so no sort is needed here.
             sqlx::query(&format!(
                 "INSERT INTO telemetry ({cols})
-                 SELECT DISTINCT ON (device_id, function_id, attribute, time) {cols}
-                   FROM telemetry_staging
+                 SELECT {cols} FROM telemetry_staging
                  ON CONFLICT (device_id, function_id, attribute, time) DO NOTHING",
                 cols = copy::COLUMNS
             ))
             .execute(&mut *tx)
             .await?;
             // The latest value only moves forward in device time: a late sample is stored
-            // above, but does not replace a newer value here.
+            // above, but does not replace a newer value here. The latest of each attribute
+            // is picked here (a few hundred rows for a group of many thousands), in key order
+            // so that concurrent groups lock rows in the same order.
+            copy_into(&mut tx, "telemetry_latest_staging", &latest(rows)).await?;
             sqlx::query(
                 "INSERT INTO device_latest (device_id, function_id, attribute, agency_id, time,
                                             value_double, value_text, value_json)
-                 SELECT DISTINCT ON (device_id, function_id, attribute)
-                        device_id, function_id, attribute, agency_id, time, value_double, value_text, value_json
-                   FROM telemetry_staging
-                  ORDER BY device_id, function_id, attribute, time DESC
+                 SELECT device_id, function_id, attribute, agency_id, time, value_double, value_text, value_json
+                   FROM telemetry_latest_staging
+                  ORDER BY device_id, function_id, attribute
                  ON CONFLICT (device_id, function_id, attribute) DO UPDATE
                     SET time = excluded.time, value_double = excluded.value_double,
                         value_text = excluded.value_text, value_json = excluded.value_json
@@ -185,5 +244,101 @@ impl TelemetryConsumer {
         .await
         .map_err(nats)?;
         Ok(())
+    }
+}
+
+async fn copy_into(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    table: &str,
+    rows: &[Row],
+) -> Result<(), ConsumerError> {
+    let data = copy::encode(rows).map_err(|e| ConsumerError::Encode(e.to_string()))?;
+    let mut sink = tx
+        .copy_in_raw(&format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+            copy::COLUMNS
+        ))
+        .await?;
+    sink.send(data.freeze()).await?;
+    sink.finish().await?;
+    Ok(())
+}
+
+/// The newest row of each (device, function, attribute), in key order. Of two rows at the
+/// same device time, the later in the stream wins.
+fn latest(rows: &[Row]) -> Vec<Row> {
+    let mut newest: HashMap<(uuid::Uuid, &str, &str), &Row> = HashMap::new();
+    for row in rows {
+        let key = (
+            row.device_id,
+            row.function_id.as_str(),
+            row.attribute.as_str(),
+        );
+        match newest.get(&key) {
+            Some(kept) if kept.time > row.time => {}
+            _ => {
+                newest.insert(key, row);
+            }
+        }
+    }
+    let mut latest: Vec<Row> = newest.into_values().cloned().collect();
+    latest.sort_by(|a, b| {
+        (a.device_id, &a.function_id, &a.attribute).cmp(&(
+            b.device_id,
+            &b.function_id,
+            &b.attribute,
+        ))
+    });
+    latest
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn row(device: u128, attribute: &str, second: i64, value: f64) -> Row {
+        Row {
+            time: Utc.timestamp_opt(1_795_600_800 + second, 0).unwrap(),
+            agency_id: uuid::Uuid::from_u128(1),
+            device_id: uuid::Uuid::from_u128(device),
+            function_id: "lampMonitor001".to_owned(),
+            attribute: attribute.to_owned(),
+            value_double: Some(value),
+            value_text: None,
+            value_json: None,
+        }
+    }
+
+    #[test]
+    fn the_latest_of_each_attribute_in_key_order_late_samples_do_not_win() {
+        let rows = vec![
+            row(2, "activePower", 10, 1.0),
+            row(1, "activePower", 5, 2.0),
+            row(2, "activePower", 3, 3.0), // late: older than the first row
+            row(2, "lampVoltage", 7, 4.0),
+            row(1, "activePower", 9, 5.0),
+            row(2, "activePower", 10, 6.0), // same time: the later in the stream wins
+        ];
+        let latest = latest(&rows);
+        let got: Vec<_> = latest
+            .iter()
+            .map(|r| (r.device_id.as_u128(), r.attribute.as_str(), r.value_double))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "activePower", Some(5.0)),
+                (2, "activePower", Some(6.0)),
+                (2, "lampVoltage", Some(4.0)),
+            ]
+        );
     }
 }

@@ -72,8 +72,11 @@ return {'invalid'}
 const BURST_MS: f64 = 60_000.0;
 
 /// GCRA: `tat` (the theoretical arrival time of the next request) moves one interval per
-/// request; a request is allowed while it is at most a burst ahead of now.
-/// Answers {allowed (1 or 0), retry after ms, how far tat is ahead of now in ms}.
+/// request; a request is allowed while it is at most a burst ahead of now. Several limits
+/// (a user's and their agency's) are judged together, atomically: the request counts
+/// against all of them or, if any refuses, against none (a user over their own limit does
+/// not use up their agency's). KEYS: the limits; ARGV: the burst, then each key's interval.
+/// Answers, per key, {allowed (1 or 0), retry after ms, how far tat is ahead of now in ms}.
 fn gcra() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| {
@@ -81,16 +84,26 @@ fn gcra() -> &'static Script {
             r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local next_tat = tat + interval
-if next_tat - burst > now then
-  return {0, math.ceil(next_tat - burst - now), math.ceil(tat - now)}
+local burst = tonumber(ARGV[1])
+local out, next_tats, all = {}, {}, true
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local next_tat = tat + tonumber(ARGV[i + 1])
+  next_tats[i] = next_tat
+  if next_tat - burst > now then
+    all = false
+    table.insert(out, 0); table.insert(out, math.ceil(next_tat - burst - now)); table.insert(out, math.ceil(tat - now))
+  else
+    table.insert(out, 1); table.insert(out, 0); table.insert(out, math.ceil(next_tat - now))
+  end
 end
-redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil(next_tat - now) + 1000)
-return {1, 0, math.ceil(next_tat - now)}
+if all then
+  for i, key in ipairs(KEYS) do
+    redis.call('SET', key, tostring(next_tats[i]), 'PX', math.ceil(next_tats[i] - now) + 1000)
+  end
+end
+return out
 ",
         )
     })
@@ -119,6 +132,11 @@ impl Admission {
             reset_secs: u64::try_from(busy_ms.max(0)).unwrap_or(0).div_ceil(1000),
         }
     }
+}
+
+/// The spacing of requests under a limit of `per_minute` a minute.
+pub fn interval_ms(per_minute: u32) -> f64 {
+    60_000.0 / f64::from(per_minute.max(1))
 }
 
 pub struct Sessions {
@@ -350,25 +368,35 @@ impl Sessions {
             || session.as_deref() == Some("1"))
     }
 
-    /// One request against the limit `key` allows `per_minute` requests a minute, in bursts
-    /// of up to a minute's worth: GCRA (the generic cell rate algorithm) in one Lua script,
-    /// atomic and on Redis's clock, so every gateway replica counts the same requests.
-    pub async fn admit(&self, key: &str, per_minute: u32) -> Result<Admission, SessionError> {
-        let key = format!("{}rate:{key}", self.prefix);
-        let interval_ms = 60_000.0 / f64::from(per_minute.max(1));
+    /// One request against the limits `(key, per_minute)`, each allowing `per_minute`
+    /// requests a minute in bursts of up to a minute's worth: GCRA (the generic cell rate
+    /// algorithm) in one Lua script, atomic and on Redis's clock, so every gateway replica
+    /// counts the same requests; one round trip however many limits. Answers one admission
+    /// per limit, in order. (One Redis, not a cluster: the keys share no hash slot.)
+    pub async fn admit(&self, limits: &[(String, u32)]) -> Result<Vec<Admission>, SessionError> {
         let mut conn = self.conn().await?;
-        let (allowed, retry_after_ms, busy_ms): (i64, i64, i64) = gcra()
-            .key(key)
-            .arg(interval_ms)
-            .arg(BURST_MS)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(Admission::new(
-            allowed == 1,
-            retry_after_ms,
-            busy_ms,
-            interval_ms,
-        ))
+        let mut invocation = gcra().prepare_invoke();
+        invocation.arg(BURST_MS);
+        for (key, per_minute) in limits {
+            invocation
+                .key(format!("{}rate:{key}", self.prefix))
+                .arg(interval_ms(*per_minute));
+        }
+        let answer: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+        if answer.len() != limits.len() * 3 {
+            return Err(SessionError(format!(
+                "the rate-limit script answered {} numbers for {} limits",
+                answer.len(),
+                limits.len()
+            )));
+        }
+        Ok(answer
+            .chunks_exact(3)
+            .zip(limits)
+            .map(|(a, (_, per_minute))| {
+                Admission::new(a[0] == 1, a[1], a[2], interval_ms(*per_minute))
+            })
+            .collect())
     }
 
     /// Counts an event in a one-minute window; answers the count so far.

@@ -66,12 +66,11 @@ pub async fn agency_suspended(pool: &sqlx::PgPool, agency: &str) -> Result<bool,
     let Ok(id) = Uuid::parse_str(agency) else {
         return Ok(false);
     };
-    let mut tx = crate::tenancy::begin(pool, crate::tenancy::Scope::All).await?;
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM agencies WHERE id = $1")
+    // One round trip, outside any transaction (migration 0016): it runs on every request.
+    sqlx::query_scalar("SELECT eriop_agency_suspended($1)")
         .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    Ok(status.as_deref() == Some("suspended"))
+        .fetch_one(pool)
+        .await
 }
 
 pub const AGENCY_SUSPENDED: &str =
