@@ -17,6 +17,7 @@ mod downlink;
 pub mod fundamentum;
 pub mod ingest;
 mod link;
+pub mod metrics;
 mod pipeline;
 pub mod registry;
 pub mod simulator;
@@ -58,6 +59,8 @@ pub enum BridgeError {
     DatabaseUrl(String),
     #[error("ERIOP_NATS_URL is not usable ({0})")]
     NatsUrl(String),
+    #[error("{0}")]
+    OpsPort(String),
 }
 
 /// What the bridge did, for tests and operators.
@@ -71,6 +74,8 @@ pub struct BridgeStatus {
     last_message_ms: AtomicU64,
     up: std::sync::atomic::AtomicBool,
     retries: AtomicU64,
+    /// The same story for Prometheus (`/metrics` on the operations port).
+    pub metrics: metrics::BridgeMetrics,
 }
 
 impl BridgeStatus {
@@ -107,6 +112,7 @@ impl BridgeStatus {
 
     fn record_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+        self.metrics.retries.inc();
     }
 
     fn record_attempt(&self) {
@@ -117,14 +123,18 @@ impl BridgeStatus {
         }
     }
 
-    fn record_group(&self, messages: usize) {
+    fn record_group(&self, messages: usize, acked: usize) {
+        self.metrics.acked.inc_by(acked as u64);
         self.groups.fetch_add(1, Ordering::Relaxed);
         self.messages.fetch_add(messages as u64, Ordering::Relaxed);
         let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
         self.last_message_ms.store(now, Ordering::Relaxed);
     }
 
-    fn record_output(&self, samples: usize, dead: usize) {
+    fn record_output(&self, samples: usize, dead: usize, published: usize) {
+        self.metrics.samples.inc_by(samples as u64);
+        self.metrics.dead_lettered.inc_by(dead as u64);
+        self.metrics.published.inc_by(published as u64);
         self.samples.fetch_add(samples as u64, Ordering::Relaxed);
         self.dead_lettered.fetch_add(dead as u64, Ordering::Relaxed);
     }
@@ -149,6 +159,8 @@ pub struct Bridge {
     limits: pipeline::Limits,
     registry_ttl: Duration,
     status: Arc<BridgeStatus>,
+    nats: async_nats::Client,
+    ops: tokio::net::TcpListener,
 }
 
 fn millis(secs: u64) -> i64 {
@@ -239,10 +251,15 @@ impl Bridge {
             .await
             .map_err(|e| BridgeError::NatsUrl(e.to_string()))?;
         let js = connect::jetstream(
-            nats,
+            nats.clone(),
             Duration::from_millis(settings.nats_request_timeout_ms),
         );
+        let ops = eriop_nats::metrics::bind("ERIOP_BRIDGE_OPS_ADDR", &settings.bridge_ops_addr)
+            .await
+            .map_err(BridgeError::OpsPort)?;
         Ok(Self {
+            nats,
+            ops,
             options,
             share_group: settings.mqtt_share_group.clone(),
             receive_maximum: settings.mqtt_receive_maximum.max(1),
@@ -273,8 +290,38 @@ impl Bridge {
         self.status.clone()
     }
 
+    /// Where the operations port listens (`/metrics`, `/health/live`, `/health/ready`).
+    pub fn ops_addr(&self) -> Option<std::net::SocketAddr> {
+        self.ops.local_addr().ok()
+    }
+
+    /// The operations port: ready while the MQTT link is up and NATS connected.
+    fn ops_router(&self) -> axum::Router {
+        let registry = Arc::new(self.status.metrics.registry());
+        let status = self.status.clone();
+        let nats = self.nats.clone();
+        eriop_nats::metrics::router(
+            registry,
+            Arc::new(|| Box::pin(async {})),
+            Arc::new(move || {
+                let up = status.is_up();
+                let connected = nats.connection_state() == async_nats::connection::State::Connected;
+                Box::pin(async move {
+                    match (up, connected) {
+                        (true, true) => Ok(()),
+                        (false, _) => Err("the MQTT link is down".to_owned()),
+                        (true, false) => Err("NATS is not connected".to_owned()),
+                    }
+                })
+            }),
+        )
+    }
+
     /// Runs until `shutdown`.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) {
+        // Built before `self` is taken apart below.
+        let ops_router = self.ops_router();
+        let ops = eriop_nats::metrics::serve(self.ops, ops_router);
         let (client, mut eventloop) =
             AsyncClient::new(self.options, usize::from(self.receive_maximum) * 2);
         // Unbounded on purpose: the loop that polls the MQTT connection must never wait for
@@ -292,6 +339,7 @@ impl Bridge {
             let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
             let mut connected_at: Option<Instant> = None;
             let mut attempting = true;
+            let mut connects: u64 = 0;
             loop {
                 if attempting {
                     status.record_attempt();
@@ -302,6 +350,11 @@ impl Bridge {
                         connected_at = Some(Instant::now());
                         state.send_replace(true);
                         status.up.store(true, Ordering::Relaxed);
+                        status.metrics.link_up.set(1);
+                        if connects > 0 {
+                            status.metrics.reconnects.inc();
+                        }
+                        connects += 1;
                         tracing::info!("MQTT link up");
                         // Subscribing again is harmless when the session kept them.
                         if let Err(e) = subscriber.subscribe_many(filters.clone()).await {
@@ -309,6 +362,7 @@ impl Bridge {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        status.metrics.received.inc();
                         if incoming_tx.send(publish).is_err() {
                             return;
                         }
@@ -316,6 +370,7 @@ impl Bridge {
                     Ok(_) => {}
                     Err(e) => {
                         status.up.store(false, Ordering::Relaxed);
+                        status.metrics.link_up.set(0);
                         if connected_at.take().is_some_and(|t| t.elapsed() >= HEALTHY) {
                             backoff.reset();
                         }
@@ -354,6 +409,7 @@ impl Bridge {
             _ = pipeline.run(incoming_rx) => {}
             _ = downlink => {}
             _ = self.reporter.run() => {}
+            _ = ops => {}
             _ = shutdown => tracing::info!("stopping"),
         }
     }

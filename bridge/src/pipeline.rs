@@ -148,12 +148,16 @@ impl Pipeline {
                     }
                 }
             }
+            let mut acked = 0;
             for publish in &group {
-                if let Err(e) = self.client.ack(publish).await {
-                    tracing::warn!(error = %e, "cannot ack an MQTT message; the broker will send it again");
+                match self.client.ack(publish).await {
+                    Ok(()) => acked += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot ack an MQTT message; the broker will send it again")
+                    }
                 }
             }
-            self.status.record_group(group.len());
+            self.status.record_group(group.len(), acked);
         }
     }
 
@@ -302,13 +306,14 @@ impl Pipeline {
                     .map_err(nats)?,
             );
         }
+        let published = acks.len();
         for ack in
             futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
                 .await
         {
             ack.map_err(nats)?;
         }
-        self.status.record_output(samples, dead);
+        self.status.record_output(samples, dead, published);
         Ok(())
     }
 }

@@ -130,6 +130,7 @@ impl App {
                 settings.rate_limit_per_agency,
                 settings.rate_limit_per_address,
             ),
+            metrics: crate::http::metrics::GatewayMetrics::default(),
         });
         let supervisor = settings.device_supervisor_enabled.then(|| {
             Supervisor::new(

@@ -43,6 +43,7 @@ pub(crate) struct Inner {
     /// The streams (names and sizes), for readiness.
     pub topology: eriop_nats::Topology,
     pub limits: crate::http::limits::Limits,
+    pub metrics: crate::http::metrics::GatewayMetrics,
 }
 
 impl AppState {
@@ -74,6 +75,10 @@ impl AppState {
 
     pub fn roles(&self) -> &RoleCqrs {
         &self.inner.roles
+    }
+
+    pub fn metrics(&self) -> &crate::http::metrics::GatewayMetrics {
+        &self.inner.metrics
     }
 
     pub fn limits(&self) -> &crate::http::limits::Limits {

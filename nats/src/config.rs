@@ -189,6 +189,12 @@ pub struct Settings {
     /// once. 0 publishes one per group of MQTT messages (see bridge/src/activity.rs).
     #[serde(default = "defaults::bridge_activity_interval_ms")]
     pub bridge_activity_interval_ms: u64,
+    /// The bridge's operations port: `/metrics`, `/health/live`, `/health/ready`.
+    #[serde(default = "defaults::bridge_ops_addr")]
+    pub bridge_ops_addr: String,
+    /// The projections' operations port: `/metrics`, `/health/live`, `/health/ready`.
+    #[serde(default = "defaults::projections_ops_addr")]
+    pub projections_ops_addr: String,
     /// How long the bridge trusts what it read of a known device (seconds): a
     /// decommissioning, a registry taken back or an agency suspended reaches it within this.
     #[serde(default = "defaults::bridge_registry_cache_secs")]
@@ -351,6 +357,12 @@ mod defaults {
     }
     pub fn bridge_activity_interval_ms() -> u64 {
         1_000
+    }
+    pub fn bridge_ops_addr() -> String {
+        "0.0.0.0:9101".to_owned()
+    }
+    pub fn projections_ops_addr() -> String {
+        "0.0.0.0:9102".to_owned()
     }
     pub fn bridge_registry_cache_secs() -> u64 {
         30

@@ -3,7 +3,8 @@
 //! DESIGN.md fixes the top level of the workspace, and `nats/` is the one crate that every
 //! service depends on besides `domain`. So besides the JetStream streams as code (its first
 //! job) it carries the few other things all three services must do identically:
-//! configuration, logging, retry backoff and the start-up of TLS.
+//! configuration, logging, retry backoff, the start-up of TLS, and the operations port
+//! (metrics and health) of the services without an API.
 
 pub mod backoff;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod envelope;
 pub mod error;
 pub mod links;
 pub mod logging;
+pub mod metrics;
 pub mod schemas;
 pub mod streams;
 pub mod traffic;

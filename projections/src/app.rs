@@ -1,14 +1,16 @@
 //! Building the projections service: used by `main.rs` and by the end-to-end tests.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use eriop_nats::backoff::Backoff;
-use eriop_nats::{connect, Settings, Topology};
+use eriop_nats::{connect, Settings, Stream, Topology};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 
 use crate::consumer::Consumer;
+use crate::metrics::ProjectionMetrics;
 use crate::telemetry::TelemetryConsumer;
 use crate::ReadModel;
 
@@ -18,12 +20,20 @@ pub enum StartupError {
     DatabaseUrl(String),
     #[error("ERIOP_NATS_URL is not usable ({0})")]
     NatsUrl(String),
+    #[error("{0}")]
+    OpsPort(String),
 }
 
 pub struct App {
     consumers: Vec<Consumer>,
     telemetry: TelemetryConsumer,
     telemetry_pool: PgPool,
+    pool: PgPool,
+    nats: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    topology: Topology,
+    ops: tokio::net::TcpListener,
+    metrics: ProjectionMetrics,
 }
 
 impl App {
@@ -42,11 +52,21 @@ impl App {
             .await
             .map_err(|e| StartupError::NatsUrl(e.to_string()))?;
         let js = connect::jetstream(
-            nats,
+            nats.clone(),
             Duration::from_millis(settings.nats_request_timeout_ms),
         );
         let topology = Topology::from_settings(&settings);
+        let ops =
+            eriop_nats::metrics::bind("ERIOP_PROJECTIONS_OPS_ADDR", &settings.projections_ops_addr)
+                .await
+                .map_err(StartupError::OpsPort)?;
         Ok(Self {
+            pool: pool.clone(),
+            nats,
+            js: js.clone(),
+            topology: topology.clone(),
+            ops,
+            metrics: ProjectionMetrics::default(),
             telemetry: TelemetryConsumer {
                 pool: telemetry_pool.clone(),
                 js: js.clone(),
@@ -71,9 +91,55 @@ impl App {
         })
     }
 
+    /// Where the operations port listens (`/metrics`, `/health/live`, `/health/ready`).
+    pub fn ops_addr(&self) -> Option<std::net::SocketAddr> {
+        self.ops.local_addr().ok()
+    }
+
+    /// The operations port: the lag of every projection, read at each scrape; ready while
+    /// NATS is connected and PostgreSQL answers.
+    fn ops_router(&self) -> axum::Router {
+        let projections: Vec<(&'static str, Stream)> = ReadModel::ALL
+            .into_iter()
+            .map(|m| (m.name(), Stream::Events))
+            .chain([(crate::telemetry::NAME, Stream::Telemetry)])
+            .collect();
+        let projections = Arc::new(projections);
+        let (metrics, js, topology) =
+            (self.metrics.clone(), self.js.clone(), self.topology.clone());
+        let (nats, pool) = (self.nats.clone(), self.pool.clone());
+        eriop_nats::metrics::router(
+            Arc::new(self.metrics.registry()),
+            Arc::new(move || {
+                let (metrics, js, topology, projections) = (
+                    metrics.clone(),
+                    js.clone(),
+                    topology.clone(),
+                    projections.clone(),
+                );
+                Box::pin(async move { metrics.refresh(&js, &topology, &projections).await })
+            }),
+            Arc::new(move || {
+                let (nats, pool) = (nats.clone(), pool.clone());
+                Box::pin(async move {
+                    if nats.connection_state() != async_nats::connection::State::Connected {
+                        return Err("NATS is not connected".to_owned());
+                    }
+                    sqlx::query("SELECT 1")
+                        .execute(&pool)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("PostgreSQL does not answer: {e}"))
+                })
+            }),
+        )
+    }
+
     /// Runs the consumers until `shutdown` completes. Each consumer retries with backoff
     /// after losing NATS or the database, and resumes where its acks stopped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        let ops_router = self.ops_router();
+        let ops = eriop_nats::metrics::serve(self.ops, ops_router);
         let consumers = futures::future::join_all(self.consumers.iter().map(|consumer| async move {
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             loop {
@@ -97,6 +163,7 @@ impl App {
             _ = consumers => {}
             _ = telemetry => {}
             _ = partitions => {}
+            _ = ops => {}
             _ = shutdown => tracing::info!("stopping"),
         }
     }

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod consumer;
 pub mod device_classes;
 pub mod devices;
+pub mod metrics;
 pub mod read_model;
 pub mod rebuild;
 pub mod registries;

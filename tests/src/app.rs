@@ -34,6 +34,10 @@ pub struct TestApp {
     pub relay: Option<Arc<RelayStatus>>,
     /// The running bridge's status (a new one after `restart_bridge`).
     pub bridge: Arc<eriop_bridge::BridgeStatus>,
+    /// The operations ports (`/metrics`, `/health/...`) of the running bridge and
+    /// projections, as base URLs.
+    pub bridge_ops: String,
+    pub projections_ops: String,
     bridge_task: Option<tokio::task::JoinHandle<()>>,
     gateway_task: Option<tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -63,6 +67,8 @@ impl TestApp {
         settings.nats_prefix = unique_prefix();
         settings.redis_key_prefix = format!("{}:", settings.nats_prefix);
         settings.http_addr = "127.0.0.1:0".parse().unwrap();
+        settings.bridge_ops_addr = "127.0.0.1:0".to_owned();
+        settings.projections_ops_addr = "127.0.0.1:0".to_owned();
         // The shared Mosquitto on 1883 (development profile: plain MQTT).
         settings.mqtt_client_id = format!("{}-bridge", settings.nats_prefix);
         // Liveness tests watch each message's activity arrive; the coalescing of activity
@@ -98,8 +104,10 @@ impl TestApp {
         let projections = eriop_projections::App::build(settings.clone())
             .await
             .unwrap();
+        let projections_ops = ops_url(projections.ops_addr());
         let bridge = eriop_bridge::Bridge::build(&settings).await.unwrap();
         let bridge_status = bridge.status();
+        let bridge_ops = ops_url(bridge.ops_addr());
         let bridge_task = Some(tokio::spawn(bridge.run_until(std::future::pending())));
         let gateway_task = Some(tokio::spawn(async move {
             let _ = gateway.run_until(std::future::pending()).await;
@@ -129,6 +137,8 @@ impl TestApp {
             db,
             relay,
             bridge: bridge_status,
+            bridge_ops,
+            projections_ops,
             bridge_task,
             gateway_task,
             tasks,
@@ -467,6 +477,7 @@ impl TestApp {
         let projections = eriop_projections::App::build(self.settings.clone())
             .await
             .unwrap();
+        self.projections_ops = ops_url(projections.ops_addr());
         self.tasks
             .push(tokio::spawn(projections.run_until(std::future::pending())));
     }
@@ -475,8 +486,13 @@ impl TestApp {
     pub async fn start_bridge(&mut self) {
         let bridge = eriop_bridge::Bridge::build(&self.settings).await.unwrap();
         self.bridge = bridge.status();
+        self.bridge_ops = ops_url(bridge.ops_addr());
         self.bridge_task = Some(tokio::spawn(bridge.run_until(std::future::pending())));
     }
+}
+
+fn ops_url(addr: Option<std::net::SocketAddr>) -> String {
+    format!("http://{}", addr.expect("the operations port is bound"))
 }
 
 impl Drop for TestApp {

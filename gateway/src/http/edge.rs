@@ -1,6 +1,7 @@
 //! What happens to every request at the edge: a request id (propagated when the caller sent
 //! a sane one, generated otherwise, echoed in the response), a span carrying it so that every
-//! log line of the request names it, and one access-log line.
+//! log line of the request names it, one access-log line, and its count and latency in
+//! the metrics.
 //!
 //! Hand-written rather than tower-http's request-id layers because an id taken from a client
 //! goes into logs, so it is checked first (printable, short), and because one place doing
@@ -8,11 +9,13 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
+
+use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -27,7 +30,11 @@ fn acceptable(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-pub async fn request_context(mut request: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = request
         .headers()
@@ -57,7 +64,11 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .entry(axum::http::header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let seconds = started.elapsed().as_secs_f64();
+    state
+        .metrics()
+        .request(method.as_str(), &route, status, seconds);
+    let latency_ms = seconds * 1000.0;
     span.in_scope(|| {
         tracing::info!(
             target: "access",

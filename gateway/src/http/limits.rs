@@ -1,7 +1,8 @@
 //! Rate limits at the edge: per user and per agency for calls with a token (checked once the
 //! token is, in the `Caller` extractor), per client address for calls without one (here).
 //! Counted by GCRA in Redis ([`Sessions::admit`]), so every gateway replica enforces one
-//! combined limit; while Redis is unreachable each process enforces the same limits alone
+//! combined limit (a user's and their agency's in one atomic call: a refused request counts
+//! against neither); while Redis is unreachable each process enforces the same limits alone
 //! (governor), and says so in its log. Every answer that a limit counted carries
 //! `RateLimit-Policy` and `RateLimit` (the IETF httpapi draft's structured fields); a refusal
 //! is a 429 problem naming the limit, with `Retry-After`.
@@ -87,22 +88,30 @@ impl Limits {
         }
     }
 
-    /// One request against `policy` for `key` (a user, an agency, an address).
-    async fn admit(&self, state: &AppState, policy: Policy, key: &str) -> Admission {
-        let quota = self.quota(policy);
-        match state
-            .auth()
-            .sessions
-            .admit(&format!("{}:{key}", policy.name()), quota)
-            .await
-        {
-            Ok(admission) => admission,
+    /// One request against each `(policy, key)` (a user, an agency, an address): counted
+    /// against all of them or, if one refuses, against none. One admission per check.
+    async fn admit(&self, state: &AppState, checks: &[(Policy, &str)]) -> Vec<Admission> {
+        let limits: Vec<(String, u32)> = checks
+            .iter()
+            .map(|(policy, key)| (format!("{}:{key}", policy.name()), self.quota(*policy)))
+            .collect();
+        match state.auth().sessions.admit(&limits).await {
+            Ok(admissions) => admissions,
             Err(e) => {
                 let now = chrono::Utc::now().timestamp();
                 if now - self.fallback_logged.swap(now, Ordering::Relaxed) >= 60 {
                     tracing::warn!(error = %e, "rate limits: Redis unreachable, each gateway counts alone until it is back");
                 }
-                self.admit_locally(policy, key)
+                // Alone, in order, stopping at the first refusal (not counted further).
+                let mut admissions = Vec::with_capacity(checks.len());
+                for (policy, key) in checks {
+                    let admission = self.admit_locally(*policy, key);
+                    admissions.push(admission);
+                    if !admission.allowed {
+                        break;
+                    }
+                }
+                admissions
             }
         }
     }
@@ -113,7 +122,7 @@ impl Limits {
             Policy::Agency => &self.local_agency,
             Policy::Address => &self.local_address,
         };
-        let interval_ms = 60_000.0 / f64::from(self.quota(policy));
+        let interval_ms = crate::services::auth::sessions::interval_ms(self.quota(policy));
         match limiter.check_key(&key.to_owned()) {
             Ok(()) => Admission::new(true, 0, 0, interval_ms),
             Err(not_until) => {
@@ -169,14 +178,16 @@ pub async fn admit_caller(
     agency: &str,
 ) -> Result<(), ApiError> {
     let limits = state.limits();
-    for (policy, key) in [(Policy::User, user), (Policy::Agency, agency)] {
-        let admission = limits.admit(state, policy, key).await;
-        let quota = limits.quota(policy);
+    let checks = [(Policy::User, user), (Policy::Agency, agency)];
+    let admissions = limits.admit(state, &checks).await;
+    for ((policy, _), admission) in checks.iter().zip(admissions) {
+        let quota = limits.quota(*policy);
         if let Some(slot) = slot {
-            slot.set(policy, quota, admission);
+            slot.set(*policy, quota, admission);
         }
         if !admission.allowed {
-            return Err(refusal(policy, quota, &admission));
+            state.metrics().refused(policy.name());
+            return Err(refusal(*policy, quota, &admission));
         }
     }
     Ok(())
@@ -218,12 +229,18 @@ pub async fn enforce(State(state): State<AppState>, mut request: Request, next: 
             .map(|c| c.0);
         let address = client_address(&state, peer, request.headers()).to_string();
         let limits = state.limits();
-        let admission = limits.admit(&state, Policy::Address, &address).await;
+        let admission = limits
+            .admit(&state, &[(Policy::Address, &address)])
+            .await
+            .first()
+            .copied()
+            .unwrap_or(Admission::new(true, 0, 0, 1.0));
         let quota = limits.quota(Policy::Address);
         slot.set(Policy::Address, quota, admission);
         if admission.allowed {
             next.run(request).await
         } else {
+            state.metrics().refused(Policy::Address.name());
             refusal(Policy::Address, quota, &admission).into_response()
         }
     } else {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod paging;
 pub mod permission;

@@ -23,6 +23,7 @@ pub fn router(settings: &Settings, state: AppState) -> Result<Router, StartupErr
     let router = Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/metrics", get(super::metrics::serve))
         .route("/.well-known/jwks.json", get(auth::jwks))
         .route(&format!("{api}/openapi.json"), {
             let doc = std::sync::Arc::new(openapi::document(api));
@@ -161,7 +162,10 @@ pub fn router(settings: &Settings, state: AppState) -> Result<Router, StartupErr
             state.clone(),
             super::limits::enforce,
         ))
-        .layer(middleware::from_fn(edge::request_context))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            edge::request_context,
+        ))
         .with_state(state))
 }
 

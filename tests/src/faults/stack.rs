@@ -142,6 +142,9 @@ impl Stack {
             ("ERIOP_REDIS_KEY_PREFIX", format!("{prefix}:")),
             ("ERIOP_SECRET_KEY", secret),
             ("ERIOP_HTTP_ADDR", format!("127.0.0.1:{http_port}")),
+            // Several bridges on one machine: any free operations port each.
+            ("ERIOP_BRIDGE_OPS_ADDR", "127.0.0.1:0".into()),
+            ("ERIOP_PROJECTIONS_OPS_ADDR", "127.0.0.1:0".into()),
             ("ERIOP_MQTT_BROKER_HOST", "127.0.0.1".into()),
             ("ERIOP_MQTT_BROKER_PORT", broker.port.to_string()),
             ("ERIOP_MQTT_USE_TLS", "true".into()),

@@ -12,6 +12,7 @@ mod fundamentum_sdk;
 mod health;
 mod isolation;
 mod logs;
+mod metrics;
 mod migrations;
 mod openapi;
 mod outage;

@@ -77,6 +77,7 @@ async fn throttle_address(
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     if attempts > auth.login_attempts_per_ip_per_minute {
+        state.metrics().refused(what);
         return Err(ApiError::TooManyRequests {
             detail: format!("too many {what} attempts from this address; wait a minute"),
             retry_after_seconds: 60,
