@@ -11,6 +11,17 @@ if ! command -v oathtool >/dev/null; then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq oathtool >/dev/null
 fi
 
+# nginx checks and serves the shipped edge configuration in the edge test (tests/tests/e2e/
+# edge.rs). Installed without starting Debian's own nginx service (policy-rc.d says no).
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  echo "test: installing nginx (not started)" >&2
+  policy=/usr/sbin/policy-rc.d
+  made_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1; fi
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-core >/dev/null
+  if [ "$made_policy" = 1 ]; then rm -f "$policy"; fi
+fi
+
 # PyYAML reads docker-compose.yml in the deployment test (no Docker engine here).
 if ! python3 -c 'import yaml' 2>/dev/null; then
   echo "test: installing PyYAML" >&2

@@ -8,6 +8,7 @@ mod command_path;
 mod deployment;
 mod device_trust;
 mod devices;
+mod edge;
 mod fundamentum_sdk;
 mod health;
 mod isolation;
