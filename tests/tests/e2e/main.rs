@@ -12,6 +12,7 @@ mod edge;
 mod fundamentum_sdk;
 mod health;
 mod isolation;
+mod kubernetes;
 mod logs;
 mod metrics;
 mod migrations;
