@@ -37,6 +37,14 @@ pub async fn run(
     .map_err(|e| e.to_string())?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| e.to_string())?;
+        // The trace of the request that issued the command (the supervisor's header).
+        let trace_id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(eriop_domain::trace::TRACEPARENT))
+            .and_then(|v| eriop_domain::trace::TraceContext::parse(v.as_str()))
+            .map(|t| t.trace_id())
+            .unwrap_or_default();
         match serde_json::from_slice::<DownlinkCommand>(&message.payload) {
             Ok(command) => {
                 client
@@ -52,7 +60,7 @@ pub async fn run(
                     )
                     .await
                     .map_err(|e| e.to_string())?;
-                tracing::info!(device_id = %command.device_id, command_id = command.command_id, "command sent to the device");
+                tracing::info!(device_id = %command.device_id, command_id = command.command_id, trace_id, "command sent to the device");
                 message.ack().await.map_err(|e| e.to_string())?;
             }
             Err(e) => {

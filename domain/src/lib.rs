@@ -12,6 +12,7 @@ pub mod permission;
 pub mod refusal;
 pub mod role;
 pub mod time;
+pub mod trace;
 pub mod user;
 
 pub use builtin_role::BuiltInRole;

@@ -7,8 +7,10 @@
 //! lost database or NATS connection ends the round; the caller retries with backoff, and the
 //! durable consumer resumes where the acks stopped.
 
+use eriop_domain::trace::{TraceContext, TRACEPARENT};
 use eriop_nats::NatsError;
 use std::time::Duration;
+use tracing::Instrument;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use eriop_nats::streams::durable_messages;
@@ -72,6 +74,29 @@ impl Consumer {
     }
 
     async fn handle(&self, message: jetstream::Message) -> Result<(), ConsumerError> {
+        // The trace of the request that caused the event: from the NATS header the relay
+        // set, else from the event's metadata (an event relayed before traces existed has
+        // neither). Every line logged while applying it carries the trace id.
+        let header = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(TRACEPARENT))
+            .map(|v| v.as_str().to_owned());
+        let from_metadata = || {
+            serde_json::from_slice::<serde_json::Value>(&message.payload)
+                .ok()
+                .and_then(|e| e["metadata"][TRACEPARENT].as_str().map(str::to_owned))
+        };
+        let trace_id = header
+            .or_else(from_metadata)
+            .and_then(|t| TraceContext::parse(&t))
+            .map(|t| t.trace_id())
+            .unwrap_or_default();
+        let span = tracing::info_span!("event", projection = self.model.name(), trace_id);
+        self.apply(message).instrument(span).await
+    }
+
+    async fn apply(&self, message: jetstream::Message) -> Result<(), ConsumerError> {
         let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
         let event: StoredEvent = match serde_json::from_slice(&message.payload) {
             Ok(event) => event,
@@ -107,6 +132,13 @@ impl Consumer {
         crate::checkpoint::save(&mut tx, self.model.name(), stream_sequence).await?;
         tx.commit().await?;
         message.ack().await.map_err(nats)?;
+        tracing::info!(
+            event_type = %event.event_type,
+            aggregate_id = %event.aggregate_id,
+            sequence = event.sequence,
+            already = outcome == Outcome::AlreadyApplied,
+            "applied"
+        );
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! What happens to every request at the edge: a request id (propagated when the caller sent
 //! a sane one, generated otherwise, echoed in the response), a span carrying it so that every
-//! log line of the request names it, one access-log line, and its count and latency in
+//! log line of the request names it (and its W3C trace id, taken from `traceparent` or
+//! new), one access-log line, and its count and latency in
 //! the metrics.
 //!
 //! Hand-written rather than tower-http's request-id layers because an id taken from a client
@@ -15,9 +16,22 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use eriop_domain::trace::{TraceContext, TRACEPARENT};
+
 use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The request's trace (W3C Trace Context), for whatever the request's task stores or
+    /// sends: event metadata, NATS headers.
+    static TRACE: TraceContext;
+}
+
+/// The trace of the request being handled on this task, if any.
+pub fn current_trace() -> Option<TraceContext> {
+    TRACE.try_with(|t| *t).ok()
+}
 
 /// The request's id, for handlers (event metadata) and errors.
 #[derive(Debug, Clone)]
@@ -52,8 +66,17 @@ pub async fn request_context(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let span = tracing::info_span!("request", request_id = %id);
-    let mut response = next.run(request).instrument(span.clone()).await;
+    // The caller's trace, one span further; or a new trace.
+    let trace = request
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::root, |parent| parent.child());
+    let span = tracing::info_span!("request", request_id = %id, trace_id = %trace.trace_id());
+    let mut response = TRACE
+        .scope(trace, next.run(request).instrument(span.clone()))
+        .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }

@@ -26,12 +26,20 @@ impl<'a> Audit<'a> {
     /// even in tests that move the domain's clock (lockout, token expiry) by hand.
     pub fn metadata(&self, command: &str) -> HashMap<String, String> {
         let time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
-        HashMap::from([
+        let mut metadata = HashMap::from([
             (metadata::ACTOR.to_owned(), self.actor.to_owned()),
             (metadata::AGENCY_ID.to_owned(), self.agency_id.to_owned()),
             (metadata::REQUEST_ID.to_owned(), self.request_id.to_owned()),
             (metadata::COMMAND.to_owned(), command.to_owned()),
             (metadata::TIME.to_owned(), time),
-        ])
+        ]);
+        // The request's trace travels with the event (the relay puts it in the NATS headers).
+        if let Some(trace) = crate::http::edge::current_trace() {
+            metadata.insert(
+                eriop_domain::trace::TRACEPARENT.to_owned(),
+                trace.to_string(),
+            );
+        }
+        metadata
     }
 }

@@ -209,6 +209,9 @@ impl Relay {
                         event.message_id().as_str(),
                     );
                     headers.insert("Eriop-Event-Type", event.event_type.as_str());
+                    if let Some(trace) = event.metadata.get(eriop_domain::trace::TRACEPARENT) {
+                        headers.insert(eriop_domain::trace::TRACEPARENT, trace.as_str());
+                    }
                     let subject = self
                         .topology
                         .event_subject(&event.aggregate_type, &event.aggregate_id);

@@ -27,3 +27,4 @@ mod streams;
 mod suspension;
 mod talq;
 mod telemetry;
+mod traces;

@@ -54,6 +54,16 @@ impl Supervisor {
             async_nats::header::NATS_MESSAGE_ID,
             downlink.message_id().as_str(),
         );
+        // The command's trace (from the request that issued it) goes on to the bridge.
+        let trace = event
+            .metadata
+            .get(eriop_domain::trace::TRACEPARENT)
+            .and_then(|t| eriop_domain::trace::TraceContext::parse(t))
+            .map(|t| t.child());
+        if let Some(trace) = &trace {
+            headers.insert(eriop_domain::trace::TRACEPARENT, trace.to_string().as_str());
+        }
+        let trace_id = trace.map(|t| t.trace_id()).unwrap_or_default();
         let body = serde_json::to_vec(&downlink).map_err(nats)?;
         let ack = self
             .js
@@ -70,9 +80,9 @@ impl Supervisor {
         if ack.duplicate {
             // The same command again (the supervisor resumed after a crash): JetStream kept
             // the first copy, which is the one the bridge sends.
-            tracing::warn!(device_id = %id, command_id, "command already on COMMANDS (duplicate message id): not forwarded again");
+            tracing::warn!(device_id = %id, command_id, trace_id, "command already on COMMANDS (duplicate message id): not forwarded again");
         } else {
-            tracing::info!(device_id = %id, command_id, "command forwarded to the bridge");
+            tracing::info!(device_id = %id, command_id, trace_id, "command forwarded to the bridge");
         }
         Ok(())
     }
