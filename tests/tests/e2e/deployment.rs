@@ -203,3 +203,96 @@ fn the_compose_file_keeps_each_service_to_what_it_needs() {
     assert!(init.contains("CREATE ROLE eriop_service LOGIN NOSUPERUSER NOBYPASSRLS"));
     assert!(init.contains("IN ROLE eriop_app"));
 }
+
+/// A YAML file of the repository, as JSON (PyYAML, as above).
+fn yaml(relative: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative);
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1])), default=str))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python3 with PyYAML (make test installs it)");
+    assert!(
+        out.status.success(),
+        "{relative}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_observability_profile_scrapes_where_the_services_listen_and_ships_their_logs() {
+    let compose = yaml("docker-compose.yml");
+    let services = &compose["services"];
+    for name in ["prometheus", "loki", "vector", "grafana"] {
+        assert_eq!(services[name]["profiles"][0], "observability", "{name}");
+    }
+    // Prometheus scrapes each service where it listens.
+    let prometheus = yaml("deploy/prometheus/prometheus.yml");
+    let target = |job: &str| -> String {
+        prometheus["scrape_configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["job_name"] == job)
+            .unwrap_or_else(|| panic!("job {job}"))["static_configs"][0]["targets"][0]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let port = |address: &str| address.rsplit(':').next().unwrap().to_owned();
+    let gateway_addr = services["gateway"]["environment"]["ERIOP_HTTP_ADDR"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        target("eriop-gateway"),
+        format!("gateway:{}", port(gateway_addr))
+    );
+    let defaults = eriop_nats::Settings::development().unwrap();
+    assert_eq!(
+        target("eriop-bridge"),
+        format!("bridge:{}", port(&defaults.bridge_ops_addr))
+    );
+    assert_eq!(
+        target("eriop-projections"),
+        format!("projections:{}", port(&defaults.projections_ops_addr))
+    );
+    let mounts = services["prometheus"]["volumes"].to_string();
+    assert!(mounts.contains("./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro"));
+    assert_eq!(prometheus["rule_files"][0], "/etc/prometheus/alerts.yml");
+    // Vector reads Docker's logs (read only) and writes to Loki where Loki listens.
+    let vector = yaml("deploy/vector/vector.yaml");
+    let loki = yaml("deploy/loki/loki.yaml");
+    assert_eq!(
+        vector["sinks"]["loki"]["endpoint"],
+        format!("http://loki:{}", loki["server"]["http_listen_port"])
+    );
+    assert!(services["vector"]["volumes"]
+        .to_string()
+        .contains("/var/run/docker.sock:/var/run/docker.sock:ro"));
+    let condition = vector["transforms"]["eriop_services"]["condition"]
+        .as_str()
+        .unwrap();
+    for service in ["gateway", "projections", "bridge"] {
+        assert!(
+            condition.contains(&format!("\"{service}\"")),
+            "{service} shipped"
+        );
+    }
+    // The services' health checks use their own ports.
+    for (service, addr) in [
+        ("bridge", &defaults.bridge_ops_addr),
+        ("projections", &defaults.projections_ops_addr),
+    ] {
+        let check = services[service]["healthcheck"]["test"].to_string();
+        assert!(
+            check.contains(&format!("127.0.0.1:{}/health/live", port(addr))),
+            "{service}: {check}"
+        );
+    }
+}
