@@ -17,6 +17,10 @@ use crate::state::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What a gateway does while Redis is away (http/limits.rs), as readiness says it.
+pub const REDIS_DOWN: &str =
+    "rate limits are counted by each gateway alone (per-process limits) until Redis is back";
+
 #[derive(Serialize)]
 pub struct Check {
     status: &'static str,
@@ -69,6 +73,11 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         }),
         check(mqtt_link(&state)),
     );
+    let mut redis = redis;
+    if redis.status != "up" {
+        let cause = redis.error.take().unwrap_or_default();
+        redis.error = Some(format!("{cause}; {REDIS_DOWN}"));
+    }
     let checks = BTreeMap::from([
         ("postgres", postgres),
         ("redis", redis),

@@ -171,3 +171,44 @@ async fn a_flood_of_logins_waits_in_a_bounded_queue_or_is_refused_at_once() {
     assert!(busy >= 1, "none of 24 refused");
     assert!(busy < 24, "none checked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_each_gateway_limits_alone_and_readiness_says_so() {
+    let redis = eriop_tests::TcpProxy::start("127.0.0.1:6379").await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let app = TestApp::spawn_with(TestDb::migrated().await, move |s| {
+        s.redis_url = url.into();
+        s.rate_limit_per_address = 5;
+    })
+    .await;
+    redis.cut();
+    // Anonymous calls go on being served, and are still limited: by this process alone.
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let response = app.http.get(app.api("/openapi.json")).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
+    );
+    let ready = eriop_tests::wait::until(
+        "readiness with Redis down",
+        std::time::Duration::from_secs(20),
+        || async {
+            let response = app
+                .http
+                .get(format!("{}/health/ready", app.base))
+                .send()
+                .await
+                .unwrap();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (body["checks"]["redis"]["status"] == "down").then_some(body)
+        },
+    )
+    .await;
+    let error = ready["checks"]["redis"]["error"].as_str().unwrap();
+    assert!(error.contains("per-process limits"), "{error}");
+}

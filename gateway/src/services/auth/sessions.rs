@@ -163,9 +163,16 @@ impl Sessions {
         if let Some(conn) = guard.as_ref() {
             return Ok(conn.clone());
         }
+        // Bounded everywhere: a Redis that stops answering (a dropped link, a full backlog)
+        // must fail a call within a second, so that the gateway falls back to its own limits
+        // and readiness says so, instead of holding every request.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(1))
+            .set_number_of_retries(1);
         let conn = tokio::time::timeout(
             Duration::from_secs(2),
-            ConnectionManager::new(self.client.clone()),
+            ConnectionManager::new_with_config(self.client.clone(), config),
         )
         .await
         .map_err(|_| SessionError("no answer within 2 s".into()))??;
