@@ -131,6 +131,7 @@ impl App {
                 settings.rate_limit_per_address,
             ),
             metrics: crate::http::metrics::GatewayMetrics::default(),
+            agency_device_quota: settings.agency_device_quota,
         });
         let supervisor = settings.device_supervisor_enabled.then(|| {
             Supervisor::new(

@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub topology: eriop_nats::Topology,
     pub limits: crate::http::limits::Limits,
     pub metrics: crate::http::metrics::GatewayMetrics,
+    /// Live devices an agency may have unless it has its own quota (ERIOP_AGENCY_DEVICE_QUOTA).
+    pub agency_device_quota: u32,
 }
 
 impl AppState {
@@ -75,6 +77,10 @@ impl AppState {
 
     pub fn roles(&self) -> &RoleCqrs {
         &self.inner.roles
+    }
+
+    pub fn agency_device_quota(&self) -> u32 {
+        self.inner.agency_device_quota
     }
 
     pub fn metrics(&self) -> &crate::http::metrics::GatewayMetrics {

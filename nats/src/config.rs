@@ -99,6 +99,10 @@ pub struct Settings {
     /// requests, health, the document).
     #[serde(default = "defaults::rate_limit_per_address")]
     pub rate_limit_per_address: u32,
+    /// The most live devices an agency may have, unless a platform administrator set the
+    /// agency's own (`PATCH /api/v1/agencies/{id}` with `device_quota`).
+    #[serde(default = "defaults::agency_device_quota")]
+    pub agency_device_quota: u32,
     /// Password hashes (argon2id) computed at once; more wait in a queue of this many per
     /// worker, and past it are refused at once with 429 and Retry-After.
     #[serde(default = "defaults::password_hash_queue")]
@@ -287,6 +291,9 @@ mod defaults {
     }
     pub fn rate_limit_per_agency() -> u32 {
         12_000
+    }
+    pub fn agency_device_quota() -> u32 {
+        100_000
     }
     pub fn rate_limit_per_address() -> u32 {
         600

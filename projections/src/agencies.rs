@@ -34,19 +34,23 @@ pub async fn apply(
         .await?
         .rows_affected(),
         other => {
-            let (name, status, mfa_required) = match other {
-                AgencyEvent::AgencyRenamed { name } => (Some(name), None, None),
-                AgencyEvent::AgencySuspended => (None, Some("suspended"), None),
-                AgencyEvent::AgencyReactivated => (None, Some("active"), None),
+            let (name, status, mfa_required, device_quota) = match other {
+                AgencyEvent::AgencyRenamed { name } => (Some(name), None, None, None),
+                AgencyEvent::AgencySuspended => (None, Some("suspended"), None, None),
+                AgencyEvent::AgencyReactivated => (None, Some("active"), None, None),
                 AgencyEvent::AgencyMfaRequirementChanged { required } => {
-                    (None, None, Some(required))
+                    (None, None, Some(required), None)
                 }
-                AgencyEvent::AgencyCreated { .. } => (None, None, None),
+                AgencyEvent::AgencyDeviceQuotaSet { devices } => {
+                    (None, None, None, Some(i64::from(devices)))
+                }
+                AgencyEvent::AgencyCreated { .. } => (None, None, None, None),
             };
             sqlx::query(
                 "UPDATE agencies
                     SET name = coalesce($2, name), status = coalesce($3, status),
                         mfa_required = coalesce($6, mfa_required),
+                        device_quota = coalesce($7, device_quota),
                         updated_at = $4, version = $5
                   WHERE id = $1 AND version = $5 - 1",
             )
@@ -56,6 +60,7 @@ pub async fn apply(
             .bind(at)
             .bind(event.sequence)
             .bind(mfa_required)
+            .bind(device_quota)
             .execute(&mut *conn)
             .await?
             .rows_affected()

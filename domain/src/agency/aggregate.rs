@@ -42,6 +42,8 @@ pub struct Agency {
     status: Option<AgencyStatus>,
     #[serde(default)]
     mfa_required: bool,
+    #[serde(default)]
+    device_quota: Option<u32>,
 }
 
 impl Agency {
@@ -80,6 +82,7 @@ impl Agency {
                 name,
                 status,
                 mfa_required,
+                device_quota,
             } => {
                 let current = self.existing_status()?;
                 let mut events: Vec<AgencyEvent> =
@@ -95,6 +98,9 @@ impl Agency {
                 }
                 if let Some(required) = mfa_required.filter(|r| *r != self.mfa_required) {
                     events.push(AgencyEvent::AgencyMfaRequirementChanged { required });
+                }
+                if let Some(devices) = device_quota.filter(|q| Some(*q) != self.device_quota) {
+                    events.push(AgencyEvent::AgencyDeviceQuotaSet { devices });
                 }
                 Ok(events)
             }
@@ -139,6 +145,7 @@ impl Aggregate for Agency {
             AgencyEvent::AgencySuspended => self.status = Some(AgencyStatus::Suspended),
             AgencyEvent::AgencyReactivated => self.status = Some(AgencyStatus::Active),
             AgencyEvent::AgencyMfaRequirementChanged { required } => self.mfa_required = required,
+            AgencyEvent::AgencyDeviceQuotaSet { devices } => self.device_quota = Some(devices),
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum AgencyCommand {
         status: Option<AgencyStatus>,
         /// Whether every user of the agency must use MFA.
         mfa_required: Option<bool>,
+        /// The most live devices the agency may have (a platform administrator's decision;
+        /// until one is made, the platform's default, ERIOP_AGENCY_DEVICE_QUOTA).
+        device_quota: Option<u32>,
     },
 }
 

@@ -7,11 +7,22 @@ use crate::AgencyId;
 /// must still load if the naming rules change later.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AgencyEvent {
-    AgencyCreated { id: AgencyId, name: String },
-    AgencyRenamed { name: String },
+    AgencyCreated {
+        id: AgencyId,
+        name: String,
+    },
+    AgencyRenamed {
+        name: String,
+    },
     AgencySuspended,
     AgencyReactivated,
-    AgencyMfaRequirementChanged { required: bool },
+    AgencyMfaRequirementChanged {
+        required: bool,
+    },
+    /// The most live devices the agency may have.
+    AgencyDeviceQuotaSet {
+        devices: u32,
+    },
 }
 
 impl DomainEvent for AgencyEvent {
@@ -22,6 +33,7 @@ impl DomainEvent for AgencyEvent {
             Self::AgencySuspended => "AgencySuspended",
             Self::AgencyReactivated => "AgencyReactivated",
             Self::AgencyMfaRequirementChanged { .. } => "AgencyMfaRequirementChanged",
+            Self::AgencyDeviceQuotaSet { .. } => "AgencyDeviceQuotaSet",
         }
         .to_owned()
     }

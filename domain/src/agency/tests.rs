@@ -78,6 +78,7 @@ fn commands_to_an_unknown_agency_are_refused() {
             name: None,
             status: Some(AgencyStatus::Suspended),
             mfa_required: None,
+            device_quota: None,
         },
     ] {
         AgencyTest::with(())
@@ -119,6 +120,7 @@ fn amending_decides_every_change_together() {
             name: Some(name("Laval 2")),
             status: Some(AgencyStatus::Suspended),
             mfa_required: Some(true),
+            device_quota: None,
         })
         .then_expect_events(vec![
             AgencyEvent::AgencyRenamed {
@@ -137,6 +139,7 @@ fn amending_to_the_current_state_records_nothing() {
             name: Some(name("Laval")),
             status: Some(AgencyStatus::Active),
             mfa_required: Some(false),
+            device_quota: None,
         })
         .then_expect_events(vec![]);
 }
@@ -174,4 +177,25 @@ fn events_are_stored_under_stable_names_and_versions() {
     assert_eq!(AgencyEvent::AgencySuspended.event_version(), "1.0");
     let json = serde_json::to_value(created("x")).unwrap();
     assert_eq!(json["AgencyCreated"]["name"], "x");
+}
+
+#[test]
+fn a_device_quota_is_recorded_once_and_setting_it_again_records_nothing() {
+    let quota = |devices| AgencyCommand::Amend {
+        name: None,
+        status: None,
+        mfa_required: None,
+        device_quota: Some(devices),
+    };
+    AgencyTest::with(())
+        .given(vec![created("City of Laval")])
+        .when(quota(500))
+        .then_expect_events(vec![AgencyEvent::AgencyDeviceQuotaSet { devices: 500 }]);
+    AgencyTest::with(())
+        .given(vec![
+            created("City of Laval"),
+            AgencyEvent::AgencyDeviceQuotaSet { devices: 500 },
+        ])
+        .when(quota(500))
+        .then_expect_events(vec![]);
 }

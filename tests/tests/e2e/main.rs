@@ -18,6 +18,7 @@ mod metrics;
 mod migrations;
 mod openapi;
 mod outage;
+mod quotas;
 mod rate_limits;
 mod rebuild;
 mod relay;

@@ -28,6 +28,8 @@ pub struct AgencyView {
     pub status: String,
     /// Every user of the agency must use MFA.
     pub mfa_required: bool,
+    /// The most live devices the agency may have; null: the platform's default.
+    pub device_quota: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The number of events applied; a client may compare it to detect changes.
@@ -53,6 +55,9 @@ pub struct PatchAgency {
     status: Option<AgencyStatus>,
     #[serde(default)]
     mfa_required: Option<bool>,
+    /// Set by whoever may manage agencies (platform administrators).
+    #[serde(default)]
+    device_quota: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -61,6 +66,9 @@ struct Page {
     limit: i64,
     offset: i64,
 }
+
+/// Larger than any agency's fleet: a typo (an extra zero or three) is refused, not stored.
+const MAX_DEVICE_QUOTA: u32 = 10_000_000;
 
 fn parse_name(raw: &str) -> Result<AgencyName, ApiError> {
     AgencyName::parse(raw).map_err(|e| ApiError::validation("name", e.to_string()))
@@ -101,7 +109,7 @@ pub async fn list(
     // Agencies are the platform's: a caller with agencies:manage sees them all.
     let mut tx = allowed.platform().begin().await?;
     let items = sqlx::query_as::<_, AgencyView>(
-        "SELECT id, name, status, mfa_required, created_at, updated_at, version
+        "SELECT id, name, status, mfa_required, device_quota, created_at, updated_at, version
            FROM agencies ORDER BY created_at, id LIMIT $1 OFFSET $2",
     )
     .bind(limit)
@@ -132,13 +140,24 @@ pub async fn patch(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<PatchAgency>,
 ) -> Result<Response, ApiError> {
-    if body.name.is_none() && body.status.is_none() && body.mfa_required.is_none() {
+    if body.name.is_none()
+        && body.status.is_none()
+        && body.mfa_required.is_none()
+        && body.device_quota.is_none()
+    {
         return Err(ApiError::Validation {
-            detail: "nothing to change: give `name`, `status`, `mfa_required`".into(),
+            detail: "nothing to change: give `name`, `status`, `mfa_required`, `device_quota`"
+                .into(),
             errors: Vec::new(),
         });
     }
     let name = body.name.as_deref().map(parse_name).transpose()?;
+    if body.device_quota.is_some_and(|q| q > MAX_DEVICE_QUOTA) {
+        return Err(ApiError::validation(
+            "device_quota",
+            format!("at most {MAX_DEVICE_QUOTA} devices"),
+        ));
+    }
     let id = AgencyId::from_uuid(id);
     // Suspending the agency one is signed in to would lock out the caller (and, for the
     // platform agency, every platform administrator) with no one left to reactivate it.
@@ -151,6 +170,7 @@ pub async fn patch(
         name,
         status: body.status,
         mfa_required: body.mfa_required,
+        device_quota: body.device_quota,
     };
     let stored = execute(&state, &allowed.caller, id, command, &request_id).await?;
     let platform = allowed.platform();
@@ -191,7 +211,7 @@ fn not_found(id: Uuid) -> ApiError {
 async fn fetch(platform: &PlatformScope, id: Uuid) -> Result<Option<AgencyView>, ApiError> {
     let mut tx = platform.begin().await?;
     Ok(sqlx::query_as::<_, AgencyView>(
-        "SELECT id, name, status, mfa_required, created_at, updated_at, version FROM agencies WHERE id = $1",
+        "SELECT id, name, status, mfa_required, device_quota, created_at, updated_at, version FROM agencies WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *tx)

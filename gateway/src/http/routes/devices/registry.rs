@@ -101,6 +101,37 @@ pub async fn register_one(
         ));
     }
     let id = Uuid::now_v7();
+    // The agency's device quota and the reservation of the identity, in one transaction that
+    // holds the agency's quota lock: concurrent registrations (a bulk file's rows, two
+    // administrators) are counted one after the other, so none goes past the quota.
+    let mut tx = scope.begin().await.map_err(Refusal::Failed)?;
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('eriop-device-quota:' || $1::text, 0))",
+    )
+    .bind(agency_id.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::from)?;
+    // Live devices: their identities are reserved until they are decommissioned; counted
+    // through the registries the agency holds.
+    let (live, quota): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM device_identities d JOIN registries r USING (registry)
+                  WHERE r.agency_id = $1),
+                coalesce((SELECT device_quota FROM agencies WHERE id = $1), $2)",
+    )
+    .bind(agency_id.as_uuid())
+    .bind(i64::from(state.agency_device_quota()))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(ApiError::from)?;
+    if live >= quota {
+        return Err(Refusal::Failed(ApiError::TooManyRequests {
+            detail: format!(
+                "over the agency's device quota of {quota} live devices (device_quota; the platform's default is ERIOP_AGENCY_DEVICE_QUOTA): decommission devices, or ask a platform administrator for a larger quota"
+            ),
+            retry_after_seconds: 3600,
+        }));
+    }
     let reserved = sqlx::query(
         "INSERT INTO device_identities (registry, serial, device_id) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING",
@@ -108,10 +139,11 @@ pub async fn register_one(
     .bind(&fundamentum.registry)
     .bind(&fundamentum.serial)
     .bind(id)
-    .execute(state.pool())
+    .execute(&mut *tx)
     .await
     .map_err(ApiError::from)?
     .rows_affected();
+    tx.commit().await.map_err(ApiError::from)?;
     if reserved == 0 {
         return Err(Refusal::Taken(RowError::new(
             "registry/serial",

@@ -1,0 +1,88 @@
+//! Per-agency quotas (issue 14): a platform administrator sets an agency's device quota; past
+//! it a registration answers 429 naming the quota, a bulk file registers what fits, and a
+//! decommissioned device frees its place. An agency's own administrator cannot raise it.
+
+use eriop_tests::TestApp;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::devices::{create_class, register};
+
+async fn register_raw(app: &TestApp, class: &str, serial: &str) -> reqwest::Response {
+    app.request(Method::POST, "/devices")
+        .json(&json!({"class_id": class, "registry": "reg-quota", "serial": serial, "name": format!("Pole {serial}")}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agency_over_its_device_quota_gets_429_naming_the_quota() {
+    let app = TestApp::spawn().await;
+    let agency = app.admin_agency.clone();
+    let set = app.patch_agency(&agency, json!({"device_quota": 2})).await;
+    assert_eq!(set.status(), 200, "{:?}", set.text().await);
+    assert_eq!(app.agency(&agency).await["device_quota"], 2);
+    let class = create_class(&app, 600).await;
+    let first = register(&app, &class, "reg-quota", "SN-1").await;
+    register(&app, &class, "reg-quota", "SN-2").await;
+
+    let third = register_raw(&app, &class, "SN-3").await;
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    let problem: Value = third.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("device quota of 2"), "{detail}");
+
+    // A bulk file: nothing fits, each row says why; the identities stay free.
+    let bulk = app
+        .request(Method::POST, "/devices/bulk")
+        .json(&json!([
+            {"class_id": class, "registry": "reg-quota", "serial": "SN-4", "name": "Pole 4"},
+            {"class_id": class, "registry": "reg-quota", "serial": "SN-5", "name": "Pole 5"},
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let report: Value = bulk.json().await.unwrap();
+    assert_eq!(report["registered"], 0, "{report}");
+    assert_eq!(report["failed"], 2, "{report}");
+    assert!(report.to_string().contains("device quota"), "{report}");
+
+    // Decommissioning frees a place.
+    let gone = app
+        .request(Method::DELETE, &format!("/devices/{first}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(gone.status().is_success(), "{:?}", gone.status());
+    assert_eq!(register_raw(&app, &class, "SN-3").await.status(), 201);
+
+    // The quota is audited like every change.
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'AgencyDeviceQuotaSet'",
+    )
+    .bind(&agency)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 1);
+
+    // An agency's own administrator cannot change quotas (agencies:manage is the platform's).
+    let (other, token) = app
+        .admin_of_new_agency("Quota-bound", "quota.admin@eriop.test")
+        .await;
+    let raised = app
+        .http
+        .patch(app.api(&format!("/agencies/{other}")))
+        .bearer_auth(&token)
+        .json(&json!({"device_quota": 1000000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raised.status(), 403);
+    let refused = app
+        .patch_agency(&other, json!({"device_quota": 20_000_000}))
+        .await;
+    assert_eq!(refused.status(), 422);
+}
