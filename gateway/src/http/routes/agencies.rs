@@ -57,7 +57,7 @@ pub struct PatchAgency {
     mfa_required: Option<bool>,
     /// Set by whoever may manage agencies (platform administrators).
     #[serde(default)]
-    device_quota: Option<u32>,
+    device_quota: Option<crate::http::whole::Whole<u32>>,
 }
 
 #[derive(Serialize)]
@@ -152,7 +152,9 @@ pub async fn patch(
         });
     }
     let name = body.name.as_deref().map(parse_name).transpose()?;
-    if body.device_quota.is_some_and(|q| q > MAX_DEVICE_QUOTA) {
+    // A JSON number with no fraction (`1231.0` is an integer to JSON Schema, as documented).
+    let device_quota = body.device_quota.map(|q| q.0);
+    if device_quota.is_some_and(|q| q > MAX_DEVICE_QUOTA) {
         return Err(ApiError::validation(
             "device_quota",
             format!("at most {MAX_DEVICE_QUOTA} devices"),
@@ -170,7 +172,7 @@ pub async fn patch(
         name,
         status: body.status,
         mfa_required: body.mfa_required,
-        device_quota: body.device_quota,
+        device_quota,
     };
     let stored = execute(&state, &allowed.caller, id, command, &request_id).await?;
     let platform = allowed.platform();
