@@ -121,8 +121,12 @@ struct Edge {
 }
 
 impl Drop for Edge {
+    /// SIGTERM, not SIGKILL: nginx's master then stops its workers (killed, it leaves them
+    /// running, orphaned).
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
