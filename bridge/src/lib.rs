@@ -19,6 +19,7 @@ pub mod ingest;
 mod link;
 pub mod metrics;
 mod pipeline;
+mod quota;
 pub mod registry;
 pub mod simulator;
 
@@ -280,6 +281,7 @@ impl Bridge {
                     settings.bridge_device_burst,
                 ),
                 activity_interval_ms: settings.bridge_activity_interval_ms,
+                agency_telemetry_per_second: settings.agency_telemetry_per_second,
             },
             registry_ttl: Duration::from_secs(settings.bridge_registry_cache_secs),
             status,

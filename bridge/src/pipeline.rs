@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use crate::activity::Coalescer;
 use crate::fundamentum::{self, Kind};
 use crate::ingest::{self, Output, Rules};
+use crate::quota::AgencyQuotas;
 use crate::registry::Registry;
 use crate::BridgeStatus;
 
@@ -38,6 +39,8 @@ pub struct Limits {
     pub device_rate: (u32, u32),
     /// At most one activity message per device this often (ms; 0: every group).
     pub activity_interval_ms: u64,
+    /// Telemetry messages a second an agency may send unless it has its own quota.
+    pub agency_telemetry_per_second: u32,
 }
 
 pub struct Pipeline {
@@ -47,6 +50,16 @@ pub struct Pipeline {
     pub registry: Registry,
     pub limits: Limits,
     pub status: Arc<BridgeStatus>,
+}
+
+/// What the limits said of one message of a group, judged once whatever the group's retries
+/// (a retried group must not count its messages twice).
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    /// Not yet counted against its agency's quota (the agency is known after the lookup).
+    Unjudged,
+    Passed,
+    Refused(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +117,7 @@ impl DeviceRate {
 impl Pipeline {
     pub async fn run(mut self, mut incoming: mpsc::UnboundedReceiver<Publish>) {
         let rate = DeviceRate::new(self.limits.device_rate);
+        let mut quotas = AgencyQuotas::new(self.limits.agency_telemetry_per_second);
         let mut activity = Coalescer::new(self.limits.activity_interval_ms);
         let idle = Duration::from_millis(self.limits.activity_interval_ms.max(1));
         let mut groups: u64 = 0;
@@ -129,9 +143,12 @@ impl Pipeline {
                 }
             }
             // Judged once per message, before any retry of the group.
-            let over_rate: Vec<Option<String>> = group
+            let mut verdicts: Vec<Verdict> = group
                 .iter()
-                .map(|p| rate.refusal(&String::from_utf8_lossy(&p.topic)))
+                .map(|p| {
+                    rate.refusal(&String::from_utf8_lossy(&p.topic))
+                        .map_or(Verdict::Unjudged, Verdict::Refused)
+                })
                 .collect();
             groups += 1;
             if groups.is_multiple_of(1024) {
@@ -139,7 +156,10 @@ impl Pipeline {
             }
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             loop {
-                match self.commit(&group, &over_rate, &mut activity).await {
+                match self
+                    .commit(&group, &mut verdicts, &mut quotas, &mut activity)
+                    .await
+                {
                     Ok(()) => break,
                     Err(e) => {
                         self.status.record_retry();
@@ -164,18 +184,20 @@ impl Pipeline {
     async fn commit(
         &mut self,
         group: &[Publish],
-        over_rate: &[Option<String>],
+        verdicts: &mut [Verdict],
+        quotas: &mut AgencyQuotas,
         coalescer: &mut Coalescer,
     ) -> Result<(), Retry> {
         let now = chrono::Utc::now().timestamp_millis();
         let mut out = Output::default();
-        for (publish, over) in group.iter().zip(over_rate) {
+        for (publish, verdict) in group.iter().zip(verdicts.iter_mut()) {
             let topic = String::from_utf8_lossy(&publish.topic);
-            if let Some(reason) = over {
+            if let Verdict::Refused(reason) = verdict {
                 out.dead_letter(reason.clone(), &topic, &publish.payload);
                 continue;
             }
-            self.adapt(publish, &topic, now, &mut out).await?;
+            self.adapt(publish, &topic, now, verdict, quotas, &mut out)
+                .await?;
         }
         let heard = std::mem::take(&mut out.activity);
         let mut activity: Vec<DeviceActivity> = heard
@@ -213,6 +235,8 @@ impl Pipeline {
         publish: &Publish,
         topic: &str,
         now: i64,
+        verdict: &mut Verdict,
+        quotas: &mut AgencyQuotas,
         out: &mut Output,
     ) -> Result<(), Retry> {
         let version = publish.properties.as_ref().and_then(|p| {
@@ -244,6 +268,20 @@ impl Pipeline {
                     .await?;
                 slot.insert(device);
             }
+        }
+        // The agency's telemetry quota, once the device (so its agency) is known.
+        let counted = !matches!(decoded.message, ingest::Message::Reply { .. });
+        if let (Verdict::Unjudged, Some(Some(device)), true) =
+            (&*verdict, known.get(&decoded.id.serial), counted)
+        {
+            *verdict = match quotas.refusal(device.agency_id, device.telemetry_quota) {
+                Some(reason) => Verdict::Refused(reason),
+                None => Verdict::Passed,
+            };
+        }
+        if let Verdict::Refused(reason) = verdict {
+            out.dead_letter(reason.clone(), topic, &publish.payload);
+            return Ok(());
         }
         let resolve = |serial: &str| known.get(serial).cloned().flatten();
         ingest::adapt(decoded, topic, &publish.payload, now, &resolve, out);

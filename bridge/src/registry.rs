@@ -22,7 +22,12 @@ pub struct DeviceInfo {
     pub functions: Vec<FunctionDesc>,
     /// Its agency is suspended: its messages go to `DLQ` until reactivation.
     pub suspended: bool,
+    /// Its agency's own telemetry quota (messages a second), if a platform administrator set one.
+    pub telemetry_quota: Option<u32>,
 }
+
+/// A registry row: device id, agency id, functions, agency suspended, agency's telemetry quota.
+type Row = (Uuid, Uuid, Json<Vec<FunctionDesc>>, bool, Option<i64>);
 
 pub struct Registry {
     pool: PgPool,
@@ -53,8 +58,9 @@ impl Registry {
         // The bridge serves every agency.
         let mut tx = eriop_nats::db::begin(&self.pool, eriop_nats::db::Scope::All).await?;
         // The device counts only while its registry belongs to its agency (DESIGN.md rule 7).
-        let row: Option<(Uuid, Uuid, Json<Vec<FunctionDesc>>, bool)> = sqlx::query_as(
-            "SELECT d.id, d.agency_id, d.functions, coalesce(a.status = 'suspended', false)
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT d.id, d.agency_id, d.functions, coalesce(a.status = 'suspended', false),
+                    a.telemetry_quota
                FROM devices d
                JOIN registries r ON r.registry = d.registry AND r.agency_id = d.agency_id
                LEFT JOIN agencies a ON a.id = d.agency_id
@@ -66,12 +72,13 @@ impl Registry {
         .await?;
         tx.commit().await?;
         Ok(match row {
-            Some((id, agency_id, Json(functions), suspended)) => {
+            Some((id, agency_id, Json(functions), suspended, quota)) => {
                 let info = DeviceInfo {
                     id,
                     agency_id,
                     functions,
                     suspended,
+                    telemetry_quota: quota.and_then(|q| u32::try_from(q).ok()),
                 };
                 self.cache.insert(key, (info.clone(), Instant::now()));
                 Some(info)

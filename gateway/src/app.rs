@@ -132,6 +132,7 @@ impl App {
             ),
             metrics: crate::http::metrics::GatewayMetrics::default(),
             agency_device_quota: settings.agency_device_quota,
+            agency_commands_per_minute: settings.agency_commands_per_minute,
         });
         let supervisor = settings.device_supervisor_enabled.then(|| {
             Supervisor::new(

@@ -46,6 +46,9 @@ pub(crate) struct Inner {
     pub metrics: crate::http::metrics::GatewayMetrics,
     /// Live devices an agency may have unless it has its own quota (ERIOP_AGENCY_DEVICE_QUOTA).
     pub agency_device_quota: u32,
+    /// Device commands an agency may send a minute unless it has its own quota
+    /// (ERIOP_AGENCY_COMMANDS_PER_MINUTE).
+    pub agency_commands_per_minute: u32,
 }
 
 impl AppState {
@@ -81,6 +84,10 @@ impl AppState {
 
     pub fn agency_device_quota(&self) -> u32 {
         self.inner.agency_device_quota
+    }
+
+    pub fn agency_commands_per_minute(&self) -> u32 {
+        self.inner.agency_commands_per_minute
     }
 
     pub fn metrics(&self) -> &crate::http::metrics::GatewayMetrics {

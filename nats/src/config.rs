@@ -103,6 +103,16 @@ pub struct Settings {
     /// agency's own (`PATCH /api/v1/agencies/{id}` with `device_quota`).
     #[serde(default = "defaults::agency_device_quota")]
     pub agency_device_quota: u32,
+    /// Device commands an agency may send a minute (bursts up to a minute's worth), counted
+    /// in Redis across gateway replicas, unless a platform administrator set the agency's own
+    /// (`command_quota`).
+    #[serde(default = "defaults::agency_commands_per_minute")]
+    pub agency_commands_per_minute: u32,
+    /// Telemetry messages an agency's devices may send a second (bursts up to a second's
+    /// worth), counted by each bridge, unless a platform administrator set the agency's own
+    /// (`telemetry_quota`). Past it a message is dead-lettered with the reason.
+    #[serde(default = "defaults::agency_telemetry_per_second")]
+    pub agency_telemetry_per_second: u32,
     /// Password hashes (argon2id) computed at once; more wait in a queue of this many per
     /// worker, and past it are refused at once with 429 and Retry-After.
     #[serde(default = "defaults::password_hash_queue")]
@@ -294,6 +304,12 @@ mod defaults {
     }
     pub fn agency_device_quota() -> u32 {
         100_000
+    }
+    pub fn agency_commands_per_minute() -> u32 {
+        6_000
+    }
+    pub fn agency_telemetry_per_second() -> u32 {
+        20_000
     }
     pub fn rate_limit_per_address() -> u32 {
         600

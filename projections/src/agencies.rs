@@ -14,6 +14,17 @@ use crate::{Outcome, ProjectionError};
 pub const NAME: &str = "agencies";
 pub const AGGREGATE_TYPE: &str = <Agency as Aggregate>::TYPE;
 
+/// The columns one event changes (the others keep their value).
+#[derive(Default)]
+struct Change {
+    name: Option<String>,
+    status: Option<&'static str>,
+    mfa_required: Option<bool>,
+    device_quota: Option<i64>,
+    command_quota: Option<i64>,
+    telemetry_quota: Option<i64>,
+}
+
 /// Applies one stored event of the Agency aggregate.
 pub async fn apply(
     conn: &mut PgConnection,
@@ -34,33 +45,44 @@ pub async fn apply(
         .await?
         .rows_affected(),
         other => {
-            let (name, status, mfa_required, device_quota) = match other {
-                AgencyEvent::AgencyRenamed { name } => (Some(name), None, None, None),
-                AgencyEvent::AgencySuspended => (None, Some("suspended"), None, None),
-                AgencyEvent::AgencyReactivated => (None, Some("active"), None, None),
+            let mut change = Change::default();
+            match other {
+                AgencyEvent::AgencyRenamed { name } => change.name = Some(name),
+                AgencyEvent::AgencySuspended => change.status = Some("suspended"),
+                AgencyEvent::AgencyReactivated => change.status = Some("active"),
                 AgencyEvent::AgencyMfaRequirementChanged { required } => {
-                    (None, None, Some(required), None)
+                    change.mfa_required = Some(required)
                 }
                 AgencyEvent::AgencyDeviceQuotaSet { devices } => {
-                    (None, None, None, Some(i64::from(devices)))
+                    change.device_quota = Some(i64::from(devices))
                 }
-                AgencyEvent::AgencyCreated { .. } => (None, None, None, None),
-            };
+                AgencyEvent::AgencyCommandQuotaSet { per_minute } => {
+                    change.command_quota = Some(i64::from(per_minute))
+                }
+                AgencyEvent::AgencyTelemetryQuotaSet { per_second } => {
+                    change.telemetry_quota = Some(i64::from(per_second))
+                }
+                AgencyEvent::AgencyCreated { .. } => {}
+            }
             sqlx::query(
                 "UPDATE agencies
                     SET name = coalesce($2, name), status = coalesce($3, status),
                         mfa_required = coalesce($6, mfa_required),
                         device_quota = coalesce($7, device_quota),
+                        command_quota = coalesce($8, command_quota),
+                        telemetry_quota = coalesce($9, telemetry_quota),
                         updated_at = $4, version = $5
                   WHERE id = $1 AND version = $5 - 1",
             )
             .bind(id)
-            .bind(name)
-            .bind(status)
+            .bind(change.name)
+            .bind(change.status)
             .bind(at)
             .bind(event.sequence)
-            .bind(mfa_required)
-            .bind(device_quota)
+            .bind(change.mfa_required)
+            .bind(change.device_quota)
+            .bind(change.command_quota)
+            .bind(change.telemetry_quota)
             .execute(&mut *conn)
             .await?
             .rows_affected()

@@ -24,6 +24,7 @@ fn device(n: u128, agency: u128) -> DeviceInfo {
         agency_id: Uuid::from_u128(agency),
         functions: vec![FunctionDesc::parse("lampMonitor001", "LampMonitorFunction").unwrap()],
         suspended: false,
+        telemetry_quota: None,
     }
 }
 

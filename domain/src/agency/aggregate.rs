@@ -44,6 +44,10 @@ pub struct Agency {
     mfa_required: bool,
     #[serde(default)]
     device_quota: Option<u32>,
+    #[serde(default)]
+    command_quota: Option<u32>,
+    #[serde(default)]
+    telemetry_quota: Option<u32>,
 }
 
 impl Agency {
@@ -83,6 +87,8 @@ impl Agency {
                 status,
                 mfa_required,
                 device_quota,
+                command_quota,
+                telemetry_quota,
             } => {
                 let current = self.existing_status()?;
                 let mut events: Vec<AgencyEvent> =
@@ -101,6 +107,14 @@ impl Agency {
                 }
                 if let Some(devices) = device_quota.filter(|q| Some(*q) != self.device_quota) {
                     events.push(AgencyEvent::AgencyDeviceQuotaSet { devices });
+                }
+                if let Some(per_minute) = command_quota.filter(|q| Some(*q) != self.command_quota) {
+                    events.push(AgencyEvent::AgencyCommandQuotaSet { per_minute });
+                }
+                if let Some(per_second) =
+                    telemetry_quota.filter(|q| Some(*q) != self.telemetry_quota)
+                {
+                    events.push(AgencyEvent::AgencyTelemetryQuotaSet { per_second });
                 }
                 Ok(events)
             }
@@ -146,6 +160,12 @@ impl Aggregate for Agency {
             AgencyEvent::AgencyReactivated => self.status = Some(AgencyStatus::Active),
             AgencyEvent::AgencyMfaRequirementChanged { required } => self.mfa_required = required,
             AgencyEvent::AgencyDeviceQuotaSet { devices } => self.device_quota = Some(devices),
+            AgencyEvent::AgencyCommandQuotaSet { per_minute } => {
+                self.command_quota = Some(per_minute)
+            }
+            AgencyEvent::AgencyTelemetryQuotaSet { per_second } => {
+                self.telemetry_quota = Some(per_second)
+            }
         }
     }
 }

@@ -24,6 +24,11 @@ pub enum AgencyCommand {
         /// The most live devices the agency may have (a platform administrator's decision;
         /// until one is made, the platform's default, ERIOP_AGENCY_DEVICE_QUOTA).
         device_quota: Option<u32>,
+        /// Device commands the agency may send a minute (ERIOP_AGENCY_COMMANDS_PER_MINUTE until set).
+        command_quota: Option<u32>,
+        /// Telemetry messages the agency's devices may send a second, counted by each bridge
+        /// (ERIOP_AGENCY_TELEMETRY_PER_SECOND until set).
+        telemetry_quota: Option<u32>,
     },
 }
 

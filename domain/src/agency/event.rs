@@ -23,6 +23,14 @@ pub enum AgencyEvent {
     AgencyDeviceQuotaSet {
         devices: u32,
     },
+    /// The most device commands the agency may send a minute.
+    AgencyCommandQuotaSet {
+        per_minute: u32,
+    },
+    /// The most telemetry messages the agency's devices may send a second.
+    AgencyTelemetryQuotaSet {
+        per_second: u32,
+    },
 }
 
 impl DomainEvent for AgencyEvent {
@@ -34,6 +42,8 @@ impl DomainEvent for AgencyEvent {
             Self::AgencyReactivated => "AgencyReactivated",
             Self::AgencyMfaRequirementChanged { .. } => "AgencyMfaRequirementChanged",
             Self::AgencyDeviceQuotaSet { .. } => "AgencyDeviceQuotaSet",
+            Self::AgencyCommandQuotaSet { .. } => "AgencyCommandQuotaSet",
+            Self::AgencyTelemetryQuotaSet { .. } => "AgencyTelemetryQuotaSet",
         }
         .to_owned()
     }

@@ -79,6 +79,8 @@ fn commands_to_an_unknown_agency_are_refused() {
             status: Some(AgencyStatus::Suspended),
             mfa_required: None,
             device_quota: None,
+            command_quota: None,
+            telemetry_quota: None,
         },
     ] {
         AgencyTest::with(())
@@ -121,6 +123,8 @@ fn amending_decides_every_change_together() {
             status: Some(AgencyStatus::Suspended),
             mfa_required: Some(true),
             device_quota: None,
+            command_quota: None,
+            telemetry_quota: None,
         })
         .then_expect_events(vec![
             AgencyEvent::AgencyRenamed {
@@ -140,6 +144,8 @@ fn amending_to_the_current_state_records_nothing() {
             status: Some(AgencyStatus::Active),
             mfa_required: Some(false),
             device_quota: None,
+            command_quota: None,
+            telemetry_quota: None,
         })
         .then_expect_events(vec![]);
 }
@@ -186,6 +192,8 @@ fn a_device_quota_is_recorded_once_and_setting_it_again_records_nothing() {
         status: None,
         mfa_required: None,
         device_quota: Some(devices),
+        command_quota: None,
+        telemetry_quota: None,
     };
     AgencyTest::with(())
         .given(vec![created("City of Laval")])
@@ -198,4 +206,30 @@ fn a_device_quota_is_recorded_once_and_setting_it_again_records_nothing() {
         ])
         .when(quota(500))
         .then_expect_events(vec![]);
+}
+
+#[test]
+fn command_and_telemetry_quotas_are_decided_together_and_only_when_they_change() {
+    let quotas = |commands, telemetry| AgencyCommand::Amend {
+        name: None,
+        status: None,
+        mfa_required: None,
+        device_quota: None,
+        command_quota: commands,
+        telemetry_quota: telemetry,
+    };
+    AgencyTest::with(())
+        .given(vec![created("City of Laval")])
+        .when(quotas(Some(60), Some(200)))
+        .then_expect_events(vec![
+            AgencyEvent::AgencyCommandQuotaSet { per_minute: 60 },
+            AgencyEvent::AgencyTelemetryQuotaSet { per_second: 200 },
+        ]);
+    AgencyTest::with(())
+        .given(vec![
+            created("City of Laval"),
+            AgencyEvent::AgencyCommandQuotaSet { per_minute: 60 },
+        ])
+        .when(quotas(Some(60), Some(5)))
+        .then_expect_events(vec![AgencyEvent::AgencyTelemetryQuotaSet { per_second: 5 }]);
 }

@@ -9,6 +9,7 @@
 //!
 //! [`Sessions::admit`]: crate::services::auth::sessions::Sessions::admit
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -30,6 +31,8 @@ pub enum Policy {
     User,
     Agency,
     Address,
+    /// Device commands of one agency (its `command_quota`, a platform administrator's).
+    Commands,
 }
 
 impl Policy {
@@ -38,6 +41,7 @@ impl Policy {
             Policy::User => "user",
             Policy::Agency => "agency",
             Policy::Address => "address",
+            Policy::Commands => "agency-commands",
         }
     }
 
@@ -46,6 +50,9 @@ impl Policy {
             Policy::User => "ERIOP_RATE_LIMIT_PER_USER",
             Policy::Agency => "ERIOP_RATE_LIMIT_PER_AGENCY",
             Policy::Address => "ERIOP_RATE_LIMIT_PER_ADDRESS",
+            Policy::Commands => {
+                "the agency's command_quota, ERIOP_AGENCY_COMMANDS_PER_MINUTE by default"
+            }
         }
     }
 }
@@ -58,6 +65,8 @@ pub struct Limits {
     local_user: DefaultKeyedRateLimiter<String>,
     local_agency: DefaultKeyedRateLimiter<String>,
     local_address: DefaultKeyedRateLimiter<String>,
+    /// Per-agency quotas differ by agency: one keyed limiter per quota in use.
+    local_commands: Mutex<HashMap<u32, DefaultKeyedRateLimiter<String>>>,
     /// When the fallback was last reported (Unix seconds), to log it once a minute.
     fallback_logged: AtomicI64,
 }
@@ -76,6 +85,7 @@ impl Limits {
             local_user: keyed(per_user),
             local_agency: keyed(per_agency),
             local_address: keyed(per_address),
+            local_commands: Mutex::new(HashMap::new()),
             fallback_logged: AtomicI64::new(0),
         }
     }
@@ -83,17 +93,18 @@ impl Limits {
     fn quota(&self, policy: Policy) -> u32 {
         match policy {
             Policy::User => self.per_user,
-            Policy::Agency => self.per_agency,
+            Policy::Agency | Policy::Commands => self.per_agency,
             Policy::Address => self.per_address,
         }
     }
 
-    /// One request against each `(policy, key)` (a user, an agency, an address): counted
-    /// against all of them or, if one refuses, against none. One admission per check.
-    async fn admit(&self, state: &AppState, checks: &[(Policy, &str)]) -> Vec<Admission> {
+    /// One request against each `(policy, key, per_minute)` (a user, an agency, an
+    /// address): counted against all of them or, if one refuses, against none. One
+    /// admission per check.
+    async fn admit(&self, state: &AppState, checks: &[(Policy, &str, u32)]) -> Vec<Admission> {
         let limits: Vec<(String, u32)> = checks
             .iter()
-            .map(|(policy, key)| (format!("{}:{key}", policy.name()), self.quota(*policy)))
+            .map(|(policy, key, quota)| (format!("{}:{key}", policy.name()), *quota))
             .collect();
         match state.auth().sessions.admit(&limits).await {
             Ok(admissions) => admissions,
@@ -104,8 +115,8 @@ impl Limits {
                 }
                 // Alone, in order, stopping at the first refusal (not counted further).
                 let mut admissions = Vec::with_capacity(checks.len());
-                for (policy, key) in checks {
-                    let admission = self.admit_locally(*policy, key);
+                for (policy, key, quota) in checks {
+                    let admission = self.admit_locally(*policy, key, *quota);
                     admissions.push(admission);
                     if !admission.allowed {
                         break;
@@ -116,14 +127,22 @@ impl Limits {
         }
     }
 
-    fn admit_locally(&self, policy: Policy, key: &str) -> Admission {
-        let limiter = match policy {
-            Policy::User => &self.local_user,
-            Policy::Agency => &self.local_agency,
-            Policy::Address => &self.local_address,
+    fn admit_locally(&self, policy: Policy, key: &str, quota: u32) -> Admission {
+        let interval_ms = crate::services::auth::sessions::interval_ms(quota);
+        let verdict = match policy {
+            Policy::User => self.local_user.check_key(&key.to_owned()),
+            Policy::Agency => self.local_agency.check_key(&key.to_owned()),
+            Policy::Address => self.local_address.check_key(&key.to_owned()),
+            Policy::Commands => match self.local_commands.lock() {
+                Ok(mut by_quota) => by_quota
+                    .entry(quota)
+                    .or_insert_with(|| keyed(quota))
+                    .check_key(&key.to_owned()),
+                // A poisoned lock (a panic elsewhere): Redis is away too; let it through.
+                Err(_) => Ok(()),
+            },
         };
-        let interval_ms = crate::services::auth::sessions::interval_ms(self.quota(policy));
-        match limiter.check_key(&key.to_owned()) {
+        match verdict {
             Ok(()) => Admission::new(true, 0, 0, interval_ms),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(governor::clock::Clock::now(
@@ -159,9 +178,13 @@ impl RateSlot {
 }
 
 fn refusal(policy: Policy, quota: u32, admission: &Admission) -> ApiError {
+    let what = match policy {
+        Policy::Commands => "device commands",
+        _ => "requests",
+    };
     ApiError::TooManyRequests {
         detail: format!(
-            "over the {} limit of {quota} requests a minute ({}); wait and send again",
+            "over the {} limit of {quota} {what} a minute ({}); wait and send again",
             policy.name(),
             policy.setting()
         ),
@@ -178,10 +201,37 @@ pub async fn admit_caller(
     agency: &str,
 ) -> Result<(), ApiError> {
     let limits = state.limits();
-    let checks = [(Policy::User, user), (Policy::Agency, agency)];
-    let admissions = limits.admit(state, &checks).await;
-    for ((policy, _), admission) in checks.iter().zip(admissions) {
-        let quota = limits.quota(*policy);
+    let checks = [
+        (Policy::User, user, limits.per_user),
+        (Policy::Agency, agency, limits.per_agency),
+    ];
+    judge(state, slot, &checks).await
+}
+
+/// Checks one device command against its agency's command quota (`per_minute`, the agency's
+/// own or the platform's default), after the caller's own limits.
+pub async fn admit_command(
+    state: &AppState,
+    slot: Option<&RateSlot>,
+    agency: &str,
+    per_minute: u32,
+) -> Result<(), ApiError> {
+    judge(
+        state,
+        slot,
+        &[(Policy::Commands, agency, per_minute.max(1))],
+    )
+    .await
+}
+
+async fn judge(
+    state: &AppState,
+    slot: Option<&RateSlot>,
+    checks: &[(Policy, &str, u32)],
+) -> Result<(), ApiError> {
+    let admissions = state.limits().admit(state, checks).await;
+    for ((policy, _, quota), admission) in checks.iter().zip(admissions) {
+        let quota = *quota;
         if let Some(slot) = slot {
             slot.set(*policy, quota, admission);
         }
@@ -229,13 +279,13 @@ pub async fn enforce(State(state): State<AppState>, mut request: Request, next: 
             .map(|c| c.0);
         let address = client_address(&state, peer, request.headers()).to_string();
         let limits = state.limits();
+        let quota = limits.quota(Policy::Address);
         let admission = limits
-            .admit(&state, &[(Policy::Address, &address)])
+            .admit(&state, &[(Policy::Address, &address, quota)])
             .await
             .first()
             .copied()
             .unwrap_or(Admission::new(true, 0, 0, 1.0));
-        let quota = limits.quota(Policy::Address);
         slot.set(Policy::Address, quota, admission);
         if admission.allowed {
             next.run(request).await
@@ -274,11 +324,32 @@ mod tests {
     fn a_process_alone_holds_the_same_limit() {
         let limits = Limits::new(3, 100, 100);
         let verdicts: Vec<bool> = (0..5)
-            .map(|_| limits.admit_locally(Policy::User, "u").allowed)
+            .map(|_| limits.admit_locally(Policy::User, "u", 3).allowed)
             .collect();
         assert_eq!(verdicts, [true, true, true, false, false]);
-        assert!(limits.admit_locally(Policy::User, "another").allowed);
-        let refused = limits.admit_locally(Policy::User, "u");
+        assert!(limits.admit_locally(Policy::User, "another", 3).allowed);
+        let refused = limits.admit_locally(Policy::User, "u", 3);
         assert!(refused.retry_after_ms > 0 && refused.retry_after_ms <= 20_000);
+    }
+
+    #[test]
+    fn each_agency_has_its_own_command_quota_while_redis_is_away() {
+        let limits = Limits::new(100, 100, 100);
+        let sent = |agency: &str, quota: u32| {
+            (0..5)
+                .filter(|_| {
+                    limits
+                        .admit_locally(Policy::Commands, agency, quota)
+                        .allowed
+                })
+                .count()
+        };
+        assert_eq!(sent("a", 2), 2);
+        assert_eq!(sent("b", 4), 4);
+        assert_eq!(
+            sent("c", 2),
+            2,
+            "another agency with the same quota counts alone"
+        );
     }
 }

@@ -30,6 +30,10 @@ pub struct AgencyView {
     pub mfa_required: bool,
     /// The most live devices the agency may have; null: the platform's default.
     pub device_quota: Option<i64>,
+    /// The most device commands the agency may send a minute; null: the platform's default.
+    pub command_quota: Option<i64>,
+    /// The most telemetry messages its devices may send a second; null: the platform's default.
+    pub telemetry_quota: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The number of events applied; a client may compare it to detect changes.
@@ -58,6 +62,10 @@ pub struct PatchAgency {
     /// Set by whoever may manage agencies (platform administrators).
     #[serde(default)]
     device_quota: Option<crate::http::whole::Whole<u32>>,
+    #[serde(default)]
+    command_quota: Option<crate::http::whole::Whole<u32>>,
+    #[serde(default)]
+    telemetry_quota: Option<crate::http::whole::Whole<u32>>,
 }
 
 #[derive(Serialize)]
@@ -67,8 +75,29 @@ struct Page {
     offset: i64,
 }
 
-/// Larger than any agency's fleet: a typo (an extra zero or three) is refused, not stored.
-const MAX_DEVICE_QUOTA: u32 = 10_000_000;
+/// Larger than any agency's fleet or traffic: a typo (an extra zero or three) is refused,
+/// not stored. The same bound for each quota (devices; commands a minute; messages a second).
+const MAX_QUOTA: u32 = 10_000_000;
+
+/// The columns every read of an agency selects.
+const COLUMNS: &str = "id, name, status, mfa_required, device_quota, command_quota, telemetry_quota, created_at, updated_at, version";
+
+/// A quota as asked: a JSON number with no fraction (`1231.0` is an integer to JSON Schema,
+/// as documented), from `min` to [`MAX_QUOTA`]. A rate quota is at least 1: to stop an
+/// agency's traffic, suspend the agency (which says why), rather than starve it silently.
+fn quota(
+    field: &str,
+    min: u32,
+    asked: Option<crate::http::whole::Whole<u32>>,
+) -> Result<Option<u32>, ApiError> {
+    match asked.map(|q| q.0) {
+        Some(q) if q > MAX_QUOTA || q < min => Err(ApiError::validation(
+            field,
+            format!("from {min} to {MAX_QUOTA}"),
+        )),
+        other => Ok(other),
+    }
+}
 
 fn parse_name(raw: &str) -> Result<AgencyName, ApiError> {
     AgencyName::parse(raw).map_err(|e| ApiError::validation("name", e.to_string()))
@@ -108,10 +137,9 @@ pub async fn list(
     let (limit, offset) = params.checked()?;
     // Agencies are the platform's: a caller with agencies:manage sees them all.
     let mut tx = allowed.platform().begin().await?;
-    let items = sqlx::query_as::<_, AgencyView>(
-        "SELECT id, name, status, mfa_required, device_quota, created_at, updated_at, version
-           FROM agencies ORDER BY created_at, id LIMIT $1 OFFSET $2",
-    )
+    let items = sqlx::query_as::<_, AgencyView>(&format!(
+        "SELECT {COLUMNS} FROM agencies ORDER BY created_at, id LIMIT $1 OFFSET $2"
+    ))
     .bind(limit)
     .bind(offset)
     .fetch_all(&mut *tx)
@@ -144,22 +172,19 @@ pub async fn patch(
         && body.status.is_none()
         && body.mfa_required.is_none()
         && body.device_quota.is_none()
+        && body.command_quota.is_none()
+        && body.telemetry_quota.is_none()
     {
         return Err(ApiError::Validation {
-            detail: "nothing to change: give `name`, `status`, `mfa_required`, `device_quota`"
+            detail: "nothing to change: give `name`, `status`, `mfa_required`, `device_quota`, `command_quota`, `telemetry_quota`"
                 .into(),
             errors: Vec::new(),
         });
     }
     let name = body.name.as_deref().map(parse_name).transpose()?;
-    // A JSON number with no fraction (`1231.0` is an integer to JSON Schema, as documented).
-    let device_quota = body.device_quota.map(|q| q.0);
-    if device_quota.is_some_and(|q| q > MAX_DEVICE_QUOTA) {
-        return Err(ApiError::validation(
-            "device_quota",
-            format!("at most {MAX_DEVICE_QUOTA} devices"),
-        ));
-    }
+    let device_quota = quota("device_quota", 0, body.device_quota)?;
+    let command_quota = quota("command_quota", 1, body.command_quota)?;
+    let telemetry_quota = quota("telemetry_quota", 1, body.telemetry_quota)?;
     let id = AgencyId::from_uuid(id);
     // Suspending the agency one is signed in to would lock out the caller (and, for the
     // platform agency, every platform administrator) with no one left to reactivate it.
@@ -173,6 +198,8 @@ pub async fn patch(
         status: body.status,
         mfa_required: body.mfa_required,
         device_quota,
+        command_quota,
+        telemetry_quota,
     };
     let stored = execute(&state, &allowed.caller, id, command, &request_id).await?;
     let platform = allowed.platform();
@@ -212,12 +239,12 @@ fn not_found(id: Uuid) -> ApiError {
 
 async fn fetch(platform: &PlatformScope, id: Uuid) -> Result<Option<AgencyView>, ApiError> {
     let mut tx = platform.begin().await?;
-    Ok(sqlx::query_as::<_, AgencyView>(
-        "SELECT id, name, status, mfa_required, device_quota, created_at, updated_at, version FROM agencies WHERE id = $1",
+    Ok(
+        sqlx::query_as::<_, AgencyView>(&format!("SELECT {COLUMNS} FROM agencies WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?,
     )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?)
 }
 
 /// The agency as the read model shows it, for a command's answer.

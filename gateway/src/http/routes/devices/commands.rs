@@ -18,6 +18,7 @@ use crate::http::command::{self, Body, Done};
 use crate::http::edge::RequestId;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::limits::RateSlot;
 use crate::http::paging::page;
 use crate::http::paging::PageParams;
 use crate::http::permission::{DevicesCommand, DevicesRead};
@@ -84,14 +85,39 @@ async fn find(scope: &AgencyScope, device: Uuid, command: i64) -> Result<Command
     .ok_or_else(|| ApiError::NotFound("no such command for this device".into()))
 }
 
+/// The agency's command quota: its own, or the platform's default.
+async fn command_quota(state: &AppState, scope: &AgencyScope) -> Result<u32, ApiError> {
+    let mut tx = scope.begin().await?;
+    let own: Option<i64> =
+        sqlx::query_scalar("SELECT command_quota FROM agencies WHERE id = $1::uuid")
+            .bind(scope.agency().as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
+    Ok(own
+        .and_then(|q| u32::try_from(q).ok())
+        .unwrap_or(state.agency_commands_per_minute()))
+}
+
 pub async fn issue(
     Allowed { caller, scope, .. }: Allowed<DevicesCommand>,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    slot: Option<Extension<RateSlot>>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CommandBody>,
 ) -> Result<Response, ApiError> {
     view::find(&scope, id).await?;
+    // Counted once the command is known to be the agency's own device's: a refused command
+    // records nothing and reaches no device.
+    let quota = command_quota(&state, &scope).await?;
+    crate::http::limits::admit_command(
+        &state,
+        slot.as_ref().map(|s| &s.0),
+        &scope.agency().to_string(),
+        quota,
+    )
+    .await?;
     // Time is an input: the gateway's clock (tests turn it by hand).
     let now = state.auth().now();
     let request = match body {
