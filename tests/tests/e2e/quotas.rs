@@ -86,3 +86,57 @@ async fn an_agency_over_its_device_quota_gets_429_naming_the_quota() {
         .await;
     assert_eq!(refused.status(), 422);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agency_over_its_command_quota_gets_429_and_the_refused_command_is_not_recorded() {
+    let app = TestApp::spawn().await;
+    let agency = app.admin_agency.clone();
+    let set = app
+        .patch_agency(&agency, json!({"command_quota": 2, "telemetry_quota": 50}))
+        .await;
+    assert_eq!(set.status(), 200, "{:?}", set.text().await);
+    let shown = app.agency(&agency).await;
+    assert_eq!(
+        (
+            shown["command_quota"].clone(),
+            shown["telemetry_quota"].clone()
+        ),
+        (json!(2), json!(50))
+    );
+    let class = create_class(&app, 600).await;
+    let device = register(&app, &class, "reg-quota", "SN-C1").await;
+    let send = || async {
+        app.request(Method::POST, &format!("/devices/{device}/commands"))
+            .json(&json!({"type": "fundamentum", "name": "reboot"}))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(send().await.status(), 202);
+    assert_eq!(send().await.status(), 202);
+    let third = send().await;
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    assert!(third.headers()["ratelimit-policy"]
+        .to_str()
+        .unwrap()
+        .contains("q=2"));
+    let problem: Value = third.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("2 device commands a minute") && detail.contains("command_quota"),
+        "{detail}"
+    );
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'CommandIssued'",
+    )
+    .bind(&device)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 2, "the refused command is not in the store");
+
+    // Out of range: refused with the field named.
+    let zero = app.patch_agency(&agency, json!({"command_quota": 0})).await;
+    assert_eq!(zero.status(), 422);
+}
