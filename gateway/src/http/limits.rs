@@ -90,14 +90,6 @@ impl Limits {
         }
     }
 
-    fn quota(&self, policy: Policy) -> u32 {
-        match policy {
-            Policy::User => self.per_user,
-            Policy::Agency | Policy::Commands => self.per_agency,
-            Policy::Address => self.per_address,
-        }
-    }
-
     /// One request against each `(policy, key, per_minute)` (a user, an agency, an
     /// address): counted against all of them or, if one refuses, against none. One
     /// admission per check.
@@ -279,7 +271,7 @@ pub async fn enforce(State(state): State<AppState>, mut request: Request, next: 
             .map(|c| c.0);
         let address = client_address(&state, peer, request.headers()).to_string();
         let limits = state.limits();
-        let quota = limits.quota(Policy::Address);
+        let quota = limits.per_address;
         let admission = limits
             .admit(&state, &[(Policy::Address, &address, quota)])
             .await
