@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
             agency_id: Uuid::from_u128(7),
             functions: functions.clone(),
             suspended: serial.len() % 5 == 0,
+            telemetry_quota: None,
         })
     };
     let mut out = Output::default();
