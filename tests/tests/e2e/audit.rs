@@ -163,6 +163,7 @@ async fn audit_answers_hold_no_secret_hashes() {
     for secret in ["$argon2id", "MfaEnrolmentStarted", "RecoveryCodesGenerated"] {
         assert!(stored.contains(secret), "the store keeps {secret}");
     }
+    trail_complete(&app).await;
     let answer = app
         .request(Method::GET, "/audit/events?aggregate_type=user&limit=1000")
         .send()
@@ -208,4 +209,245 @@ async fn audit_answers_hold_no_secret_hashes() {
         .await
         .unwrap();
     assert_eq!(report["verified"], true);
+}
+
+/// One page of `/audit/events?{query}` as `token`: `(items, next_cursor, has_more)`.
+async fn trail(app: &TestApp, token: &str, query: &str) -> (Vec<Value>, Option<String>, bool) {
+    let response = app.get_as(token, &format!("/audit/events?{query}")).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "{query}: {:?}",
+        response.text().await
+    );
+    let page: Value = response.json().await.unwrap();
+    (
+        page["items"].as_array().unwrap().clone(),
+        page["next_cursor"].as_str().map(str::to_owned),
+        page["has_more"].as_bool().unwrap(),
+    )
+}
+
+/// Waits until the trail shows every stored event: an event shows once every older
+/// transaction of the database has ended (a few milliseconds).
+async fn trail_complete(app: &TestApp) {
+    let stored = app.db.count("SELECT count(*) FROM events").await as usize;
+    eriop_tests::wait::until_eq(
+        "the whole trail",
+        std::time::Duration::from_secs(10),
+        stored,
+        || async { trail(app, &app.token, "limit=1000").await.0.len() },
+    )
+    .await;
+}
+
+fn request_id(response: &reqwest::Response) -> String {
+    response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn auditors_find_events_by_actor_request_type_time_and_aggregate() {
+    let app = TestApp::spawn().await;
+    let created = app.create_agency("Gatineau").await;
+    assert_eq!(created.status(), 201);
+    let creation = request_id(&created);
+    let agency = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for name in ["Gatineau 2", "Gatineau 3"] {
+        assert_eq!(
+            app.patch_agency(&agency, json!({ "name": name }))
+                .await
+                .status(),
+            200
+        );
+    }
+    // A second actor: an agency admin who registers a user.
+    let password = "correct horse battery staple";
+    let second = app
+        .create_user("second@laval.example", password, &["agency-admin"])
+        .await;
+    let token = app.access_token("second@laval.example", password).await;
+    let registered = app
+        .http
+        .post(app.api("/users"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "email": "third@laval.example", "display_name": "Third",
+            "password": password, "roles": ["viewer"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let registration = request_id(&registered);
+    trail_complete(&app).await;
+
+    let (by_actor, _, _) = trail(&app, &app.token, &format!("actor={second}&limit=1000")).await;
+    assert!(by_actor
+        .iter()
+        .all(|e| e["metadata"]["actor"] == second.as_str()));
+    assert!(
+        by_actor.iter().any(|e| e["event_type"] == "UserRegistered"),
+        "{by_actor:?}"
+    );
+
+    let (by_request, _, _) = trail(&app, &app.token, &format!("request_id={creation}")).await;
+    assert_eq!(by_request.len(), 1, "{by_request:?}");
+    assert_eq!(by_request[0]["event_type"], "AgencyCreated");
+    assert_eq!(by_request[0]["aggregate_id"], agency.as_str());
+    let (by_request, _, _) = trail(&app, &app.token, &format!("request_id={registration}")).await;
+    assert!(!by_request.is_empty());
+    assert!(by_request
+        .iter()
+        .all(|e| e["metadata"]["request_id"] == registration.as_str()
+            && e["metadata"]["actor"] == second.as_str()));
+
+    let (by_type, _, _) = trail(&app, &app.token, "event_type=AgencyRenamed&limit=1000").await;
+    assert_eq!(by_type.len(), 2, "{by_type:?}");
+    assert!(by_type.iter().all(|e| e["aggregate_id"] == agency.as_str()));
+
+    let stream = format!("aggregate_type=agency&aggregate_id={agency}");
+    let (history, _, more) = trail(&app, &app.token, &stream).await;
+    assert!(!more);
+    let sequences: Vec<i64> = history
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sequences, [1, 2, 3]);
+    // from is inclusive, to exclusive, both on the time the store recorded.
+    let second_at = history[1]["recorded_at"].as_str().unwrap();
+    let (later, _, _) = trail(&app, &app.token, &format!("{stream}&from={second_at}")).await;
+    assert_eq!(
+        later
+            .iter()
+            .map(|e| e["sequence"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [2, 3]
+    );
+    let (earlier, _, _) = trail(&app, &app.token, &format!("{stream}&to={second_at}")).await;
+    assert_eq!(
+        earlier
+            .iter()
+            .map(|e| e["sequence"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [1]
+    );
+
+    // The second actor's agency admin sees its own agency only: not the agency it did not
+    // create, even when asking for it by id.
+    let (foreign, _, _) = trail(&app, &token, &stream).await;
+    assert!(foreign.is_empty(), "{foreign:?}");
+
+    for bad in [
+        "cursor=12",
+        "cursor=-1.2",
+        "cursor=1.2.3",
+        "offset=10",
+        "limit=0",
+        "from=yesterday",
+        "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+        "actor=a%00b",
+    ] {
+        let response = app
+            .get_as(&app.token, &format!("/audit/events?{bad}"))
+            .await;
+        assert!(
+            response.status().is_client_error(),
+            "{bad}: {}",
+            response.status()
+        );
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{bad}"
+        );
+    }
+}
+
+/// Paging by cursor while others append never skips an event, not even one whose transaction
+/// stored it before others committed and committed after them (the case an ordering by time
+/// or by a sequence number taken at insert gets wrong).
+#[tokio::test]
+async fn paging_by_cursor_misses_no_event_committed_late() {
+    let app = TestApp::spawn().await;
+    for name in ["Sherbrooke", "Trois-Rivières"] {
+        app.created_agency(name).await;
+    }
+    // A slow writer: its event is stored first and committed last. No projection reads the
+    // probe's aggregate type.
+    let mut slow = app.db.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('audit_probe', 'slow', 1, 'ProbeRecorded', '1.0', '{}', $1)",
+    )
+    .bind(json!({ "agency_id": app.admin_agency, "actor": "test", "request_id": "slow",
+                  "command": "Probe", "time": "2026-12-04T00:00:00Z" }))
+    .execute(&mut *slow)
+    .await
+    .unwrap();
+    for name in ["Saguenay", "Lévis", "Terrebonne"] {
+        app.created_agency(name).await;
+    }
+    let mut seen: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let page = |cursor: Option<String>| {
+        let app = &app;
+        async move {
+            let query = match cursor {
+                Some(c) => format!("limit=2&cursor={c}"),
+                None => "limit=2".to_owned(),
+            };
+            trail(app, &app.token, &query).await
+        }
+    };
+    loop {
+        let (items, next, more) = page(cursor.clone()).await;
+        seen.extend(items);
+        cursor = next;
+        if !more {
+            break;
+        }
+    }
+    assert!(seen.iter().all(|e| e["aggregate_type"] != "audit_probe"));
+    slow.commit().await.unwrap();
+    app.created_agency("Repentigny").await;
+
+    // Follow the cursor until every stored event has been seen (the newest show once no
+    // older transaction is still running).
+    let stored = app.db.count("SELECT count(*) FROM events").await as usize;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seen.len() < stored {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "saw {} of {stored} events",
+            seen.len()
+        );
+        let (items, next, _) = page(cursor.clone()).await;
+        if items.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        seen.extend(items);
+        cursor = next;
+    }
+    let mut keys: Vec<(String, String, i64)> = seen
+        .iter()
+        .map(|e| {
+            (
+                e["aggregate_type"].as_str().unwrap().to_owned(),
+                e["aggregate_id"].as_str().unwrap().to_owned(),
+                e["sequence"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), stored, "each stored event once, none twice");
+    assert!(keys
+        .iter()
+        .any(|(t, id, _)| t == "audit_probe" && id == "slow"));
 }

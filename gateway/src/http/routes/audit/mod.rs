@@ -1,17 +1,14 @@
-//! `/api/v1/audit`: the event store as an audit trail. Auditors list the events of their
-//! agency and verify an aggregate's hash chain (DESIGN.md rule 1): any altered, removed or
-//! reordered event breaks it.
+//! `/api/v1/audit`: the event store as an audit trail. Auditors find the events of their
+//! agency ([`trail`]) and verify an aggregate's hash chain (DESIGN.md rule 1): any altered,
+//! removed or reordered event breaks it.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use sqlx::types::Json as SqlJson;
 
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
-use crate::http::paging::page;
-use crate::http::paging::PageParams;
 use crate::http::permission::AuditRead;
 use crate::http::Allowed;
 use crate::state::AppState;
@@ -19,14 +16,8 @@ use eriop_domain::user::{User, UserEvent};
 use eriop_domain::BuiltInRole;
 use eriop_nats::StoredEvent;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    aggregate_type: Option<String>,
-    aggregate_id: Option<String>,
-    limit: Option<i64>,
-    offset: Option<i64>,
-}
+mod trail;
+pub use trail::events;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +28,7 @@ pub struct VerifyQuery {
 
 /// An aggregate type or id as a filter: at most 200 characters, no control characters
 /// (aggregate types and ids are names and UUIDs; a NUL would reach PostgreSQL, which refuses it).
-fn stream_key(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+pub(super) fn stream_key(field: &str, value: Option<&str>) -> Result<(), ApiError> {
     match value {
         Some(v) if v.chars().count() > 200 || v.chars().any(char::is_control) => {
             Err(ApiError::validation(
@@ -47,37 +38,6 @@ fn stream_key(field: &str, value: Option<&str>) -> Result<(), ApiError> {
         }
         _ => Ok(()),
     }
-}
-
-/// The events of the caller's agency (every agency for a platform admin), oldest first.
-pub async fn events(
-    Allowed { caller, .. }: Allowed<AuditRead>,
-    State(state): State<AppState>,
-    ApiQuery(query): ApiQuery<EventsQuery>,
-) -> Result<Response, ApiError> {
-    let (limit, offset) = PageParams::new(query.limit, query.offset).checked()?;
-    stream_key("aggregate_type", query.aggregate_type.as_deref())?;
-    stream_key("aggregate_id", query.aggregate_id.as_deref())?;
-    let all_agencies = caller.has_role(BuiltInRole::PlatformAdmin);
-    let events: Vec<SqlJson<StoredEvent>> = sqlx::query_scalar(
-        "SELECT s.envelope
-           FROM events e JOIN stored_events s USING (aggregate_type, aggregate_id, sequence)
-          WHERE ($1 OR e.metadata->>'agency_id' = $2)
-            AND ($3::text IS NULL OR e.aggregate_type = $3)
-            AND ($4::text IS NULL OR e.aggregate_id = $4)
-          ORDER BY e.recorded_at, e.aggregate_type, e.aggregate_id, e.sequence
-          LIMIT $5 OFFSET $6",
-    )
-    .bind(all_agencies)
-    .bind(caller.agency_id().to_string())
-    .bind(&query.aggregate_type)
-    .bind(&query.aggregate_id)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(state.pool())
-    .await?;
-    let items: Vec<StoredEvent> = events.into_iter().map(|SqlJson(e)| redacted(e)).collect();
-    Ok(page(&items, limit, offset))
 }
 
 /// What an auditor sees of a stored event: everything, but the secrets' hashes and sealed
