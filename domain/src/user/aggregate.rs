@@ -66,6 +66,16 @@ pub struct User {
 }
 
 impl User {
+    /// The state's fields that hold a secret's hash or sealed form (the password hash, the
+    /// sealed TOTP secrets, the recovery codes' hashes): redacted wherever auditors see the
+    /// state, as [`UserEvent::SECRET_FIELDS`] are in the events.
+    pub const SECRET_STATE_FIELDS: [&'static str; 4] = [
+        "password_hash",
+        "pending_secret",
+        "secret",
+        "recovery_codes",
+    ];
+
     pub fn mfa_enabled(&self) -> bool {
         self.mfa.secret.is_some()
     }

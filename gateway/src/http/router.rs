@@ -39,6 +39,10 @@ pub fn router(settings: &Settings, state: AppState) -> Result<Router, StartupErr
         .route(&format!("{api}/audit/events"), get(audit::events))
         .route(&format!("{api}/audit/verify"), get(audit::verify))
         .route(
+            &format!("{api}/audit/streams/{{aggregate_type}}/{{id}}"),
+            get(audit::stream),
+        )
+        .route(
             &format!("{api}/auth/mfa/totp"),
             post(auth::start_totp).delete(auth::disable_totp),
         )

@@ -451,3 +451,106 @@ async fn paging_by_cursor_misses_no_event_committed_late() {
         .iter()
         .any(|(t, id, _)| t == "audit_probe" && id == "slow"));
 }
+
+/// An auditor replays how an object came to be: each event with the state after it, folded
+/// by the domain's own rules, secrets redacted, only in the auditor's agency.
+#[tokio::test]
+async fn a_stream_replays_each_event_with_the_state_after_it() {
+    let app = TestApp::spawn().await;
+    let agency = app.created_agency("Rimouski").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.patch_agency(&agency, json!({ "name": "Rimouski 2" }))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.patch_agency(&agency, json!({ "status": "suspended" }))
+            .await
+            .status(),
+        200
+    );
+    let path = format!("/audit/streams/agency/{agency}");
+    let replay: Value = app.get_as(&app.token, &path).await.json().await.unwrap();
+    let items = replay["items"].as_array().unwrap();
+    let sequences: Vec<i64> = items
+        .iter()
+        .map(|i| i["event"]["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sequences, [1, 2, 3]);
+    let names: Vec<&str> = items
+        .iter()
+        .map(|i| i["state"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Rimouski", "Rimouski 2", "Rimouski 2"]);
+    assert_eq!(items[2]["event"]["event_type"], "AgencySuspended");
+    assert_eq!(items[1]["state"]["status"], items[0]["state"]["status"]);
+    assert_ne!(items[2]["state"]["status"], items[1]["state"]["status"]);
+    assert_eq!(replay["has_more"], false);
+    // The last state is what the agency is now.
+    assert_eq!(app.agency(&agency).await["status"], "suspended");
+
+    // A window of the stream: the state is still the one after each event shown.
+    let window: Value = app
+        .get_as(&app.token, &format!("{path}?from_sequence=2&limit=1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(window["items"].as_array().unwrap().len(), 1);
+    assert_eq!(window["items"][0], items[1]);
+    assert_eq!(window["has_more"], true);
+    assert_eq!(window["next_sequence"], 3);
+
+    // A user's stream: the password hash and the TOTP secret are redacted in every state.
+    let password = "correct horse battery staple";
+    let user = app
+        .create_user("replayed@laval.example", password, &["agency-admin"])
+        .await;
+    let token = app.access_token("replayed@laval.example", password).await;
+    app.enrol_totp(&token).await;
+    let answer = app
+        .get_as(&app.token, &format!("/audit/streams/user/{user}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let replay: Value = serde_json::from_str(&answer).unwrap();
+    let states: Vec<&Value> = replay["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["state"])
+        .collect();
+    assert!(states.len() >= 3, "{answer}");
+    assert!(!answer.contains("$argon2"), "a hash in the replay");
+    assert!(states.iter().all(|s| s["password_hash"] == "[redacted]"));
+    assert!(
+        states
+            .iter()
+            .any(|s| s["mfa"]["pending_secret"] == "[redacted]"),
+        "{answer}"
+    );
+
+    // Another agency's auditor: the stream does not exist for it; nor does a made-up type.
+    let (_, other) = app
+        .admin_of_new_agency("Matane", "auditor@matane.example")
+        .await;
+    assert_eq!(app.get_as(&other, &path).await.status(), 404);
+    for (bad, status) in [
+        ("/audit/streams/spaceship/1".to_owned(), 404),
+        (format!("{path}?from_sequence=0"), 422),
+        (format!("{path}?limit=5000"), 422),
+        ("/audit/streams/agency/a%00b".to_owned(), 422),
+    ] {
+        let response = app.get_as(&app.token, &bad).await;
+        assert_eq!(response.status(), status, "{bad}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+}

@@ -141,6 +141,7 @@ async fn every_guarded_operation_declares_and_enforces_its_permission() {
                     .replace("{agency_id}", &uuid::Uuid::new_v4().to_string())
                     .replace("{permission}", "audit:read")
                     .replace("{command_id}", "1")
+                    .replace("{aggregate_type}", "user")
             );
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let (deny_id, allow_id) = (
@@ -318,6 +319,7 @@ async fn another_agencys_resources_answer_404_on_every_operation() {
                     .replace("{role}", "viewer")
                     .replace("{permission}", "audit:read")
                     .replace("{command_id}", "1")
+                    .replace("{aggregate_type}", "user")
             );
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let mut request = app.http.request(method.clone(), &url).bearer_auth(&token_b);

@@ -16,7 +16,9 @@ use eriop_domain::user::{User, UserEvent};
 use eriop_domain::BuiltInRole;
 use eriop_nats::StoredEvent;
 
+mod stream;
 mod trail;
+pub use stream::stream;
 pub use trail::events;
 
 #[derive(Deserialize)]
@@ -49,7 +51,7 @@ pub fn redacted(mut event: StoredEvent) -> StoredEvent {
     event
 }
 
-fn redact(value: &mut serde_json::Value, fields: &[&str]) {
+pub(super) fn redact(value: &mut serde_json::Value, fields: &[&str]) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, inner) in map.iter_mut() {
