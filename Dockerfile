@@ -11,7 +11,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bins \
  && mkdir -p /out \
  && cp target/release/eriop-gateway target/release/eriop-projections \
-       target/release/eriop-bridge target/release/eriop-migrate target/release/eriop-simulate /out/
+       target/release/eriop-bridge target/release/eriop-migrate target/release/eriop-simulate \
+       target/release/eriop-audit /out/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \

@@ -38,6 +38,7 @@ pub fn router(settings: &Settings, state: AppState) -> Result<Router, StartupErr
         .route(&format!("{api}/permissions"), get(auth::permissions))
         .route(&format!("{api}/audit/events"), get(audit::events))
         .route(&format!("{api}/audit/verify"), get(audit::verify))
+        .route(&format!("{api}/audit/export"), get(audit::export))
         .route(
             &format!("{api}/audit/streams/{{aggregate_type}}/{{id}}"),
             get(audit::stream),

@@ -1,9 +1,10 @@
 //! The application services behind the HTTP surface: identity (login, sessions, MFA,
-//! administration, personal data), the authentication mechanics, the audit metadata, and the
-//! operators' one-off commands (bootstrap, key rotation).
+//! administration, personal data), the authentication mechanics, the audit metadata and the
+//! audit export, and the operators' one-off commands (bootstrap, key rotation).
 
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod export;
 pub mod identity;
 pub mod rotation;

@@ -554,3 +554,132 @@ async fn a_stream_replays_each_event_with_the_state_after_it() {
         );
     }
 }
+
+/// `eriop-audit` as an auditor runs it: `(exit code, stdout, stderr)`.
+fn eriop_audit(args: &[&str]) -> (u8, String, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let args = std::iter::once("eriop-audit")
+        .chain(args.iter().copied())
+        .map(str::to_owned);
+    let code = eriop_gateway::services::export::cli::run(args, &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+/// An auditor takes the trail away and checks it alone: every hash the database computed is
+/// recomputed offline, the signature holds with the published keys, and an edited line is
+/// named.
+#[tokio::test]
+async fn an_export_verifies_offline_and_an_edited_line_is_named() {
+    let app = TestApp::spawn().await;
+    let agency = app.created_agency("Chicoutimi").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for name in ["Chicoutimi 2", "Chicoutimi 3"] {
+        assert_eq!(
+            app.patch_agency(&agency, json!({ "name": name }))
+                .await
+                .status(),
+            200
+        );
+    }
+    let password = "correct horse battery staple";
+    app.create_user("exported@laval.example", password, &["viewer"])
+        .await;
+    let token = app.access_token("exported@laval.example", password).await;
+    app.enrol_totp(&token).await;
+    trail_complete(&app).await;
+
+    let response = app.get_as(&app.token, "/audit/export").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let export = response.text().await.unwrap();
+    assert!(!export.contains("$argon2"), "a secret's hash in the export");
+    let dir = std::env::temp_dir().join(format!("eriop-export-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("export.ndjson");
+    let keys = dir.join("jwks.json");
+    std::fs::write(&file, &export).unwrap();
+    let jwks = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.base))
+        .send()
+        .await
+        .unwrap();
+    std::fs::write(&keys, jwks.bytes().await.unwrap()).unwrap();
+    let (file, keys) = (file.to_str().unwrap(), keys.to_str().unwrap());
+
+    let (code, out, err) = eriop_audit(&["verify", file, "--jwks", keys]);
+    assert_eq!(code, 0, "{out}{err}");
+    let stored = app.db.count("SELECT count(*) FROM events").await;
+    assert!(out.contains(&format!("verified: {stored} events")), "{out}");
+    assert!(out.contains("signature checked"), "{out}");
+    assert!(
+        !out.contains(" 0 redacted"),
+        "the TOTP enrolment is redacted: {out}"
+    );
+
+    // An edited line: the first one changed is named.
+    let lines: Vec<&str> = export.lines().collect();
+    let renamed = lines
+        .iter()
+        .position(|l| l.contains("\"Chicoutimi 2\""))
+        .unwrap();
+    let edited = export.replacen("\"Chicoutimi 2\"", "\"Saint-Forged\"", 1);
+    std::fs::write(file, edited).unwrap();
+    let (code, _, err) = eriop_audit(&["verify", file, "--jwks", keys]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("line {}:", renamed + 1)), "{err}");
+    assert!(err.contains("altered"), "{err}");
+    // A removed line.
+    let removed: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != renamed)
+        .map(|(_, l)| *l)
+        .collect();
+    std::fs::write(file, removed.join("\n") + "\n").unwrap();
+    let (code, _, err) = eriop_audit(&["verify", file]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("missing"), "{err}");
+
+    // A time range: chains start mid-way and still verify; another agency's auditor exports
+    // its own agency only.
+    let first_rename: Value = serde_json::from_str(lines[renamed]).unwrap();
+    let from = first_rename["recorded_at"].as_str().unwrap();
+    let ranged = app
+        .get_as(&app.token, &format!("/audit/export?from={from}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(file, &ranged).unwrap();
+    let (code, out, err) = eriop_audit(&["verify", file, "--jwks", keys]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        ranged.lines().nth(1).unwrap().contains("\"Chicoutimi 2\""),
+        "{ranged}"
+    );
+    let (other, other_token) = app
+        .admin_of_new_agency("Alma", "auditor@alma.example")
+        .await;
+    let theirs = app
+        .get_as(&other_token, "/audit/export")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let header: Value = serde_json::from_str(theirs.lines().next().unwrap()).unwrap();
+    assert_eq!(header["agency_id"], other.as_str());
+    assert!(
+        !theirs.contains(&agency),
+        "another agency's events in an agency's export"
+    );
+    std::fs::write(file, &theirs).unwrap();
+    assert_eq!(eriop_audit(&["verify", file, "--jwks", keys]).0, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -16,8 +16,10 @@ use eriop_domain::user::{User, UserEvent};
 use eriop_domain::BuiltInRole;
 use eriop_nats::StoredEvent;
 
+mod export;
 mod stream;
-mod trail;
+pub(crate) mod trail;
+pub use export::export;
 pub use stream::stream;
 pub use trail::events;
 
