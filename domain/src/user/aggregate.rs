@@ -336,6 +336,13 @@ impl User {
                 Ok(vec![UserEvent::MfaDisabled { by_admin }])
             }
             UserCommand::LogOut { now } => Ok(vec![UserEvent::LoggedOut { at: now }]),
+            UserCommand::EnterAgency { agency_id, now } => {
+                self.active()?;
+                if self.roles_in(agency_id).is_none() {
+                    return Err(UserError::NotFound);
+                }
+                Ok(vec![UserEvent::AgencyEntered { agency_id, at: now }])
+            }
             UserCommand::Deactivate => match self.status {
                 Some(UserStatus::Active) => Ok(vec![UserEvent::UserDeactivated]),
                 _ => Err(UserError::Unchanged),
@@ -428,7 +435,7 @@ impl Aggregate for User {
                 }
             }
             UserEvent::MfaDisabled { .. } => self.mfa = Mfa::default(),
-            UserEvent::LoggedOut { .. } => {}
+            UserEvent::LoggedOut { .. } | UserEvent::AgencyEntered { .. } => {}
             UserEvent::UserDeactivated => self.status = Some(UserStatus::Deactivated),
             UserEvent::UserReactivated => self.status = Some(UserStatus::Active),
         }

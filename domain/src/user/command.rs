@@ -83,6 +83,11 @@ pub enum UserCommand {
     LogOut {
         now: Timestamp,
     },
+    /// Open a session in `agency_id`, another agency the user is a member of.
+    EnterAgency {
+        agency_id: AgencyId,
+        now: Timestamp,
+    },
     Deactivate,
     Reactivate,
 }
@@ -104,6 +109,7 @@ impl UserCommand {
             Self::ConfirmMfa { .. } => "ConfirmMfa",
             Self::DisableMfa { .. } => "DisableMfa",
             Self::LogOut { .. } => "LogOut",
+            Self::EnterAgency { .. } => "EnterAgency",
             Self::Deactivate => "DeactivateUser",
             Self::Reactivate => "ReactivateUser",
         }

@@ -73,6 +73,12 @@ pub enum UserEvent {
     LoggedOut {
         at: Timestamp,
     },
+    /// A session opened in another agency the user belongs to (switch-agency): the trail
+    /// says who acted where, not only who logged in.
+    AgencyEntered {
+        agency_id: AgencyId,
+        at: Timestamp,
+    },
     UserDeactivated,
     UserReactivated,
 }
@@ -105,6 +111,7 @@ impl DomainEvent for UserEvent {
             Self::RecoveryCodeUsed { .. } => "RecoveryCodeUsed",
             Self::MfaDisabled { .. } => "MfaDisabled",
             Self::LoggedOut { .. } => "LoggedOut",
+            Self::AgencyEntered { .. } => "AgencyEntered",
             Self::UserDeactivated => "UserDeactivated",
             Self::UserReactivated => "UserReactivated",
         }

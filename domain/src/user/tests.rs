@@ -284,3 +284,41 @@ fn roles_are_given_and_taken_once() {
         })
         .then_expect_events(vec![]);
 }
+
+#[test]
+fn entering_an_agency_is_recorded_only_for_a_member() {
+    let other = AgencyId::from_uuid(Uuid::from_u128(3));
+    let member = vec![
+        registered(),
+        UserEvent::MembershipGranted {
+            agency_id: other,
+            roles: vec!["viewer".into()],
+        },
+    ];
+    UserTest::with(())
+        .given(member.clone())
+        .when(UserCommand::EnterAgency {
+            agency_id: other,
+            now: at(1),
+        })
+        .then_expect_events(vec![UserEvent::AgencyEntered {
+            agency_id: other,
+            at: at(1),
+        }]);
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(UserCommand::EnterAgency {
+            agency_id: other,
+            now: at(1),
+        })
+        .then_expect_error(UserError::NotFound);
+    let mut revoked = member;
+    revoked.push(UserEvent::MembershipRevoked { agency_id: other });
+    UserTest::with(())
+        .given(revoked)
+        .when(UserCommand::EnterAgency {
+            agency_id: other,
+            now: at(1),
+        })
+        .then_expect_error(UserError::NotFound);
+}

@@ -305,12 +305,18 @@ pub struct SwitchAgency {
     agency_id: uuid::Uuid,
 }
 
-/// Tokens scoped to another agency the caller belongs to; 404 for any other agency.
+/// Tokens scoped to another agency the caller belongs to (recorded as AgencyEntered); 404
+/// for any other agency.
 pub async fn switch_agency(
     State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
     caller: Caller,
     ApiJson(body): ApiJson<SwitchAgency>,
 ) -> Result<Response, ApiError> {
     let agency = eriop_domain::AgencyId::from_uuid(body.agency_id);
-    Ok(Json(state.identity().switch_agency(&caller, agency).await?).into_response())
+    let tokens = state
+        .identity()
+        .switch_agency(&caller, agency, &request_id.0)
+        .await?;
+    Ok(Json(tokens).into_response())
 }

@@ -174,14 +174,30 @@ impl Identity<'_> {
             .map_err(unavailable)
     }
 
-    /// Tokens for another agency the caller belongs to (a new session there).
+    /// Tokens for another agency the caller belongs to (a new session there), recorded as
+    /// AgencyEntered once the session is open: tokens of a session whose event could not be
+    /// stored are never handed out.
     pub async fn switch_agency(
         &self,
         caller: &Caller,
         agency: AgencyId,
+        request_id: &str,
     ) -> Result<TokenPair, ApiError> {
         let user = self.load(caller.claims.sub.as_str()).await?;
-        self.open_session_in(caller.claims.sub.as_str(), &user, agency)
-            .await
+        let tokens = self
+            .open_session_in(caller.claims.sub.as_str(), &user, agency)
+            .await?;
+        let audit = Audit::by(caller, request_id);
+        self.execute(
+            caller.claims.sub.as_str(),
+            UserCommand::EnterAgency {
+                agency_id: agency,
+                now: self.auth.now(),
+            },
+            &audit,
+        )
+        .await
+        .map_err(user_error)?;
+        Ok(tokens)
     }
 }
