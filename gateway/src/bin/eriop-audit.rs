@@ -1,9 +1,13 @@
-//! `eriop-audit`: see `eriop_gateway::services::export::cli`.
+//! `eriop-audit`: see `eriop_gateway::services::audit_cli`.
 
-fn main() -> std::process::ExitCode {
-    std::process::ExitCode::from(eriop_gateway::services::export::cli::run(
-        std::env::args(),
-        &mut std::io::stdout(),
-        &mut std::io::stderr(),
-    ))
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(
+        eriop_gateway::services::audit_cli::run(
+            std::env::args(),
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )
+        .await,
+    )
 }

@@ -3,6 +3,7 @@
 //! audit export, and the operators' one-off commands (bootstrap, key rotation).
 
 pub mod audit;
+pub mod audit_cli;
 pub mod auth;
 pub mod bootstrap;
 pub mod export;

@@ -556,12 +556,12 @@ async fn a_stream_replays_each_event_with_the_state_after_it() {
 }
 
 /// `eriop-audit` as an auditor runs it: `(exit code, stdout, stderr)`.
-fn eriop_audit(args: &[&str]) -> (u8, String, String) {
+async fn eriop_audit(args: &[&str]) -> (u8, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let args = std::iter::once("eriop-audit")
         .chain(args.iter().copied())
         .map(str::to_owned);
-    let code = eriop_gateway::services::export::cli::run(args, &mut out, &mut err);
+    let code = eriop_gateway::services::audit_cli::run(args, &mut out, &mut err).await;
     (
         code,
         String::from_utf8(out).unwrap(),
@@ -613,7 +613,7 @@ async fn an_export_verifies_offline_and_an_edited_line_is_named() {
     std::fs::write(&keys, jwks.bytes().await.unwrap()).unwrap();
     let (file, keys) = (file.to_str().unwrap(), keys.to_str().unwrap());
 
-    let (code, out, err) = eriop_audit(&["verify", file, "--jwks", keys]);
+    let (code, out, err) = eriop_audit(&["verify", file, "--jwks", keys]).await;
     assert_eq!(code, 0, "{out}{err}");
     let stored = app.db.count("SELECT count(*) FROM events").await;
     assert!(out.contains(&format!("verified: {stored} events")), "{out}");
@@ -631,7 +631,7 @@ async fn an_export_verifies_offline_and_an_edited_line_is_named() {
         .unwrap();
     let edited = export.replacen("\"Chicoutimi 2\"", "\"Saint-Forged\"", 1);
     std::fs::write(file, edited).unwrap();
-    let (code, _, err) = eriop_audit(&["verify", file, "--jwks", keys]);
+    let (code, _, err) = eriop_audit(&["verify", file, "--jwks", keys]).await;
     assert_eq!(code, 1);
     assert!(err.contains(&format!("line {}:", renamed + 1)), "{err}");
     assert!(err.contains("altered"), "{err}");
@@ -643,7 +643,7 @@ async fn an_export_verifies_offline_and_an_edited_line_is_named() {
         .map(|(_, l)| *l)
         .collect();
     std::fs::write(file, removed.join("\n") + "\n").unwrap();
-    let (code, _, err) = eriop_audit(&["verify", file]);
+    let (code, _, err) = eriop_audit(&["verify", file]).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("missing"), "{err}");
 
@@ -658,7 +658,7 @@ async fn an_export_verifies_offline_and_an_edited_line_is_named() {
         .await
         .unwrap();
     std::fs::write(file, &ranged).unwrap();
-    let (code, out, err) = eriop_audit(&["verify", file, "--jwks", keys]);
+    let (code, out, err) = eriop_audit(&["verify", file, "--jwks", keys]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         ranged.lines().nth(1).unwrap().contains("\"Chicoutimi 2\""),
@@ -680,6 +680,160 @@ async fn an_export_verifies_offline_and_an_edited_line_is_named() {
         "another agency's events in an agency's export"
     );
     std::fs::write(file, &theirs).unwrap();
-    assert_eq!(eriop_audit(&["verify", file, "--jwks", keys]).0, 0);
+    assert_eq!(eriop_audit(&["verify", file, "--jwks", keys]).await.0, 0);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A writer the test reads while `eriop-audit tail` writes to it.
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+fn lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// NATS subscribers replay `EVENTS` from the start, a sequence or a time, one JSON line per
+/// event, and follow it live.
+#[tokio::test]
+async fn eriop_audit_replays_and_tails_the_events_stream() {
+    use eriop_tests::app::NatsUrlForTests;
+    let app = TestApp::spawn().await;
+    let first = app.created_agency("Baie-Comeau").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = app.created_agency("Sept-Îles").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = app.db.count("SELECT count(*) FROM events").await as usize;
+    eriop_tests::wait::until_eq(
+        "the relay publishes every event",
+        std::time::Duration::from_secs(10),
+        stored,
+        || async { app.events_on_stream().await.len() },
+    )
+    .await;
+    let url = app.settings.nats_url_for_tests();
+    let prefix = app.settings.nats_prefix.clone();
+    let base = ["--nats-url", url.as_str(), "--prefix", prefix.as_str()];
+    let replay = |extra: &'static [&'static str]| {
+        let mut args = vec!["replay"];
+        args.extend(base);
+        args.extend(extra);
+        async move { eriop_audit(&args).await }
+    };
+
+    let (code, out, err) = replay(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let all = lines(&out);
+    assert_eq!(all.len(), stored, "{out}");
+    let sequences: Vec<u64> = all
+        .iter()
+        .map(|l| l["stream_sequence"].as_u64().unwrap())
+        .collect();
+    assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
+    assert!(all
+        .iter()
+        .any(|l| l["event"]["aggregate_id"] == first.as_str()
+            && l["event"]["event_type"] == "AgencyCreated"
+            && l["subject"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("events.agency.{first}"))));
+
+    // From a sequence; one aggregate type; from a time.
+    let (_, out, _) = replay(&["--from-sequence", "3"]).await;
+    assert_eq!(lines(&out)[0]["stream_sequence"], 3);
+    assert_eq!(lines(&out).len(), stored - 2);
+    let (_, out, _) = replay(&["--aggregate-type", "agency"]).await;
+    let agencies = lines(&out);
+    assert!(agencies
+        .iter()
+        .all(|l| l["event"]["aggregate_type"] == "agency"));
+    assert!(agencies.len() >= 2 && agencies.len() < stored, "{out}");
+    let created = all
+        .iter()
+        .find(|l| l["event"]["aggregate_id"] == second.as_str())
+        .unwrap()["event"]["recorded_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut args = vec!["replay", "--since"];
+    args.push(&created);
+    args.extend(base);
+    let (_, out, _) = eriop_audit(&args).await;
+    let since = lines(&out);
+    assert!(!since.is_empty() && since.len() < stored);
+    assert!(
+        since
+            .iter()
+            .all(|l| l["event"]["aggregate_id"] != first.as_str()),
+        "{out}"
+    );
+
+    // Tail: from now on, live.
+    let out = Shared::default();
+    let tail = {
+        let mut out = out.clone();
+        let args: Vec<String> = ["eriop-audit", "tail"]
+            .into_iter()
+            .chain(base)
+            .map(str::to_owned)
+            .collect();
+        tokio::spawn(async move {
+            let mut err = Vec::new();
+            eriop_gateway::services::audit_cli::run(args, &mut out, &mut err).await
+        })
+    };
+    // The tail starts at "now": create agencies until one shows (the first may come before
+    // its consumer exists).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut created = Vec::new();
+    let shown = |created: &[String]| created.iter().any(|id| out.text().contains(id.as_str()));
+    let live = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tail showed nothing: {}",
+            out.text()
+        );
+        created.push(
+            app.created_agency("Gaspé").await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        let wait = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < wait && !shown(&created) {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        if shown(&created) {
+            break lines(&out.text());
+        }
+    };
+    assert!(
+        live.iter()
+            .all(|l| l["event"]["aggregate_id"] != first.as_str()),
+        "a tail starts now"
+    );
+    assert!(!tail.is_finished(), "tail follows until stopped");
+    tail.abort();
 }

@@ -21,7 +21,13 @@ const USERS: [(&str, &str, &str); 4] = [
 ];
 
 async fn connect(server: &NatsServer, user: &str, password: &str) -> jetstream::Context {
+    // The auditor gets its replies on its own inbox prefix, as eriop-audit does.
+    let inbox = match user {
+        "auditor" => eriop_gateway::services::audit_cli::INBOX_PREFIX,
+        _ => "_INBOX",
+    };
     let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .custom_inbox_prefix(inbox)
         .connect(server.url())
         .await
         .unwrap_or_else(|e| panic!("{user} connects: {e}"));
@@ -83,6 +89,56 @@ async fn each_service_has_its_own_nats_user_and_the_bridge_cannot_write_events()
         .await
         .is_err());
     assert!(!can_publish(&auditor, topology.event_subject("agency", "a1")).await);
+    // ... not even what other services receive on their inboxes (pull consumers' messages).
+    let (violations, mut refused) = tokio::sync::mpsc::unbounded_channel();
+    let snooper = async_nats::ConnectOptions::with_user_and_password(
+        "auditor".into(),
+        "auditor-secret".into(),
+    )
+    .event_callback(move |event| {
+        let violations = violations.clone();
+        async move {
+            if let async_nats::Event::ServerError(e) = event {
+                let _ = violations.send(e.to_string());
+            }
+        }
+    })
+    .connect(server.url())
+    .await
+    .unwrap();
+    let _sniff = snooper.subscribe("_INBOX.>").await.unwrap();
+    let refusal = tokio::time::timeout(Duration::from_secs(5), refused.recv())
+        .await
+        .expect("the server refuses the auditor's _INBOX.> subscription")
+        .unwrap();
+    assert!(
+        refusal.to_lowercase().contains("permissions violation"),
+        "{refusal}"
+    );
+    // eriop-audit, as the auditor (its own inbox prefix), replays EVENTS.
+    let password = std::env::temp_dir().join(format!("eriop-auditor-{}", std::process::id()));
+    std::fs::write(&password, "auditor-secret\n").unwrap();
+    let url = server.url();
+    let args = [
+        "eriop-audit",
+        "replay",
+        "--nats-url",
+        url.as_str(),
+        "--user",
+        "auditor",
+        "--password-file",
+        password.to_str().unwrap(),
+    ]
+    .map(str::to_owned);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = eriop_gateway::services::audit_cli::run(args, &mut out, &mut err).await;
+    std::fs::remove_file(&password).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    assert!(
+        out.lines().count() >= 1 && out.contains(&topology.event_subject("agency", "a1")),
+        "{out}"
+    );
 
     // A wrong password gets no connection.
     let refused =

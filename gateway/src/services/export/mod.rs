@@ -16,7 +16,6 @@
 //! SHA-256 of every line before it; its `signature` is a JWS over the same (EdDSA, the
 //! gateway's token key, checked with the public keys of `/.well-known/jwks.json`).
 
-pub mod cli;
 mod format;
 mod verify;
 

@@ -1,6 +1,10 @@
 //! `eriop-audit`: the auditors' command line. `verify FILE` checks an export alone (no
-//! database, no network). The binary (`src/bin/eriop-audit.rs`) only calls [`run`], which
-//! the tests call too.
+//! database, no network); `tail` and `replay` read the `EVENTS` stream from NATS
+//! ([`follow`]). The binary (`src/bin/eriop-audit.rs`) only calls [`run`], which the tests
+//! call too.
+
+mod follow;
+pub use follow::INBOX_PREFIX;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -8,7 +12,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use jsonwebtoken::jwk::JwkSet;
 
-use super::Verifier;
+use super::export::Verifier;
 
 #[derive(Parser)]
 #[command(
@@ -35,11 +39,22 @@ enum Command {
         #[arg(long)]
         jwks: Option<PathBuf>,
     },
+    /// Follow EVENTS from now (or --since, --from-sequence): one JSON line per event,
+    /// `{"stream_sequence", "subject", "event"}`, until interrupted.
+    Tail(follow::Follow),
+    /// Read EVENTS from the start (or --since, --from-sequence) to its end as of now, one JSON
+    /// line per event, then stop.
+    Replay(follow::Follow),
 }
 
-/// Runs the command line `args` (the program's name first); 0 when the export holds, 1 when
-/// it does not, 2 for a usage error or an unreadable file.
-pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+/// Runs the command line `args` (the program's name first). Exit codes: 0 done (for
+/// `verify`: the export holds), 1 it does not hold or NATS failed, 2 a usage error or an
+/// unreadable file.
+pub async fn run(
+    args: impl IntoIterator<Item = String>,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> u8 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -54,6 +69,8 @@ pub fn run(args: impl IntoIterator<Item = String>, out: &mut dyn Write, err: &mu
     };
     match cli.command {
         Command::Verify { file, jwks } => verify(&file, jwks.as_deref(), out, err),
+        Command::Tail(args) => follow::follow(args, false, out, err).await,
+        Command::Replay(args) => follow::follow(args, true, out, err).await,
     }
 }
 
