@@ -18,6 +18,8 @@ pub const AGGREGATE_TYPE: &str = <User as Aggregate>::TYPE;
 /// What an event changes in a row (`None`: unchanged).
 #[derive(Default)]
 struct Change {
+    /// The sealed email (blanked when the person is erased).
+    email: Option<String>,
     name: Option<String>,
     status: Option<&'static str>,
     mfa: Option<bool>,
@@ -79,6 +81,13 @@ pub async fn apply(
                 status: Some("active"),
                 ..Change::default()
             },
+            // The key is gone: nothing sealed for this person stays in the read model.
+            UserEvent::PersonalDataErased => Change {
+                status: Some("erased"),
+                email: Some(String::new()),
+                name: Some(String::new()),
+                ..Change::default()
+            },
             UserEvent::MfaEnabled { .. } => Change {
                 mfa: Some(true),
                 ..Change::default()
@@ -108,6 +117,7 @@ pub async fn apply(
         let changed = sqlx::query(
             "UPDATE users
                 SET display_name_sealed = coalesce($2, display_name_sealed),
+                    email_sealed = coalesce($11, email_sealed),
                     status = coalesce($3, status),
                     mfa_enabled = coalesce($4, mfa_enabled),
                     locked_until = CASE WHEN $5 THEN to_timestamp($6::double precision / 1000) ELSE locked_until END,
@@ -126,6 +136,7 @@ pub async fn apply(
         .bind(event.sequence)
         .bind(change.role_added)
         .bind(change.role_removed)
+        .bind(change.email)
         .execute(&mut *conn)
         .await?
         .rows_affected();

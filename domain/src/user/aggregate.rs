@@ -35,6 +35,8 @@ pub enum UserError {
     CodeAlreadyUsed,
     #[error("the account is already in that state")]
     Unchanged,
+    #[error("this person's personal data was erased: the account cannot be used again")]
+    Erased,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +61,10 @@ pub struct User {
     /// Other agencies the user belongs to, with the roles held there.
     #[serde(default)]
     memberships: std::collections::BTreeMap<AgencyId, Vec<String>>,
+    /// The person's data key was deleted (crypto-shredding): their email and name, sealed
+    /// in the events, can never be opened again, and the account stays deactivated.
+    #[serde(default)]
+    erased: bool,
     password_hash: String,
     must_change_password: bool,
     lockout: Lockout,
@@ -75,6 +81,14 @@ impl User {
         "secret",
         "recovery_codes",
     ];
+
+    /// The fields, in the state and in the events, that hold the person's sealed personal
+    /// data: shown as `[erased]` once the person is erased.
+    pub const PERSONAL_FIELDS: [&'static str; 2] = ["email", "display_name"];
+
+    pub fn is_erased(&self) -> bool {
+        self.erased
+    }
 
     pub fn mfa_enabled(&self) -> bool {
         self.mfa.secret.is_some()
@@ -264,6 +278,9 @@ impl User {
                 }])
             }
             UserCommand::UpdateProfile { display_name } => {
+                if self.erased {
+                    return Err(UserError::Erased);
+                }
                 self.active()?;
                 Ok(vec![UserEvent::ProfileUpdated { display_name }])
             }
@@ -347,6 +364,14 @@ impl User {
                 Some(UserStatus::Active) => Ok(vec![UserEvent::UserDeactivated]),
                 _ => Err(UserError::Unchanged),
             },
+            // Erasing twice records nothing: the gateway deletes the key again (a retry after
+            // a crash between the event and the deletion).
+            UserCommand::ErasePersonalData => match (self.status, self.erased) {
+                (None, _) => Err(UserError::NotFound),
+                (Some(_), true) => Ok(Vec::new()),
+                (Some(_), false) => Ok(vec![UserEvent::PersonalDataErased]),
+            },
+            UserCommand::Reactivate if self.erased => Err(UserError::Erased),
             UserCommand::Reactivate => match self.status {
                 Some(UserStatus::Deactivated) => Ok(vec![UserEvent::UserReactivated]),
                 _ => Err(UserError::Unchanged),
@@ -438,6 +463,12 @@ impl Aggregate for User {
             UserEvent::LoggedOut { .. } | UserEvent::AgencyEntered { .. } => {}
             UserEvent::UserDeactivated => self.status = Some(UserStatus::Deactivated),
             UserEvent::UserReactivated => self.status = Some(UserStatus::Active),
+            UserEvent::PersonalDataErased => {
+                self.erased = true;
+                self.status = Some(UserStatus::Deactivated);
+                self.email = None;
+                self.display_name = None;
+            }
         }
     }
 }

@@ -89,6 +89,8 @@ pub enum UserCommand {
         now: Timestamp,
     },
     Deactivate,
+    /// Erase the person: the gateway deletes their data key once this is recorded.
+    ErasePersonalData,
     Reactivate,
 }
 
@@ -111,6 +113,7 @@ impl UserCommand {
             Self::LogOut { .. } => "LogOut",
             Self::EnterAgency { .. } => "EnterAgency",
             Self::Deactivate => "DeactivateUser",
+            Self::ErasePersonalData => "ErasePersonalData",
             Self::Reactivate => "ReactivateUser",
         }
     }

@@ -81,6 +81,9 @@ pub enum UserEvent {
     },
     UserDeactivated,
     UserReactivated,
+    /// The person's data key was deleted: the sealed email and name in earlier events can
+    /// never be opened again (DESIGN.md rule 10). The account is deactivated for good.
+    PersonalDataErased,
 }
 
 impl UserEvent {
@@ -114,6 +117,7 @@ impl DomainEvent for UserEvent {
             Self::AgencyEntered { .. } => "AgencyEntered",
             Self::UserDeactivated => "UserDeactivated",
             Self::UserReactivated => "UserReactivated",
+            Self::PersonalDataErased => "PersonalDataErased",
         }
         .to_owned()
     }

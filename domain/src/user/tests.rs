@@ -322,3 +322,34 @@ fn entering_an_agency_is_recorded_only_for_a_member() {
         })
         .then_expect_error(UserError::NotFound);
 }
+
+#[test]
+fn an_erased_person_stays_erased_and_erasing_again_records_nothing() {
+    UserTest::with(())
+        .given(vec![registered()])
+        .when(UserCommand::ErasePersonalData)
+        .then_expect_events(vec![UserEvent::PersonalDataErased]);
+    let erased = vec![registered(), UserEvent::PersonalDataErased];
+    UserTest::with(())
+        .given(erased.clone())
+        .when(UserCommand::ErasePersonalData)
+        .then_expect_events(vec![]);
+    UserTest::with(())
+        .given(erased.clone())
+        .when(UserCommand::Reactivate)
+        .then_expect_error(UserError::Erased);
+    UserTest::with(())
+        .given(erased.clone())
+        .when(UserCommand::UpdateProfile {
+            display_name: Sealed("sealed-name".into()),
+        })
+        .then_expect_error(UserError::Erased);
+    UserTest::with(())
+        .given(erased)
+        .when(attempt(LoginCheck::PasswordMatched, at(1)))
+        .then_expect_error(UserError::Deactivated);
+    UserTest::with(())
+        .given(vec![])
+        .when(UserCommand::ErasePersonalData)
+        .then_expect_error(UserError::NotFound);
+}

@@ -61,6 +61,7 @@ pub fn router(settings: &Settings, state: AppState) -> Result<Router, StartupErr
                 .patch(users::update)
                 .delete(users::deactivate),
         )
+        .route(&format!("{api}/users/{{id}}/erase"), post(users::erase))
         .route(&format!("{api}/users/{{id}}/unlock"), post(users::unlock))
         .route(
             &format!("{api}/users/{{id}}/memberships/{{agency_id}}"),

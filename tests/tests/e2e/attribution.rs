@@ -465,6 +465,18 @@ async fn every_mutating_route_records_the_caller_and_the_request_id() {
     )
     .await;
 
+    let erased = app
+        .create_user("erased@laval.example", PASSWORD, &["viewer"])
+        .await;
+    walk.call(
+        root,
+        &admin,
+        "POST /users/{id}/erase",
+        &format!("/users/{erased}/erase"),
+        Body::None,
+    )
+    .await;
+
     // Every mutating operation of the document was walked.
     let doc: Value = app
         .http

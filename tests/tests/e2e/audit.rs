@@ -837,3 +837,172 @@ async fn eriop_audit_replays_and_tails_the_events_stream() {
     assert!(!tail.is_finished(), "tail follows until stopped");
     tail.abort();
 }
+
+/// Erasure (crypto-shredding): the person's key is deleted, every read shows `[erased]`
+/// where their data was, the export holds none of it, and the chain still verifies.
+#[tokio::test]
+async fn an_erased_person_reads_erased_everywhere_and_the_chain_still_verifies() {
+    let app = TestApp::spawn().await;
+    let password = "correct horse battery staple";
+    let person = app
+        .create_user("forget.me@laval.example", password, &["viewer"])
+        .await;
+    let token = app.access_token("forget.me@laval.example", password).await;
+    assert_eq!(
+        app.request(Method::PATCH, &format!("/users/{person}"))
+            .json(&json!({ "display_name": "Forget Me" }))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let erase = app
+        .request(Method::POST, &format!("/users/{person}/erase"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erase.status(), 204, "{:?}", erase.text().await);
+
+    // Recorded, by the administrator.
+    let erasures: Vec<Value> = sqlx::query_scalar(
+        "SELECT metadata FROM events WHERE aggregate_id = $1 AND event_type = 'PersonalDataErased'",
+    )
+    .bind(&person)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(erasures.len(), 1);
+    assert_eq!(erasures[0]["actor"], app.admin_id.as_str());
+    // The key and the address's blind index are gone; the person's sessions and logins too.
+    let of = |table: &str| format!("SELECT count(*) FROM {table} WHERE user_id = '{person}'");
+    assert_eq!(app.db.count(&of("user_data_keys")).await, 0);
+    assert_eq!(app.db.count(&of("user_emails")).await, 0);
+    assert_eq!(app.get_as(&token, "/auth/me").await.status(), 401);
+    assert_eq!(
+        app.try_login("forget.me@laval.example", password)
+            .await
+            .status(),
+        401
+    );
+
+    // Reads: the users list, the user, the trail, the replay.
+    let users: Value = app
+        .request(Method::GET, "/users?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == person.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["email"], "[erased]");
+    assert_eq!(row["display_name"], "[erased]");
+    assert_eq!(row["status"], "erased");
+    let user: Value = app
+        .request(Method::GET, &format!("/users/{person}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(user["status"], "erased");
+    trail_complete(&app).await;
+    let (events, _, _) = trail(
+        &app,
+        &app.token,
+        &format!("aggregate_type=user&aggregate_id={person}&limit=1000"),
+    )
+    .await;
+    let registered = events
+        .iter()
+        .find(|e| e["event_type"] == "UserRegistered")
+        .unwrap();
+    assert_eq!(registered["payload"]["UserRegistered"]["email"], "[erased]");
+    assert_eq!(
+        registered["payload"]["UserRegistered"]["display_name"],
+        "[erased]"
+    );
+    let renamed = events
+        .iter()
+        .find(|e| e["event_type"] == "ProfileUpdated")
+        .unwrap();
+    assert_eq!(
+        renamed["payload"]["ProfileUpdated"]["display_name"],
+        "[erased]"
+    );
+    let replay: Value = app
+        .get_as(&app.token, &format!("/audit/streams/user/{person}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(replay["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["state"]["email"] == "[erased]" || i["state"]["email"].is_null()));
+
+    // The export holds none of the person's sealed data, and verifies.
+    let sealed: Vec<String> = sqlx::query_scalar(
+        "SELECT payload -> 'UserRegistered' ->> 'email' FROM events WHERE aggregate_id = $1 AND sequence = 1",
+    )
+    .bind(&person)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let export = app
+        .get_as(&app.token, "/audit/export")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !export.contains(&sealed[0]),
+        "the sealed email left in an export"
+    );
+    let file = std::env::temp_dir().join(format!("eriop-erased-{}.ndjson", uuid::Uuid::now_v7()));
+    std::fs::write(&file, &export).unwrap();
+    let (code, out, err) = eriop_audit(&["verify", file.to_str().unwrap()]).await;
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    // The chain, recomputed in the database, is whole.
+    let report: Value = verify(&app, &app.token, "user", &person)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["verified"], true);
+
+    // Erasing again records nothing new; the account cannot come back; nor can one erase
+    // oneself.
+    let again = app
+        .request(Method::POST, &format!("/users/{person}/erase"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 204);
+    assert_eq!(
+        app.db.count(&format!("SELECT count(*) FROM events WHERE aggregate_id = '{person}' AND event_type = 'PersonalDataErased'")).await,
+        1
+    );
+    let back = app
+        .request(Method::POST, &format!("/users/{person}/reactivate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 409);
+    let myself = app
+        .request(Method::POST, &format!("/users/{}/erase", app.admin_id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(myself.status(), 409);
+}

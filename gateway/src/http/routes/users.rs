@@ -161,7 +161,7 @@ pub async fn get(
     Ok(Json(serde_json::json!({
         "id": id,
         "agency_id": user.agency_id(),
-        "status": user.status(),
+        "status": if user.is_erased() { serde_json::json!("erased") } else { serde_json::json!(user.status()) },
         "roles": user.roles(),
         "mfa_enabled": user.mfa_enabled(),
         "locked": lockout.is_locked(state.auth().now()),
@@ -255,6 +255,21 @@ pub async fn reactivate(
     done(&state, id).await
 }
 
+/// Erases a person's personal data (crypto-shredding): audited, for good. Not oneself.
+pub async fn erase(
+    Allowed { caller: admin, .. }: Allowed<UsersWrite>,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    not_oneself(&admin, id, "erase")?;
+    state
+        .identity()
+        .erase(&admin, &id.to_string(), &request_id.0)
+        .await?;
+    done(&state, id).await
+}
+
 /// An administrator's reset of another user's MFA (a lost phone): its own audited event.
 pub async fn reset_mfa(
     Allowed { caller: admin, .. }: Allowed<UsersWrite>,
@@ -338,6 +353,9 @@ struct UserRow {
     wrapped_key: Option<String>,
 }
 
+/// What every read shows where an erased person's data was.
+pub const ERASED: &str = "[erased]";
+
 /// The users of the caller's agency, oldest first. Email and name are opened here, per
 /// row, with each person's key: `null` for a person who was erased.
 pub async fn list(
@@ -373,12 +391,21 @@ pub async fn list(
         .into_iter()
         .map(|row| {
             let id = row.id.to_string();
+            // An erased person's key is gone: what was theirs reads `[erased]`.
+            let erased = row.status == "erased" || row.wrapped_key.is_none();
             let key = row.wrapped_key.as_deref();
+            let personal = |value: Option<String>| {
+                if erased {
+                    Some(ERASED.to_owned())
+                } else {
+                    value
+                }
+            };
             serde_json::json!({
                 "id": row.id,
                 "agency_id": row.agency_id,
-                "email": identity.open_personal(&id, key, "email", &row.email_sealed).filter(|e| !e.is_empty()),
-                "display_name": identity.open_personal(&id, key, "name", &row.display_name_sealed),
+                "email": personal(identity.open_personal(&id, key, "email", &row.email_sealed).filter(|e| !e.is_empty())),
+                "display_name": personal(identity.open_personal(&id, key, "name", &row.display_name_sealed)),
                 "roles": row.roles,
                 "status": row.status,
                 "mfa_enabled": row.mfa_enabled,

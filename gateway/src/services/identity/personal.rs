@@ -97,6 +97,35 @@ impl Identity<'_> {
         .map_err(user_error)
     }
 
+    /// Erases a person (DESIGN.md rule 10): the erasure is recorded first (PersonalDataErased,
+    /// by the administrator), then the person's data key and the blind index of their
+    /// address are deleted and their sessions end. A crash in between leaves an erasure in
+    /// the trail whose key still exists: erasing again records nothing new and deletes it.
+    pub async fn erase(
+        &self,
+        admin: &Caller,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<(), ApiError> {
+        let user = self.load(user_id).await?;
+        self.visible_to(admin, &user)?;
+        let audit = Audit::by(admin, request_id);
+        self.execute(user_id, UserCommand::ErasePersonalData, &audit)
+            .await
+            .map_err(user_error)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM user_data_keys WHERE user_id = $1::uuid")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM user_emails WHERE user_id = $1::uuid")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.end_sessions(user_id).await
+    }
+
     /// Opens a user's sealed personal `field` (`email` or `name`) with the user's wrapped data
     /// key; `None` once the person was erased (no key) or the value was altered.
     pub fn open_personal(

@@ -19,7 +19,7 @@ use jsonwebtoken::Header as JwsHeader;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{redact, trail::horizon};
+use super::{erased_users, redact, trail::horizon, user_ids, ERASED, REDACTED};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
 use crate::http::permission::AuditRead;
@@ -30,6 +30,8 @@ use eriop_domain::user::{User, UserEvent};
 use eriop_domain::BuiltInRole;
 
 const PAGE: i64 = 1_000;
+/// Where an export leaves a person's sealed data out.
+const SEALED: &str = "[sealed]";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,9 +144,20 @@ pub async fn export(
             .bind(PAGE)
             .fetch_all(state.pool())
             .await?;
+            let erased = erased_users(
+                state.pool(),
+                user_ids(rows.iter().map(|r| {
+                    (
+                        r.event.aggregate_type.as_str(),
+                        r.event.aggregate_id.as_str(),
+                    )
+                })),
+            )
+            .await?;
             let mut chunk = String::with_capacity(rows.len() * 600);
             for row in &rows {
-                let redacted = secrets_redacted(&row.event);
+                let redacted =
+                    secrets_redacted(&row.event, erased.contains(&row.event.aggregate_id));
                 progress.redacted += u64::from(redacted.is_some());
                 progress.events += 1;
                 progress.heads.insert(
@@ -183,14 +196,21 @@ pub async fn export(
 }
 
 /// The payload with its secrets redacted, when it held any (a user's password or client
-/// secret hash, sealed TOTP secret, recovery codes' hashes).
-fn secrets_redacted(event: &EventRow) -> Option<serde_json::Value> {
+/// secret hash, sealed TOTP secret, recovery codes' hashes), and with no personal data: an
+/// export leaves the platform, so even sealed emails and names stay behind (`[sealed]`, or
+/// `[erased]` once the person was erased).
+fn secrets_redacted(event: &EventRow, erased: bool) -> Option<serde_json::Value> {
     if event.aggregate_type != <User as cqrs_es::Aggregate>::TYPE {
         return None;
     }
     let original: serde_json::Value = serde_json::from_str(&event.payload).ok()?;
     let mut payload = original.clone();
-    redact(&mut payload, &UserEvent::SECRET_FIELDS);
+    redact(&mut payload, &UserEvent::SECRET_FIELDS, REDACTED);
+    redact(
+        &mut payload,
+        &User::PERSONAL_FIELDS,
+        if erased { ERASED } else { SEALED },
+    );
     (payload != original).then_some(payload)
 }
 

@@ -2,6 +2,8 @@
 //! agency ([`trail`]) and verify an aggregate's hash chain (DESIGN.md rule 1): any altered,
 //! removed or reordered event breaks it.
 
+use std::collections::HashSet;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -45,26 +47,63 @@ pub(super) fn stream_key(field: &str, value: Option<&str>) -> Result<(), ApiErro
 }
 
 /// What an auditor sees of a stored event: everything, but the secrets' hashes and sealed
-/// forms ([`UserEvent::SECRET_FIELDS`]), which read `[redacted]`.
-pub fn redacted(mut event: StoredEvent) -> StoredEvent {
+/// forms ([`UserEvent::SECRET_FIELDS`]), which read `[redacted]`, and, once the person was
+/// erased, their sealed personal data ([`User::PERSONAL_FIELDS`]), which reads `[erased]`.
+pub fn redacted(mut event: StoredEvent, erased: &HashSet<String>) -> StoredEvent {
     if event.aggregate_type == <User as cqrs_es::Aggregate>::TYPE {
-        redact(&mut event.payload, &UserEvent::SECRET_FIELDS);
+        redact(&mut event.payload, &UserEvent::SECRET_FIELDS, REDACTED);
+        if erased.contains(&event.aggregate_id) {
+            redact(&mut event.payload, &User::PERSONAL_FIELDS, ERASED);
+        }
     }
     event
 }
 
-pub(super) fn redact(value: &mut serde_json::Value, fields: &[&str]) {
+pub(super) const REDACTED: &str = "[redacted]";
+pub(super) use crate::http::routes::users::ERASED;
+
+/// Which of these users were erased: their data key is gone (the key, not the read model,
+/// is what erasure deletes, so this holds the moment the erasure returns).
+pub(super) async fn erased_users(
+    pool: &sqlx::PgPool,
+    user_ids: Vec<String>,
+) -> Result<HashSet<String>, sqlx::Error> {
+    if user_ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let erased: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM unnest($1::text[]) AS id
+          WHERE NOT EXISTS (SELECT 1 FROM user_data_keys k WHERE k.user_id::text = id)",
+    )
+    .bind(user_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(erased.into_iter().collect())
+}
+
+/// The user aggregates among `events`.
+pub(super) fn user_ids<'a>(events: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    let mut ids: Vec<String> = events
+        .filter(|(aggregate_type, _)| *aggregate_type == <User as cqrs_es::Aggregate>::TYPE)
+        .map(|(_, id)| id.to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+pub(super) fn redact(value: &mut serde_json::Value, fields: &[&str], shown: &str) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, inner) in map.iter_mut() {
                 if fields.contains(&key.as_str()) {
-                    *inner = serde_json::Value::String("[redacted]".into());
+                    *inner = serde_json::Value::String(shown.into());
                 } else {
-                    redact(inner, fields);
+                    redact(inner, fields, shown);
                 }
             }
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact(v, fields)),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact(v, fields, shown)),
         _ => {}
     }
 }

@@ -9,7 +9,7 @@ use cqrs_es::Aggregate;
 use serde::Deserialize;
 use sqlx::types::Json as SqlJson;
 
-use super::{redact, redacted, stream_key};
+use super::{erased_users, redact, redacted, stream_key, ERASED, REDACTED};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::permission::AuditRead;
@@ -80,7 +80,15 @@ pub async fn stream(
             "no such aggregate in your agency".into(),
         ));
     }
-    let steps = fold(&events).map_err(|sequence| {
+    let erased = erased_users(
+        state.pool(),
+        super::user_ids(std::iter::once((
+            aggregate_type.as_str(),
+            aggregate_id.as_str(),
+        ))),
+    )
+    .await?;
+    let steps = fold(&events, !erased.is_empty()).map_err(|sequence| {
         ApiError::Internal(
             format!("event {sequence} of a {aggregate_type} stream does not decode").into(),
         )
@@ -99,7 +107,7 @@ pub async fn stream(
         .into_iter()
         .zip(steps)
         .filter(|(event, _)| event.sequence >= from)
-        .map(|(event, state)| serde_json::json!({ "event": redacted(event), "state": state }))
+        .map(|(event, state)| serde_json::json!({ "event": redacted(event, &erased), "state": state }))
         .collect();
     Ok(Json(serde_json::json!({
         "aggregate_type": aggregate_type,
@@ -121,9 +129,9 @@ const TYPES: [&str; 6] = [
     Registry::TYPE,
 ];
 
-/// Folds a stream into the state after each event; on failure, the sequence that did not
-/// decode.
-type Fold = fn(&[StoredEvent]) -> Result<Vec<serde_json::Value>, i64>;
+/// Folds a stream into the state after each event (`true`: the person was erased); on
+/// failure, the sequence that did not decode.
+type Fold = fn(&[StoredEvent], bool) -> Result<Vec<serde_json::Value>, i64>;
 
 fn folder(aggregate_type: &str) -> Option<Fold> {
     let fold: Fold = match aggregate_type {
@@ -139,7 +147,10 @@ fn folder(aggregate_type: &str) -> Option<Fold> {
 }
 
 /// The state after each event, by the aggregate's own `apply`, with its secrets redacted.
-fn states<A: Aggregate>(events: &[StoredEvent]) -> Result<Vec<serde_json::Value>, i64> {
+fn states<A: Aggregate>(
+    events: &[StoredEvent],
+    erased: bool,
+) -> Result<Vec<serde_json::Value>, i64> {
     let mut aggregate = A::default();
     events
         .iter()
@@ -149,7 +160,10 @@ fn states<A: Aggregate>(events: &[StoredEvent]) -> Result<Vec<serde_json::Value>
             aggregate.apply(event);
             let mut state = serde_json::to_value(&aggregate).map_err(|_| stored.sequence)?;
             if A::TYPE == User::TYPE {
-                redact(&mut state, &User::SECRET_STATE_FIELDS);
+                redact(&mut state, &User::SECRET_STATE_FIELDS, REDACTED);
+                if erased {
+                    redact(&mut state, &User::PERSONAL_FIELDS, ERASED);
+                }
             }
             Ok(state)
         })

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use sqlx::types::Json as SqlJson;
 use sqlx::{Postgres, QueryBuilder};
 
-use super::{redacted, stream_key};
+use super::{erased_users, redacted, stream_key, user_ids};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
 use crate::http::permission::AuditRead;
@@ -167,9 +167,17 @@ pub async fn events(
             position: *position,
         })
         .or(after);
+    let erased = erased_users(
+        state.pool(),
+        user_ids(
+            rows.iter()
+                .map(|(SqlJson(e), _, _)| (e.aggregate_type.as_str(), e.aggregate_id.as_str())),
+        ),
+    )
+    .await?;
     let items: Vec<StoredEvent> = rows
         .into_iter()
-        .map(|(SqlJson(e), _, _)| redacted(e))
+        .map(|(SqlJson(e), _, _)| redacted(e, &erased))
         .collect();
     Ok(Json(serde_json::json!({
         "items": items,
