@@ -209,6 +209,9 @@ pub struct Settings {
     /// The projections' operations port: `/metrics`, `/health/live`, `/health/ready`.
     #[serde(default = "defaults::projections_ops_addr")]
     pub projections_ops_addr: String,
+    /// How often the projections apply each agency's telemetry retention (seconds).
+    #[serde(default = "defaults::telemetry_retention_interval_secs")]
+    pub telemetry_retention_interval_secs: u64,
     /// How long the bridge trusts what it read of a known device (seconds): a
     /// decommissioning, a registry taken back or an agency suspended reaches it within this.
     #[serde(default = "defaults::bridge_registry_cache_secs")]
@@ -386,6 +389,9 @@ mod defaults {
     }
     pub fn projections_ops_addr() -> String {
         "0.0.0.0:9102".to_owned()
+    }
+    pub fn telemetry_retention_interval_secs() -> u64 {
+        3_600
     }
     pub fn bridge_registry_cache_secs() -> u64 {
         30

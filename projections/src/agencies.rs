@@ -23,6 +23,7 @@ struct Change {
     device_quota: Option<i64>,
     command_quota: Option<i64>,
     telemetry_quota: Option<i64>,
+    telemetry_retention_days: Option<i64>,
 }
 
 /// Applies one stored event of the Agency aggregate.
@@ -62,6 +63,9 @@ pub async fn apply(
                 AgencyEvent::AgencyTelemetryQuotaSet { per_second } => {
                     change.telemetry_quota = Some(i64::from(per_second))
                 }
+                AgencyEvent::AgencyTelemetryRetentionSet { days } => {
+                    change.telemetry_retention_days = Some(i64::from(days))
+                }
                 AgencyEvent::AgencyCreated { .. } => {}
             }
             sqlx::query(
@@ -71,6 +75,7 @@ pub async fn apply(
                         device_quota = coalesce($7, device_quota),
                         command_quota = coalesce($8, command_quota),
                         telemetry_quota = coalesce($9, telemetry_quota),
+                        telemetry_retention_days = coalesce($10, telemetry_retention_days),
                         updated_at = $4, version = $5
                   WHERE id = $1 AND version = $5 - 1",
             )
@@ -83,6 +88,7 @@ pub async fn apply(
             .bind(change.device_quota)
             .bind(change.command_quota)
             .bind(change.telemetry_quota)
+            .bind(change.telemetry_retention_days)
             .execute(&mut *conn)
             .await?
             .rows_affected()

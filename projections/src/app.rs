@@ -34,6 +34,7 @@ pub struct App {
     topology: Topology,
     ops: tokio::net::TcpListener,
     metrics: ProjectionMetrics,
+    retention_interval: Duration,
 }
 
 impl App {
@@ -67,6 +68,9 @@ impl App {
             topology: topology.clone(),
             ops,
             metrics: ProjectionMetrics::default(),
+            retention_interval: Duration::from_secs(
+                settings.telemetry_retention_interval_secs.max(1),
+            ),
             telemetry: TelemetryConsumer {
                 pool: telemetry_pool.clone(),
                 js: js.clone(),
@@ -159,10 +163,16 @@ impl App {
             }
         };
         let partitions = keep_telemetry_partitions(&self.telemetry_pool);
+        let retention = crate::retention::run(
+            self.pool.clone(),
+            self.telemetry_pool.clone(),
+            self.retention_interval,
+        );
         tokio::select! {
             _ = consumers => {}
             _ = telemetry => {}
             _ = partitions => {}
+            _ = retention => {}
             _ = ops => {}
             _ = shutdown => tracing::info!("stopping"),
         }

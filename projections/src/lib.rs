@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod read_model;
 pub mod rebuild;
 pub mod registries;
+pub mod retention;
 pub mod roles;
 pub mod telemetry;
 pub mod users;

@@ -48,6 +48,8 @@ pub struct Agency {
     command_quota: Option<u32>,
     #[serde(default)]
     telemetry_quota: Option<u32>,
+    #[serde(default)]
+    telemetry_retention_days: Option<u32>,
 }
 
 impl Agency {
@@ -89,6 +91,7 @@ impl Agency {
                 device_quota,
                 command_quota,
                 telemetry_quota,
+                telemetry_retention_days,
             } => {
                 let current = self.existing_status()?;
                 let mut events: Vec<AgencyEvent> =
@@ -115,6 +118,11 @@ impl Agency {
                     telemetry_quota.filter(|q| Some(*q) != self.telemetry_quota)
                 {
                     events.push(AgencyEvent::AgencyTelemetryQuotaSet { per_second });
+                }
+                if let Some(days) =
+                    telemetry_retention_days.filter(|d| Some(*d) != self.telemetry_retention_days)
+                {
+                    events.push(AgencyEvent::AgencyTelemetryRetentionSet { days });
                 }
                 Ok(events)
             }
@@ -162,6 +170,9 @@ impl Aggregate for Agency {
             AgencyEvent::AgencyDeviceQuotaSet { devices } => self.device_quota = Some(devices),
             AgencyEvent::AgencyCommandQuotaSet { per_minute } => {
                 self.command_quota = Some(per_minute)
+            }
+            AgencyEvent::AgencyTelemetryRetentionSet { days } => {
+                self.telemetry_retention_days = Some(days)
             }
             AgencyEvent::AgencyTelemetryQuotaSet { per_second } => {
                 self.telemetry_quota = Some(per_second)

@@ -29,6 +29,8 @@ pub enum AgencyCommand {
         /// Telemetry messages the agency's devices may send a second, counted by each bridge
         /// (ERIOP_AGENCY_TELEMETRY_PER_SECOND until set).
         telemetry_quota: Option<u32>,
+        /// Days the agency's telemetry is kept (the platform's retention until set).
+        telemetry_retention_days: Option<u32>,
     },
 }
 

@@ -31,6 +31,11 @@ pub enum AgencyEvent {
     AgencyTelemetryQuotaSet {
         per_second: u32,
     },
+    /// How many days the agency's telemetry is kept (the retention job deletes older
+    /// samples).
+    AgencyTelemetryRetentionSet {
+        days: u32,
+    },
 }
 
 impl DomainEvent for AgencyEvent {
@@ -44,6 +49,7 @@ impl DomainEvent for AgencyEvent {
             Self::AgencyDeviceQuotaSet { .. } => "AgencyDeviceQuotaSet",
             Self::AgencyCommandQuotaSet { .. } => "AgencyCommandQuotaSet",
             Self::AgencyTelemetryQuotaSet { .. } => "AgencyTelemetryQuotaSet",
+            Self::AgencyTelemetryRetentionSet { .. } => "AgencyTelemetryRetentionSet",
         }
         .to_owned()
     }

@@ -81,6 +81,7 @@ fn commands_to_an_unknown_agency_are_refused() {
             device_quota: None,
             command_quota: None,
             telemetry_quota: None,
+            telemetry_retention_days: None,
         },
     ] {
         AgencyTest::with(())
@@ -125,6 +126,7 @@ fn amending_decides_every_change_together() {
             device_quota: None,
             command_quota: None,
             telemetry_quota: None,
+            telemetry_retention_days: None,
         })
         .then_expect_events(vec![
             AgencyEvent::AgencyRenamed {
@@ -146,6 +148,7 @@ fn amending_to_the_current_state_records_nothing() {
             device_quota: None,
             command_quota: None,
             telemetry_quota: None,
+            telemetry_retention_days: None,
         })
         .then_expect_events(vec![]);
 }
@@ -194,6 +197,7 @@ fn a_device_quota_is_recorded_once_and_setting_it_again_records_nothing() {
         device_quota: Some(devices),
         command_quota: None,
         telemetry_quota: None,
+        telemetry_retention_days: None,
     };
     AgencyTest::with(())
         .given(vec![created("City of Laval")])
@@ -217,6 +221,7 @@ fn command_and_telemetry_quotas_are_decided_together_and_only_when_they_change()
         device_quota: None,
         command_quota: commands,
         telemetry_quota: telemetry,
+        telemetry_retention_days: None,
     };
     AgencyTest::with(())
         .given(vec![created("City of Laval")])
@@ -232,4 +237,28 @@ fn command_and_telemetry_quotas_are_decided_together_and_only_when_they_change()
         ])
         .when(quotas(Some(60), Some(5)))
         .then_expect_events(vec![AgencyEvent::AgencyTelemetryQuotaSet { per_second: 5 }]);
+}
+
+#[test]
+fn telemetry_retention_is_recorded_only_when_it_changes() {
+    let amend = |days: Option<u32>| AgencyCommand::Amend {
+        name: None,
+        status: None,
+        mfa_required: None,
+        device_quota: None,
+        command_quota: None,
+        telemetry_quota: None,
+        telemetry_retention_days: days,
+    };
+    AgencyTest::with(())
+        .given(vec![created("Laval")])
+        .when(amend(Some(30)))
+        .then_expect_events(vec![AgencyEvent::AgencyTelemetryRetentionSet { days: 30 }]);
+    AgencyTest::with(())
+        .given(vec![
+            created("Laval"),
+            AgencyEvent::AgencyTelemetryRetentionSet { days: 30 },
+        ])
+        .when(amend(Some(30)))
+        .then_expect_events(vec![]);
 }

@@ -23,6 +23,7 @@ mod quotas;
 mod rate_limits;
 mod rebuild;
 mod relay;
+mod retention;
 mod roles;
 mod run_script;
 mod streams;

@@ -34,6 +34,8 @@ pub struct AgencyView {
     pub command_quota: Option<i64>,
     /// The most telemetry messages its devices may send a second; null: the platform's default.
     pub telemetry_quota: Option<i64>,
+    /// Days its telemetry is kept; null: the platform's retention.
+    pub telemetry_retention_days: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The number of events applied; a client may compare it to detect changes.
@@ -66,6 +68,8 @@ pub struct PatchAgency {
     command_quota: Option<crate::http::whole::Whole<u32>>,
     #[serde(default)]
     telemetry_quota: Option<crate::http::whole::Whole<u32>>,
+    #[serde(default)]
+    telemetry_retention_days: Option<crate::http::whole::Whole<u32>>,
 }
 
 #[derive(Serialize)]
@@ -80,7 +84,10 @@ struct Page {
 const MAX_QUOTA: u32 = 10_000_000;
 
 /// The columns every read of an agency selects.
-const COLUMNS: &str = "id, name, status, mfa_required, device_quota, command_quota, telemetry_quota, created_at, updated_at, version";
+const COLUMNS: &str = "id, name, status, mfa_required, device_quota, command_quota, telemetry_quota, telemetry_retention_days, created_at, updated_at, version";
+
+/// Ten years: longer retention is a typo, not a policy.
+const MAX_RETENTION_DAYS: u32 = 3_650;
 
 /// A quota as asked: a JSON number with no fraction (`1231.0` is an integer to JSON Schema,
 /// as documented), from `min` to [`MAX_QUOTA`]. A rate quota is at least 1: to stop an
@@ -174,9 +181,10 @@ pub async fn patch(
         && body.device_quota.is_none()
         && body.command_quota.is_none()
         && body.telemetry_quota.is_none()
+        && body.telemetry_retention_days.is_none()
     {
         return Err(ApiError::Validation {
-            detail: "nothing to change: give `name`, `status`, `mfa_required`, `device_quota`, `command_quota`, `telemetry_quota`"
+            detail: "nothing to change: give `name`, `status`, `mfa_required`, `device_quota`, `command_quota`, `telemetry_quota`, `telemetry_retention_days`"
                 .into(),
             errors: Vec::new(),
         });
@@ -185,6 +193,15 @@ pub async fn patch(
     let device_quota = quota("device_quota", 0, body.device_quota)?;
     let command_quota = quota("command_quota", 1, body.command_quota)?;
     let telemetry_quota = quota("telemetry_quota", 1, body.telemetry_quota)?;
+    let telemetry_retention_days = match body.telemetry_retention_days.map(|d| d.0) {
+        Some(days) if !(1..=MAX_RETENTION_DAYS).contains(&days) => {
+            return Err(ApiError::validation(
+                "telemetry_retention_days",
+                format!("from 1 to {MAX_RETENTION_DAYS}"),
+            ))
+        }
+        days => days,
+    };
     let id = AgencyId::from_uuid(id);
     // Suspending the agency one is signed in to would lock out the caller (and, for the
     // platform agency, every platform administrator) with no one left to reactivate it.
@@ -200,6 +217,7 @@ pub async fn patch(
         device_quota,
         command_quota,
         telemetry_quota,
+        telemetry_retention_days,
     };
     let stored = execute(&state, &allowed.caller, id, command, &request_id).await?;
     let platform = allowed.platform();

@@ -101,11 +101,7 @@ pub async fn events(
         ));
     }
     let after: Option<StoreCursor> = query.cursor.as_deref().map(str::parse).transpose()?;
-    if let (Some(from), Some(to)) = (query.from, query.to) {
-        if to <= from {
-            return Err(ApiError::validation("to", "must be after from"));
-        }
-    }
+    // `to` at or before `from` is an empty range: an empty page, not an error.
     // Exact matches on the event's own columns and on the metadata every event carries
     // (eriop_domain::metadata).
     let exact = [
