@@ -40,8 +40,8 @@ bootstrap-admin: ## Create the first platform administrator: make bootstrap-admi
 	@ERIOP_SECRET_KEY_FILE=$${ERIOP_SECRET_KEY_FILE:-$$(bash scripts/dev-secret-key.sh)} \
 	  cargo run --quiet -p eriop-gateway --bin eriop-gateway -- bootstrap-admin --email "$(EMAIL)" $(if $(PASSWORD_FILE),--password-file "$(PASSWORD_FILE)")
 
-rebuild: ## Empty the read models and replay the event store into them
-	@cargo run --quiet -p eriop-projections --bin eriop-projections -- rebuild
+rebuild: ## Replay the event store into the read models while the platform runs (one: make rebuild ARGS=users)
+	@cargo run --quiet -p eriop-projections --bin eriop-projections -- rebuild $(ARGS)
 
 simulate: ## Virtual street lights on the dev broker: make simulate DEVICES=100 RATE=50 [TOKEN=access-token registers them]
 	@bash scripts/simulate.sh

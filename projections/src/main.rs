@@ -22,8 +22,13 @@ struct Cli {
 enum Command {
     /// Consume EVENTS into the read models until SIGINT/SIGTERM (the default).
     Run,
-    /// Empty the read models and replay the event store into them, in one transaction.
-    Rebuild,
+    /// Empty the read models (or one, by name) and replay the event store into them, in one
+    /// transaction, while the platform runs: readers see the old rows until the new ones
+    /// replace them at once.
+    Rebuild {
+        /// One read model: agencies, users, roles, device_classes, devices or registries.
+        name: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -43,11 +48,26 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Rebuild => rebuild(&settings).await,
+        Command::Rebuild { name } => rebuild(&settings, name.as_deref()).await,
     }
 }
 
-async fn rebuild(settings: &Settings) -> ExitCode {
+async fn rebuild(settings: &Settings, name: Option<&str>) -> ExitCode {
+    use eriop_projections::ReadModel;
+    let models: Vec<ReadModel> = match name {
+        None => ReadModel::ALL.to_vec(),
+        Some(name) => match ReadModel::ALL.into_iter().find(|m| m.name() == name) {
+            Some(model) => vec![model],
+            None => {
+                let names: Vec<&str> = ReadModel::ALL.iter().map(|m| m.name()).collect();
+                eprintln!(
+                    "eriop-projections: no read model {name:?}: give one of {}, or none for all",
+                    names.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
     let pool = match sqlx::PgPool::connect(settings.database_url.expose_secret()).await {
         Ok(pool) => pool,
         Err(e) => {
@@ -55,7 +75,7 @@ async fn rebuild(settings: &Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = eriop_projections::rebuild::rebuild(&pool, |done, total| {
+    let result = eriop_projections::rebuild::rebuild(&pool, &models, |done, total| {
         eprint!("\rrebuilding the read models: {done}/{total} events");
         let _ = std::io::stderr().flush();
     })

@@ -80,7 +80,8 @@ impl ReadModel {
     /// Empties the read model (rebuild), holding its locks until the transaction ends.
     pub async fn reset(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         for table in self.tables() {
-            sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            // EXCLUSIVE, not ACCESS EXCLUSIVE: readers go on reading the old rows.
+            sqlx::query(&format!("LOCK TABLE {table} IN EXCLUSIVE MODE"))
                 .execute(&mut *conn)
                 .await?;
             sqlx::query(&format!("DELETE FROM {table}"))

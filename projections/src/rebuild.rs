@@ -1,6 +1,10 @@
-//! Rebuild: empty the read models and replay the event store into them, in one
-//! transaction (readers see the old rows until it commits). The live consumers keep
-//! running: they wait on the table locks, then find their events already applied.
+//! Rebuild: empty read models and replay the event store into them, in one transaction,
+//! while the platform runs. The tables are locked in EXCLUSIVE mode, which lets readers in:
+//! until the rebuild commits they read the old rows (PostgreSQL keeps them for their
+//! snapshots), and at its commit the new rows replace them all at once, so no reader sees an
+//! empty or partial read model. Writers wait: the live consumers resume after the commit and
+//! find their events already applied (per-aggregate versions); a command meanwhile answers
+//! 202 (its read model is late) rather than wait.
 
 use eriop_nats::StoredEvent;
 use sqlx::types::Json;
@@ -16,14 +20,16 @@ pub struct RebuildReport {
     pub applied: u64,
 }
 
-/// Replays every event into every read model. `progress(done, total)` after each page.
+/// Replays the events of `models` (every read model: [`ReadModel::ALL`]) into them.
+/// `progress(done, total)` after each page.
 pub async fn rebuild(
     pool: &PgPool,
+    models: &[ReadModel],
     mut progress: impl FnMut(u64, u64),
 ) -> Result<RebuildReport, ProjectionError> {
     let mut tx = crate::begin_all_agencies(pool).await?;
-    let types: Vec<&str> = ReadModel::ALL.iter().map(|m| m.aggregate_type()).collect();
-    for model in ReadModel::ALL {
+    let types: Vec<&str> = models.iter().map(|m| m.aggregate_type()).collect();
+    for model in models {
         model.reset(&mut tx).await?;
     }
     let total: i64 =
@@ -33,7 +39,7 @@ pub async fn rebuild(
             .await?;
     let total = u64::try_from(total).unwrap_or(0);
     let mut report = RebuildReport::default();
-    for model in ReadModel::ALL {
+    for &model in models {
         let mut after = (String::new(), 0_i64);
         loop {
             // Keyset pagination in the aggregates' own order.
