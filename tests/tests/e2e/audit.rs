@@ -14,19 +14,20 @@ async fn verify(app: &TestApp, token: &str, aggregate_type: &str, id: &str) -> r
         .unwrap()
 }
 
+/// Renames agency `id` to each of `names`, asserting each answer.
+async fn rename(app: &TestApp, id: &str, names: &[&str]) {
+    for name in names {
+        let response = app.patch_agency(id, json!({ "name": name })).await;
+        assert_eq!(response.status(), 200, "rename to {name}");
+    }
+}
+
 #[tokio::test]
 async fn an_altered_event_breaks_the_chain_and_auditors_see_where() {
     let app = TestApp::spawn().await;
     let agency = app.created_agency("Laval").await;
     let id = agency["id"].as_str().unwrap().to_owned();
-    for name in ["Laval 2", "Laval 3", "Laval 4"] {
-        assert_eq!(
-            app.patch_agency(&id, json!({ "name": name }))
-                .await
-                .status(),
-            200
-        );
-    }
+    rename(&app, &id, &["Laval 2", "Laval 3", "Laval 4"]).await;
     let report: Value = verify(&app, &app.token, "agency", &id)
         .await
         .json()
@@ -258,14 +259,7 @@ async fn auditors_find_events_by_actor_request_type_time_and_aggregate() {
         .as_str()
         .unwrap()
         .to_owned();
-    for name in ["Gatineau 2", "Gatineau 3"] {
-        assert_eq!(
-            app.patch_agency(&agency, json!({ "name": name }))
-                .await
-                .status(),
-            200
-        );
-    }
+    rename(&app, &agency, &["Gatineau 2", "Gatineau 3"]).await;
     // A second actor: an agency admin who registers a user.
     let password = "correct horse battery staple";
     let second = app
@@ -585,14 +579,7 @@ async fn an_export_verifies_offline_and_an_edited_line_is_named() {
         .as_str()
         .unwrap()
         .to_owned();
-    for name in ["Chicoutimi 2", "Chicoutimi 3"] {
-        assert_eq!(
-            app.patch_agency(&agency, json!({ "name": name }))
-                .await
-                .status(),
-            200
-        );
-    }
+    rename(&app, &agency, &["Chicoutimi 2", "Chicoutimi 3"]).await;
     let password = "correct horse battery staple";
     app.create_user("exported@laval.example", password, &["viewer"])
         .await;

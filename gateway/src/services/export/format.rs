@@ -30,6 +30,49 @@ pub struct ChainHead {
     pub hash: String,
 }
 
+/// The last event of each aggregate seen so far: what the writer states in the end line and
+/// what the verifier recomputes to check it.
+#[derive(Debug, Default)]
+pub struct ChainHeads(std::collections::BTreeMap<(String, String), (i64, String)>);
+
+impl ChainHeads {
+    /// The head of one aggregate's chain: `(sequence, hash)`.
+    pub fn get(&self, aggregate_type: &str, aggregate_id: &str) -> Option<&(i64, String)> {
+        self.0
+            .get(&(aggregate_type.to_owned(), aggregate_id.to_owned()))
+    }
+
+    pub fn record(&mut self, aggregate_type: &str, aggregate_id: &str, sequence: i64, hash: &str) {
+        self.0.insert(
+            (aggregate_type.to_owned(), aggregate_id.to_owned()),
+            (sequence, hash.to_owned()),
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// In the order of (aggregate type, id).
+    pub fn heads(&self) -> Vec<ChainHead> {
+        self.0
+            .iter()
+            .map(
+                |((aggregate_type, aggregate_id), (sequence, hash))| ChainHead {
+                    aggregate_type: aggregate_type.clone(),
+                    aggregate_id: aggregate_id.clone(),
+                    sequence: *sequence,
+                    hash: hash.clone(),
+                },
+            )
+            .collect()
+    }
+}
+
 /// What the last line states, and its signature attests.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct End {

@@ -19,7 +19,9 @@
 mod format;
 mod verify;
 
-pub use format::{chain_hash, ChainHead, End, EventRow, Header, Signed, AUDIENCE, FORMAT};
+pub use format::{
+    chain_hash, ChainHead, ChainHeads, End, EventRow, Header, Signed, AUDIENCE, FORMAT,
+};
 pub use verify::{BadLine, Report, Verifier};
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the end line's totals and digest recomputed, and its signature checked against the
 //! gateway's public keys when given. The first line that fails is named.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::format::{chain_hash, ChainHead, End, Header, Signed, AUDIENCE, FORMAT};
+use super::format::{chain_hash, ChainHeads, End, Header, Signed, AUDIENCE, FORMAT};
 
 /// The first line that fails, and why (lines count from 1).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +65,7 @@ pub struct Verifier {
     line: usize,
     digest: Sha256,
     /// Each aggregate's last sequence and hash so far.
-    chains: BTreeMap<(String, String), (i64, String)>,
+    chains: ChainHeads,
     events: u64,
     redacted: u64,
     end: Option<EndLine>,
@@ -143,8 +143,7 @@ impl Verifier {
                 ));
             }
         }
-        let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
-        match self.chains.get(&key) {
+        match self.chains.get(&event.aggregate_type, &event.aggregate_id) {
             Some((sequence, hash)) => {
                 if event.sequence != sequence + 1 {
                     return Err(format!(
@@ -169,24 +168,14 @@ impl Verifier {
             }
             None => {}
         }
-        self.chains
-            .insert(key, (event.sequence, event.hash.clone()));
+        self.chains.record(
+            &event.aggregate_type,
+            &event.aggregate_id,
+            event.sequence,
+            &event.hash,
+        );
         self.events += 1;
         Ok(())
-    }
-
-    fn heads(&self) -> Vec<ChainHead> {
-        self.chains
-            .iter()
-            .map(
-                |((aggregate_type, aggregate_id), (sequence, hash))| ChainHead {
-                    aggregate_type: aggregate_type.clone(),
-                    aggregate_id: aggregate_id.clone(),
-                    sequence: *sequence,
-                    hash: hash.clone(),
-                },
-            )
-            .collect()
     }
 
     fn check_end(&self, end: &End) -> Result<(), String> {
@@ -206,7 +195,7 @@ impl Verifier {
         heads.sort_by(|a, b| {
             (&a.aggregate_type, &a.aggregate_id).cmp(&(&b.aggregate_type, &b.aggregate_id))
         });
-        if heads != self.heads() {
+        if heads != self.chains.heads() {
             return Err("the chain heads it names are not the export's".into());
         }
         Ok(())

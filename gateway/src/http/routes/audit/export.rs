@@ -7,8 +7,6 @@
 //! belongs to its agency (the agency of their first event, as for `/audit/verify`), whole
 //! within the time range, so every chain in the file can be followed.
 
-use std::collections::BTreeMap;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
@@ -24,7 +22,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
 use crate::http::permission::AuditRead;
 use crate::http::Allowed;
-use crate::services::export::{ChainHead, End, EventRow, Header, Signed, AUDIENCE, FORMAT};
+use crate::services::export::{ChainHeads, End, EventRow, Header, Signed, AUDIENCE, FORMAT};
 use crate::state::AppState;
 use eriop_domain::user::{User, UserEvent};
 use eriop_domain::BuiltInRole;
@@ -54,7 +52,7 @@ struct Row {
 struct Progress {
     after: (i64, i64),
     digest: Sha256,
-    heads: BTreeMap<(String, String), (i64, String)>,
+    heads: ChainHeads,
     events: u64,
     redacted: u64,
     done: bool,
@@ -94,7 +92,7 @@ pub async fn export(
     let mut progress = Progress {
         after: (-1, -1),
         digest: Sha256::new(),
-        heads: BTreeMap::new(),
+        heads: ChainHeads::default(),
         events: 0,
         redacted: 0,
         done: false,
@@ -156,12 +154,11 @@ pub async fn export(
                     secrets_redacted(&row.event, erased.contains(&row.event.aggregate_id));
                 progress.redacted += u64::from(redacted.is_some());
                 progress.events += 1;
-                progress.heads.insert(
-                    (
-                        row.event.aggregate_type.clone(),
-                        row.event.aggregate_id.clone(),
-                    ),
-                    (row.event.sequence, row.event.hash.clone()),
+                progress.heads.record(
+                    &row.event.aggregate_type,
+                    &row.event.aggregate_id,
+                    row.event.sequence,
+                    &row.event.hash,
                 );
                 progress.after = (row.transaction_id, row.position);
                 let line = row.event.line(redacted.as_ref());
@@ -216,18 +213,7 @@ fn end_line(state: &AppState, progress: &Progress) -> Result<String, ApiError> {
         events: progress.events,
         redacted: progress.redacted,
         sha256: hex::encode(progress.digest.clone().finalize()),
-        chain_heads: progress
-            .heads
-            .iter()
-            .map(
-                |((aggregate_type, aggregate_id), (sequence, hash))| ChainHead {
-                    aggregate_type: aggregate_type.clone(),
-                    aggregate_id: aggregate_id.clone(),
-                    sequence: *sequence,
-                    hash: hash.clone(),
-                },
-            )
-            .collect(),
+        chain_heads: progress.heads.heads(),
     };
     let keys = &state.auth().keys;
     let mut header = JwsHeader::new(keys.algorithm);
