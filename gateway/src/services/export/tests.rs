@@ -245,3 +245,15 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Whatever the file holds, the verifier answers (a report or a named line), never panics.
+    #[test]
+    fn any_file_gets_an_answer(lines in prop::collection::vec("\\PC{0,80}|\\{\"end\".{0,40}|\\{\"aggregate_type\".{0,60}", 0..8)) {
+        let keys = keys(b"gateway secret");
+        match check(&lines, Some(&jwks(&keys))) {
+            Ok(report) => prop_assert!(lines.len() >= 2 && report.events as usize + 2 <= lines.len()),
+            Err(bad) => prop_assert!(bad.line >= 1 && bad.line <= lines.len() + 1),
+        }
+    }
+}
