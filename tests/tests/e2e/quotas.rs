@@ -140,3 +140,71 @@ async fn an_agency_over_its_command_quota_gets_429_and_the_refused_command_is_no
     let zero = app.patch_agency(&agency, json!({"command_quota": 0})).await;
     assert_eq!(zero.status(), 422);
 }
+
+/// The telemetry quota through a real bridge: past an agency's messages a second, the excess
+/// goes to the DLQ with a reason naming the quota; nothing is dropped silently (every message
+/// is stored or dead-lettered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agency_over_its_telemetry_quota_has_the_excess_dead_lettered_with_the_reason() {
+    use std::time::Duration;
+
+    use eriop_nats::dlq;
+    use eriop_tests::mosquitto::Broker;
+    use eriop_tests::wait;
+
+    let broker = Broker::start_tls();
+    let app = crate::device_trust::app_with(&broker, |_| {}).await;
+    // One message a second for the platform's own agency, before its devices first speak
+    // (the bridge reads the quota with the device's registry).
+    let agency = app.admin_agency.clone();
+    assert_eq!(
+        app.patch_agency(&agency, json!({ "telemetry_quota": 1 }))
+            .await
+            .status(),
+        200
+    );
+    let class = create_class(&app, 600).await;
+    register(&app, &class, "reg-flood", "F-1").await;
+    let device = crate::devices::light(&app, "reg-flood", "F-1", false).await;
+    wait::until("the bridge to connect", Duration::from_secs(20), || async {
+        app.bridge.is_up().then_some(())
+    })
+    .await;
+    let sent = 20;
+    let now = chrono::Utc::now().timestamp_millis();
+    for n in 0..sent {
+        device
+            .states(now + n, json!({ "lampMonitor001.activePower": n as f64 }))
+            .await
+            .unwrap();
+    }
+    async fn refused(app: &TestApp) -> i64 {
+        app.dead_letters()
+            .await
+            .into_iter()
+            .filter_map(|(h, _)| h.get(dlq::REASON).map(|v| v.to_string()))
+            .filter(|r| r.starts_with("quota:"))
+            .count() as i64
+    }
+    // Every message is accounted for: stored, or dead-lettered for the quota.
+    wait::until_eq(
+        "every message stored or refused",
+        Duration::from_secs(30),
+        sent,
+        || async { crate::devices::rows(&app).await + refused(&app).await },
+    )
+    .await;
+    let refused = refused(&app).await;
+    assert!(
+        refused >= sent / 2,
+        "{refused} of {sent} refused at one message a second"
+    );
+    let reason = app
+        .dead_letters()
+        .await
+        .into_iter()
+        .find_map(|(h, _)| h.get(dlq::REASON).map(|v| v.to_string()))
+        .unwrap();
+    assert!(reason.contains("telemetry_quota"), "{reason}");
+    assert!(app.bridge.is_up());
+}
