@@ -94,3 +94,68 @@ async fn a_requests_trace_id_is_in_the_gateways_and_the_projections_log_lines() 
     assert_ne!(trace_id, TRACE);
     assert!(!text.contains("ZZZZ-not-a-trace"));
 }
+
+/// The downlink hop: a command's trace goes from the request through the supervisor's
+/// `COMMANDS` header to the bridge, whose "command sent" line carries its trace id.
+#[tokio::test]
+async fn a_commands_trace_reaches_the_bridges_downlink_log_line() {
+    use std::time::Duration;
+
+    use eriop_tests::mosquitto::Broker;
+
+    use crate::devices::{app_on, create_class, light, register};
+
+    let (captured, _guard) = Captured::start("info");
+    let broker = Broker::start_tls();
+    let app = app_on(&broker).await;
+    let class = create_class(&app, 600).await;
+    let id = register(&app, &class, "reg-trace", "TR-1").await;
+    let mut lamp = light(&app, "reg-trace", "TR-1", true).await;
+    lamp.heartbeat(1).await.unwrap();
+    let issued = app
+        .request(Method::POST, &format!("/devices/{id}/commands"))
+        .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
+        .json(&json!({"type": "override", "level": 40, "ramp_seconds": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(issued.status(), 202, "{:?}", issued.text().await);
+    tokio::time::timeout(Duration::from_secs(30), lamp.next_command())
+        .await
+        .expect("the command reaches the device")
+        .unwrap();
+
+    // The downlink message carries the trace...
+    let js = app.jetstream().await;
+    let stream = js
+        .get_stream(app.topology.stream_name(Stream::Commands))
+        .await
+        .unwrap();
+    let message = stream
+        .get_last_raw_message_by_subject(&app.topology.command_subject(&app.admin_agency, &id))
+        .await
+        .unwrap();
+    let header = message
+        .headers
+        .get("traceparent")
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    assert!(header.starts_with(&format!("00-{TRACE}-")), "{header:?}");
+    // ... and so does the bridge's line (written once the command is handed to MQTT: await it).
+    let sent = eriop_tests::wait::until(
+        "the bridge's downlink line",
+        Duration::from_secs(10),
+        || {
+            let captured = captured.clone();
+            async move {
+                captured
+                    .text()
+                    .lines()
+                    .find(|l| l.contains("command sent to the device"))
+                    .map(str::to_owned)
+            }
+        },
+    )
+    .await;
+    assert!(sent.contains(TRACE), "{sent}");
+}
