@@ -80,3 +80,34 @@ pub async fn leader_lock(
     }
     Ok(lock)
 }
+
+/// Store order's horizon (migrations/sql/0019_audit_store_order.up.sql): the id of the
+/// oldest transaction of this database that may still store an event: every
+/// transaction below it has committed or aborted, and every transaction to come gets a larger
+/// id. Asked in a statement of its own, before the page's: the page's snapshot is then taken
+/// after every transaction below the horizon had ended, so it sees all their events.
+///
+/// Transactions are counted in this database only (`pg_stat_activity`), not the whole
+/// cluster's (`pg_snapshot_xmin`): another database's long transaction cannot hold the trail
+/// back. `backend_xid` is 32 bits; it is widened with the epoch of the snapshot's xmin, below
+/// which no running transaction's id lies.
+pub async fn store_horizon(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH snapshot AS (
+             SELECT pg_snapshot_xmin(s)::text::bigint AS xmin,
+                    pg_snapshot_xmax(s)::text::bigint AS xmax
+               FROM pg_current_snapshot() s),
+         running AS (
+             SELECT backend_xid::text::bigint AS xid
+               FROM pg_stat_activity
+              WHERE datname = current_database() AND backend_xid IS NOT NULL)
+         SELECT least(snapshot.xmax,
+                      min(CASE WHEN (snapshot.xmin >> 32 << 32) + running.xid >= snapshot.xmin
+                               THEN (snapshot.xmin >> 32 << 32) + running.xid
+                               ELSE (snapshot.xmin >> 32 << 32) + running.xid + 4294967296 END))
+           FROM snapshot LEFT JOIN running ON true
+          GROUP BY snapshot.xmin, snapshot.xmax",
+    )
+    .fetch_one(pool)
+    .await
+}

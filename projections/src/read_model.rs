@@ -51,10 +51,11 @@ impl ReadModel {
     }
 
     /// The tables the read model consists of (the first is named after it).
-    fn tables(self) -> &'static [&'static str] {
+    /// Every table the projection writes (a rebuild makes them anew).
+    pub(crate) fn tables(self) -> &'static [&'static str] {
         match self {
             Self::Agencies => &["agencies"],
-            Self::Users => &["users"],
+            Self::Users => &["users", "user_memberships"],
             Self::Roles => &["roles"],
             Self::DeviceClasses => &["device_classes"],
             Self::Devices => &["devices", "device_commands"],
@@ -75,19 +76,5 @@ impl ReadModel {
             Self::Devices => devices::apply(conn, event).await,
             Self::Registries => registries::apply(conn, event).await,
         }
-    }
-
-    /// Empties the read model (rebuild), holding its locks until the transaction ends.
-    pub async fn reset(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        for table in self.tables() {
-            // EXCLUSIVE, not ACCESS EXCLUSIVE: readers go on reading the old rows.
-            sqlx::query(&format!("LOCK TABLE {table} IN EXCLUSIVE MODE"))
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query(&format!("DELETE FROM {table}"))
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! the chain heads it covers and a signature (format: `services::export`).
 //!
 //! The export is a consistent cut: its events are those below the store-order horizon at the
-//! start ([`super::trail::horizon`]), read in keyset pages, each page its own short query, so
+//! start (`eriop_nats::db::store_horizon`), read in keyset pages, each page its own short query, so
 //! a long download holds no transaction open. A caller sees the aggregates whose stream
 //! belongs to its agency (the agency of their first event, as for `/audit/verify`), whole
 //! within the time range, so every chain in the file can be followed.
@@ -17,7 +17,7 @@ use jsonwebtoken::Header as JwsHeader;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{erased_users, redact, trail::horizon, user_ids, ERASED, REDACTED};
+use super::{erased_users, redact, user_ids, ERASED, REDACTED};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
 use crate::http::permission::AuditRead;
@@ -73,7 +73,7 @@ pub async fn export(
     ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     // `to` at or before `from` is an empty range: an export of no event, still signed.
-    let horizon = horizon(state.pool()).await?;
+    let horizon = eriop_nats::db::store_horizon(state.pool()).await?;
     let agency =
         (!caller.has_role(BuiltInRole::PlatformAdmin)).then(|| caller.agency_id().to_string());
     let now = state.auth().now().millis();

@@ -20,7 +20,7 @@ use eriop_nats::StoredEvent;
 
 mod export;
 mod stream;
-pub(crate) mod trail;
+mod trail;
 pub use export::export;
 pub use stream::stream;
 pub use trail::events;
