@@ -119,9 +119,21 @@ async fn rebuild_gives_the_same_rows() {
         .await
         .unwrap();
 
+    // As the services' unprivileged role (what `eriop-projections rebuild` logs in as in a
+    // deployment), not the tests' database owner.
+    let pool = {
+        use secrecy::ExposeSecret;
+        eriop_nats::db::lazy_pool(
+            app.settings.database_url.expose_secret(),
+            "eriop_app",
+            2,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap()
+    };
     let mut progress = Vec::new();
     let report = eriop_projections::rebuild::rebuild(
-        &app.db.pool,
+        &pool,
         &eriop_projections::ReadModel::ALL,
         |done, total| progress.push((done, total)),
     )
