@@ -69,6 +69,8 @@ pub struct Limits {
     local_commands: Mutex<HashMap<u32, DefaultKeyedRateLimiter<String>>>,
     /// When the fallback was last reported (Unix seconds), to log it once a minute.
     fallback_logged: AtomicI64,
+    /// While Redis is failing, requests count locally without paying its timeout.
+    redis: crate::http::breaker::Breaker,
 }
 
 fn keyed(per_minute: u32) -> DefaultKeyedRateLimiter<String> {
@@ -87,6 +89,7 @@ impl Limits {
             local_address: keyed(per_address),
             local_commands: Mutex::new(HashMap::new()),
             fallback_logged: AtomicI64::new(0),
+            redis: crate::http::breaker::Breaker::default(),
         }
     }
 
@@ -98,12 +101,24 @@ impl Limits {
             .iter()
             .map(|(policy, key, quota)| (format!("{}:{key}", policy.name()), *quota))
             .collect();
-        match state.auth().sessions.admit(&limits).await {
-            Ok(admissions) => admissions,
-            Err(e) => {
-                let now = chrono::Utc::now().timestamp();
-                if now - self.fallback_logged.swap(now, Ordering::Relaxed) >= 60 {
-                    tracing::warn!(error = %e, "rate limits: Redis unreachable, each gateway counts alone until it is back");
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let asked = if self.redis.allows(now_ms) {
+            Some(state.auth().sessions.admit(&limits).await)
+        } else {
+            None
+        };
+        match asked {
+            Some(Ok(admissions)) => {
+                self.redis.succeeded();
+                admissions
+            }
+            failed => {
+                if let Some(Err(e)) = failed {
+                    self.redis.failed(now_ms);
+                    let now = now_ms / 1000;
+                    if now - self.fallback_logged.swap(now, Ordering::Relaxed) >= 60 {
+                        tracing::warn!(error = %e, "rate limits: Redis unreachable, each gateway counts alone until it is back (asking again every 5 s)");
+                    }
                 }
                 // Alone, in order, stopping at the first refusal (not counted further).
                 let mut admissions = Vec::with_capacity(checks.len());
