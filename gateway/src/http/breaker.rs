@@ -42,9 +42,12 @@ impl Breaker {
             .store(now_ms + OPEN_FOR_MS, Ordering::Release);
     }
 
-    /// Redis answered: ask it again on every request.
+    /// Redis answered: ask it again on every request. Called on every admitted request, so
+    /// it writes the shared word only when the breaker was open.
     pub fn succeeded(&self) {
-        self.open_until.store(0, Ordering::Release);
+        if self.open_until.load(Ordering::Acquire) != 0 {
+            self.open_until.store(0, Ordering::Release);
+        }
     }
 
     pub fn is_open(&self) -> bool {
