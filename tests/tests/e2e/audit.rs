@@ -753,6 +753,21 @@ async fn eriop_audit_replays_and_tails_the_events_stream() {
                 .unwrap()
                 .ends_with(&format!("events.agency.{first}"))));
 
+    // Hostile bytes on the stream (not JSON, CR/LF, NUL): skipped with a word, the rest flows.
+    let js = app.jetstream().await;
+    js.publish(
+        app.topology.event_subject("agency", "hostile"),
+        b"not json\r\n\0\xff".to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let (code, out, err) = replay(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(lines(&out).len(), stored, "{out}");
+    assert!(err.contains("is not JSON; skipped"), "{err}");
+
     // From a sequence; one aggregate type; from a time.
     let (_, out, _) = replay(&["--from-sequence", "3"]).await;
     assert_eq!(lines(&out)[0]["stream_sequence"], 3);
