@@ -3,6 +3,7 @@
 //! device's replies come back through the pipeline (`commands/{id}`).
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use async_nats::jetstream::{self, consumer::pull};
 use eriop_nats::traffic::DownlinkCommand;
@@ -38,39 +39,48 @@ pub async fn run(
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| e.to_string())?;
         // The trace of the request that issued the command (the supervisor's header).
-        let trace_id = message
+        let parent = message
             .headers
             .as_ref()
             .and_then(|h| h.get(eriop_domain::trace::TRACEPARENT))
-            .and_then(|v| eriop_domain::trace::TraceContext::parse(v.as_str()))
-            .map(|t| t.trace_id())
-            .unwrap_or_default();
-        match serde_json::from_slice::<DownlinkCommand>(&message.payload) {
-            Ok(command) => {
-                client
-                    .publish(
-                        fundamentum::commands_topic(&command.registry, &command.serial),
-                        QoS::AtLeastOnce,
-                        false,
-                        fundamentum::encode_command(
-                            command.command_id,
-                            &command.command_short_name,
-                            &command.parameters,
-                        ),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tracing::info!(device_id = %command.device_id, command_id = command.command_id, trace_id, "command sent to the device");
-                message.ack().await.map_err(|e| e.to_string())?;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "undecodable downlink command, dropped");
-                message
-                    .ack_with(jetstream::AckKind::Term)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            .and_then(|v| eriop_domain::trace::TraceContext::parse(v.as_str()));
+        let trace_id = parent.map(|t| t.trace_id()).unwrap_or_default();
+        // This hop's span (exported as the supervisor's child when spans are exported).
+        let span = tracing::info_span!("send command", otel.kind = "producer", trace_id);
+        if parent.is_some() {
+            eriop_nats::otel::continue_trace(&span, parent);
         }
+        async {
+            match serde_json::from_slice::<DownlinkCommand>(&message.payload) {
+                Ok(command) => {
+                    client
+                        .publish(
+                            fundamentum::commands_topic(&command.registry, &command.serial),
+                            QoS::AtLeastOnce,
+                            false,
+                            fundamentum::encode_command(
+                                command.command_id,
+                                &command.command_short_name,
+                                &command.parameters,
+                            ),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tracing::info!(device_id = %command.device_id, command_id = command.command_id, trace_id, "command sent to the device");
+                    message.ack().await.map_err(|e| e.to_string())?;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "undecodable downlink command, dropped");
+                    message
+                        .ack_with(jetstream::AckKind::Term)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            Ok::<(), String>(())
+        }
+        .instrument(span)
+        .await?;
     }
     Err("the COMMANDS consumer ended".into())
 }

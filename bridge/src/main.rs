@@ -31,6 +31,7 @@ async fn main() -> ExitCode {
     match eriop_bridge::Bridge::build(&settings).await {
         Ok(bridge) => {
             bridge.run_until(eriop_nats::shutdown_signal()).await;
+            eriop_nats::stop_service();
             ExitCode::SUCCESS
         }
         Err(e) => {

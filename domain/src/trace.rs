@@ -60,6 +60,28 @@ impl TraceContext {
         })
     }
 
+    /// A context from its ids (a span exporter's own span), if they are valid (not all zero).
+    pub fn from_ids(trace_id: [u8; 16], span_id: [u8; 8], sampled: bool) -> Option<Self> {
+        (trace_id != [0; 16] && span_id != [0; 8]).then_some(Self {
+            trace_id,
+            span_id,
+            sampled,
+        })
+    }
+
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    pub fn span_id_bytes(&self) -> [u8; 8] {
+        self.span_id
+    }
+
+    /// The caller's sampling decision (flag 01): an exporter keeps the trace or drops it.
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
     /// A new trace (a request that came without one).
     pub fn root() -> Self {
         let trace_id = *uuid::Uuid::new_v4().as_bytes();

@@ -61,7 +61,9 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(%addr, "ERIOP API listening on http://{addr}");
-    match app.run_until_stopped().await {
+    let stopped = app.run_until_stopped().await;
+    eriop_nats::stop_service();
+    match stopped {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("eriop-gateway: server error: {e}");

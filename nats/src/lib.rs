@@ -16,6 +16,7 @@ pub mod error;
 pub mod links;
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 pub mod schemas;
 pub mod streams;
 pub mod traffic;
@@ -56,22 +57,33 @@ pub fn exit_on_panic(program: &'static str) {
     }));
 }
 
-/// The start of every ERIOP binary: TLS provider, settings, logging, and a panic in any task
+/// The start of every ERIOP binary: TLS provider, settings, logging (and span export when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, see [`otel`]), and a panic in any task
 /// ends the process ([`exit_on_panic`]). On a configuration error it prints what to fix,
 /// prefixed by the program's name, and answers `None`.
 pub fn start_service(program: &'static str) -> Option<Settings> {
     install_crypto_provider();
     exit_on_panic(program);
-    match Settings::load() {
-        Ok(settings) => {
-            logging::init(settings.log_format, &settings.log_level);
-            Some(settings)
-        }
+    let started = Settings::load()
+        .map_err(|e| e.to_string())
+        .and_then(|settings| {
+            let otlp = otel::OtlpSettings::from_env(program).map_err(|e| e.to_string())?;
+            logging::init(settings.log_format, &settings.log_level, otlp.as_ref())
+                .map_err(|e| e.to_string())?;
+            Ok(settings)
+        });
+    match started {
+        Ok(settings) => Some(settings),
         Err(e) => {
             eprintln!("{program}: {e}");
             None
         }
     }
+}
+
+/// The end of every ERIOP service: the spans still queued go to the collector.
+pub fn stop_service() {
+    logging::flush();
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (what `docker stop` sends).

@@ -87,12 +87,22 @@ impl Consumer {
                 .ok()
                 .and_then(|e| e["metadata"][TRACEPARENT].as_str().map(str::to_owned))
         };
-        let trace_id = header
+        let parent = header
             .or_else(from_metadata)
-            .and_then(|t| TraceContext::parse(&t))
-            .map(|t| t.trace_id())
-            .unwrap_or_default();
-        let span = tracing::info_span!("event", projection = self.model.name(), trace_id);
+            .and_then(|t| TraceContext::parse(&t));
+        let trace_id = parent.map(|t| t.trace_id()).unwrap_or_default();
+        let span = tracing::info_span!(
+            "event",
+            projection = self.model.name(),
+            trace_id,
+            otel.name = %format_args!("project {}", self.model.name()),
+            otel.kind = "consumer",
+        );
+        // Exported as the child of the request's span (an event without a trace is not
+        // exported as a trace of its own: it would be a root with nothing to follow).
+        if parent.is_some() {
+            eriop_nats::otel::continue_trace(&span, parent);
+        }
         self.apply(message).instrument(span).await
     }
 

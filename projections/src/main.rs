@@ -41,6 +41,7 @@ async fn main() -> ExitCode {
         Command::Run => match eriop_projections::App::build(settings).await {
             Ok(app) => {
                 app.run_until_stopped().await;
+                eriop_nats::stop_service();
                 ExitCode::SUCCESS
             }
             Err(e) => {

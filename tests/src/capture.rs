@@ -37,6 +37,22 @@ impl Captured {
             LogFormat::Json,
             level,
             captured.clone(),
+            None,
+        ));
+        (captured, guard)
+    }
+
+    /// As [`Self::start`], and the spans are also exported with `tracer` (OTLP).
+    pub fn start_exporting(
+        level: &str,
+        tracer: opentelemetry_sdk::trace::Tracer,
+    ) -> (Self, DefaultGuard) {
+        let captured = Self::default();
+        let guard = tracing::subscriber::set_default(eriop_nats::logging::subscriber(
+            LogFormat::Json,
+            level,
+            captured.clone(),
+            Some(tracer),
         ));
         (captured, guard)
     }

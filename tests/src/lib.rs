@@ -12,6 +12,7 @@ pub mod db;
 pub mod faults;
 pub mod mosquitto;
 pub mod nats_server;
+pub mod otlp;
 pub mod postgres;
 pub mod proxy;
 pub mod service;

@@ -66,14 +66,23 @@ pub async fn request_context(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    // The caller's trace, one span further; or a new trace.
-    let trace = request
+    // The caller's trace, one span further (this request's span, exported as its child
+    // when spans are exported); or a new trace.
+    let parent = request
         .headers()
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
-        .and_then(TraceContext::parse)
-        .map_or_else(TraceContext::root, |parent| parent.child());
-    let span = tracing::info_span!("request", request_id = %id, trace_id = %trace.trace_id());
+        .and_then(TraceContext::parse);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        trace_id = tracing::field::Empty,
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.response.status_code = tracing::field::Empty,
+    );
+    let trace = eriop_nats::otel::continue_trace(&span, parent);
+    span.record("trace_id", tracing::field::display(trace.trace_id()));
     let mut response = TRACE
         .scope(trace, next.run(request).instrument(span.clone()))
         .await;
@@ -87,6 +96,7 @@ pub async fn request_context(
         .entry(axum::http::header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
     let seconds = started.elapsed().as_secs_f64();
     state
         .metrics()

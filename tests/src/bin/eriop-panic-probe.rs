@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[tokio::main]
 async fn main() {
-    eriop_nats::logging::init(eriop_nats::config::LogFormat::Json, "info");
+    let _ = eriop_nats::logging::init(eriop_nats::config::LogFormat::Json, "info", None);
     eriop_nats::exit_on_panic("eriop-panic-probe");
     let worker = tokio::spawn(async {
         let values: Vec<u8> = Vec::new();

@@ -159,3 +159,177 @@ async fn a_commands_trace_reaches_the_bridges_downlink_log_line() {
     .await;
     assert!(sent.contains(TRACE), "{sent}");
 }
+
+/// Waits until the exported spans hold what `found` looks for: flushes the exporter (on a
+/// blocking thread: the SDK's flush waits for its export thread), then looks.
+async fn exported<T>(
+    what: &str,
+    provider: &opentelemetry_sdk::trace::SdkTracerProvider,
+    receiver: &eriop_tests::otlp::Receiver,
+    found: impl Fn(&[eriop_tests::otlp::ReceivedSpan]) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let flushing = provider.clone();
+        tokio::task::spawn_blocking(move || flushing.force_flush())
+            .await
+            .unwrap()
+            .unwrap();
+        let spans = receiver.spans();
+        if let Some(hit) = found(&spans) {
+            return hit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} was not exported; spans: {spans:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn otlp_pipeline(
+    receiver: &eriop_tests::otlp::Receiver,
+) -> opentelemetry_sdk::trace::SdkTracerProvider {
+    eriop_nats::otel::tracer_provider(&eriop_nats::otel::OtlpSettings {
+        traces_endpoint: receiver.traces_endpoint.clone(),
+        service_name: "eriop-under-test".into(),
+    })
+    .unwrap()
+}
+
+/// OTLP export: a request's span continues the caller's `traceparent`, the id the gateway
+/// stores and propagates is its exported span's own, and the projection's span is that
+/// span's child; a collector shows the trace the logs name.
+#[tokio::test]
+async fn spans_are_exported_over_otlp_and_the_projections_span_is_the_requests_child() {
+    let receiver = eriop_tests::otlp::Receiver::start().await;
+    let provider = otlp_pipeline(&receiver);
+    let (captured, _guard) = Captured::start_exporting("info", eriop_nats::otel::tracer(&provider));
+    let app = TestApp::spawn().await;
+    let created = app
+        .request(Method::POST, "/agencies")
+        .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
+        .header("x-request-id", "req-exported")
+        .json(&json!({ "name": "Exported agency" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let request = exported("the request's span", &provider, &receiver, |spans| {
+        spans
+            .iter()
+            .find(|s| s.trace_id == TRACE && s.parent_span_id == "00f067aa0ba902b7")
+            .cloned()
+    })
+    .await;
+    assert_eq!(request.name, "POST /api/v1/agencies", "method and route template");
+    assert_eq!(request.service, "eriop-under-test");
+    assert_eq!(request.attribute("request_id"), Some("req-exported"));
+    assert_eq!(request.attribute("http.response.status_code"), Some("201"));
+
+    // The event carries the exported span's own id: the next hop's parent exists.
+    let stored: String = sqlx::query_scalar(
+        "SELECT metadata ->> 'traceparent' FROM events WHERE aggregate_id = $1 AND sequence = 1",
+    )
+    .bind(&id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, format!("00-{TRACE}-{}-01", request.span_id));
+
+    let projected = exported("the projection's span", &provider, &receiver, |spans| {
+        spans
+            .iter()
+            .find(|s| s.name == "project agencies" && s.trace_id == TRACE)
+            .cloned()
+    })
+    .await;
+    assert_eq!(projected.parent_span_id, request.span_id);
+    assert_eq!(projected.attribute("projection"), Some("agencies"));
+    assert_eq!(*receiver.rejected.lock().unwrap(), 0);
+
+    // The log lines name the same trace.
+    let access = captured
+        .lines_of("access")
+        .into_iter()
+        .find(|l| l["request_id"] == "req-exported")
+        .expect("the access line");
+    assert_eq!(access["span"]["trace_id"], TRACE);
+}
+
+/// Without a caller's `traceparent`, the request's span is the root of a new trace, and the
+/// downlink hops follow it: request, the supervisor's forward, the bridge's send, each the
+/// child of the one before.
+#[tokio::test]
+async fn a_commands_spans_chain_from_the_request_through_the_supervisor_to_the_bridge() {
+    use std::time::Duration;
+
+    use eriop_tests::mosquitto::Broker;
+
+    use crate::devices::{app_on, create_class, light, register};
+
+    let receiver = eriop_tests::otlp::Receiver::start().await;
+    let provider = otlp_pipeline(&receiver);
+    let (captured, _guard) = Captured::start_exporting("info", eriop_nats::otel::tracer(&provider));
+    let broker = Broker::start_tls();
+    let app = app_on(&broker).await;
+    let class = create_class(&app, 600).await;
+    let id = register(&app, &class, "reg-otlp", "OT-1").await;
+    let mut lamp = light(&app, "reg-otlp", "OT-1", true).await;
+    lamp.heartbeat(1).await.unwrap();
+    let issued = app
+        .request(Method::POST, &format!("/devices/{id}/commands"))
+        .header("x-request-id", "req-otlp-command")
+        .json(&json!({"type": "override", "level": 40, "ramp_seconds": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(issued.status(), 202, "{:?}", issued.text().await);
+    tokio::time::timeout(Duration::from_secs(30), lamp.next_command())
+        .await
+        .expect("the command reaches the device")
+        .unwrap();
+
+    let request = exported(
+        "the command request's span",
+        &provider,
+        &receiver,
+        |spans| {
+            spans
+                .iter()
+                .find(|s| s.attribute("request_id") == Some("req-otlp-command"))
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(
+        request.parent_span_id, "",
+        "a new trace starts at the request"
+    );
+    let forward = exported("the supervisor's span", &provider, &receiver, |spans| {
+        spans
+            .iter()
+            .find(|s| s.name == "forward command" && s.trace_id == request.trace_id)
+            .cloned()
+    })
+    .await;
+    assert_eq!(forward.parent_span_id, request.span_id);
+    let send = exported("the bridge's span", &provider, &receiver, |spans| {
+        spans
+            .iter()
+            .find(|s| s.name == "send command" && s.trace_id == request.trace_id)
+            .cloned()
+    })
+    .await;
+    assert_eq!(send.parent_span_id, forward.span_id);
+    // The bridge's line names the trace the collector shows.
+    assert!(captured
+        .lines_of("eriop_bridge::downlink")
+        .iter()
+        .any(|l| l["trace_id"] == request.trace_id.as_str()));
+}
