@@ -206,13 +206,27 @@ async fn look(run: &Run, phase: u32, since: DateTime<Utc>) -> Result<Row, sqlx::
             .await?
             .into_iter()
             .collect();
+    // Where the missing ones stopped: not in the store, stored but never at the light
+    // (relay, supervisor, COMMANDS or the bridge's downlink), or answered but not settled.
+    let (mut not_issued, mut not_received, mut not_settled) = (0, 0, 0);
     for (light, id) in &device_commands {
         row.sent.device_commands += 1;
         let receipts = run.lights[*light].receipts(*id);
-        if receipts > 0 && issued.contains(id) && settled.contains(id) {
+        if !issued.contains(id) {
+            not_issued += 1;
+        } else if receipts == 0 {
+            not_received += 1;
+        } else if !settled.contains(id) {
+            not_settled += 1;
+        } else {
             row.stored.device_commands += 1;
         }
         row.duplicates += u64::from(receipts.saturating_sub(1));
+    }
+    if not_issued + not_received + not_settled > 0 {
+        row.problems.push(format!(
+            "device commands missing: {not_issued} not in the event store, {not_received} stored but not received by the light, {not_settled} received but not settled"
+        ));
     }
 
     row.lost = row.sent.total() - row.stored.total();

@@ -136,6 +136,9 @@ impl Run {
         if let Some(exit) = self.stack.exited() {
             row.problems.push(exit);
         }
+        if !row.passed() {
+            self.stack.keep_logs = true;
+        }
         row
     }
 

@@ -93,6 +93,9 @@ pub struct Stack {
     pub logs: PathBuf,
     /// Every service's `ERIOP_*` variables (the suite's, then the tuning's).
     pub env: Vec<(String, String)>,
+    /// Keep the services' logs when the stack stops (a fault failed, or
+    /// ERIOP_FAULTS_KEEP_LOGS is set): a failure in CI must be readable afterwards.
+    pub keep_logs: bool,
     _logs: tempfile::TempDir,
 }
 
@@ -248,6 +251,7 @@ impl Stack {
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .chain(tuning.env.iter().cloned())
                 .collect(),
+            keep_logs: std::env::var_os("ERIOP_FAULTS_KEEP_LOGS").is_some(),
             _logs: logs_dir,
         };
         stack.await_ready(Duration::from_secs(120)).await;
@@ -460,7 +464,7 @@ impl Drop for Stack {
         for bridge in &mut self.bridges {
             bridge.kill();
         }
-        if std::env::var_os("ERIOP_FAULTS_KEEP_LOGS").is_some() {
+        if self.keep_logs {
             let kept = std::env::temp_dir().join(format!("eriop-faults-{}", self.prefix));
             let _ = std::fs::create_dir_all(&kept);
             for entry in std::fs::read_dir(&self.logs)

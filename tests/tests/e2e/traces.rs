@@ -227,7 +227,10 @@ async fn spans_are_exported_over_otlp_and_the_projections_span_is_the_requests_c
             .cloned()
     })
     .await;
-    assert_eq!(request.name, "POST /api/v1/agencies", "method and route template");
+    assert_eq!(
+        request.name, "POST /api/v1/agencies",
+        "method and route template"
+    );
     assert_eq!(request.service, "eriop-under-test");
     assert_eq!(request.attribute("request_id"), Some("req-exported"));
     assert_eq!(request.attribute("http.response.status_code"), Some("201"));
