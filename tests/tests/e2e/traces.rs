@@ -103,27 +103,14 @@ async fn a_commands_trace_reaches_the_bridges_downlink_log_line() {
 
     use eriop_tests::mosquitto::Broker;
 
-    use crate::devices::{app_on, create_class, light, register};
-
     let (captured, _guard) = Captured::start("info");
     let broker = Broker::start_tls();
-    let app = app_on(&broker).await;
-    let class = create_class(&app, 600).await;
-    let id = register(&app, &class, "reg-trace", "TR-1").await;
-    let mut lamp = light(&app, "reg-trace", "TR-1", true).await;
-    lamp.heartbeat(1).await.unwrap();
-    let issued = app
-        .request(Method::POST, &format!("/devices/{id}/commands"))
-        .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
-        .json(&json!({"type": "override", "level": 40, "ramp_seconds": 5}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(issued.status(), 202, "{:?}", issued.text().await);
-    tokio::time::timeout(Duration::from_secs(30), lamp.next_command())
-        .await
-        .expect("the command reaches the device")
-        .unwrap();
+    let (app, id) = command_a_light(
+        &broker,
+        "reg-trace",
+        ("traceparent", &format!("00-{TRACE}-00f067aa0ba902b7-01")),
+    )
+    .await;
 
     // The downlink message carries the trace...
     let js = app.jetstream().await;
@@ -270,33 +257,13 @@ async fn spans_are_exported_over_otlp_and_the_projections_span_is_the_requests_c
 /// child of the one before.
 #[tokio::test]
 async fn a_commands_spans_chain_from_the_request_through_the_supervisor_to_the_bridge() {
-    use std::time::Duration;
-
     use eriop_tests::mosquitto::Broker;
-
-    use crate::devices::{app_on, create_class, light, register};
 
     let receiver = eriop_tests::otlp::Receiver::start().await;
     let provider = otlp_pipeline(&receiver);
     let (captured, _guard) = Captured::start_exporting("info", eriop_nats::otel::tracer(&provider));
     let broker = Broker::start_tls();
-    let app = app_on(&broker).await;
-    let class = create_class(&app, 600).await;
-    let id = register(&app, &class, "reg-otlp", "OT-1").await;
-    let mut lamp = light(&app, "reg-otlp", "OT-1", true).await;
-    lamp.heartbeat(1).await.unwrap();
-    let issued = app
-        .request(Method::POST, &format!("/devices/{id}/commands"))
-        .header("x-request-id", "req-otlp-command")
-        .json(&json!({"type": "override", "level": 40, "ramp_seconds": 5}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(issued.status(), 202, "{:?}", issued.text().await);
-    tokio::time::timeout(Duration::from_secs(30), lamp.next_command())
-        .await
-        .expect("the command reaches the device")
-        .unwrap();
+    let _ = command_a_light(&broker, "reg-otlp", ("x-request-id", "req-otlp-command")).await;
 
     let request = exported(
         "the command request's span",
@@ -335,4 +302,33 @@ async fn a_commands_spans_chain_from_the_request_through_the_supervisor_to_the_b
         .lines_of("eriop_bridge::downlink")
         .iter()
         .any(|l| l["trace_id"] == request.trace_id.as_str()));
+}
+
+/// A light on `broker` (registry `registry`) sent one command with `header`, received by the
+/// light: the app and the device's id.
+async fn command_a_light(
+    broker: &eriop_tests::mosquitto::Broker,
+    registry: &str,
+    header: (&str, &str),
+) -> (TestApp, String) {
+    use crate::devices::{app_on, create_class, light, register};
+
+    let app = app_on(broker).await;
+    let class = create_class(&app, 600).await;
+    let id = register(&app, &class, registry, "L-1").await;
+    let mut lamp = light(&app, registry, "L-1", true).await;
+    lamp.heartbeat(1).await.unwrap();
+    let issued = app
+        .request(Method::POST, &format!("/devices/{id}/commands"))
+        .header(header.0, header.1)
+        .json(&json!({"type": "override", "level": 40, "ramp_seconds": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(issued.status(), 202, "{:?}", issued.text().await);
+    tokio::time::timeout(std::time::Duration::from_secs(30), lamp.next_command())
+        .await
+        .expect("the command reaches the device")
+        .unwrap();
+    (app, id)
 }
