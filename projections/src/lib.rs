@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod device_classes;
 pub mod devices;
 pub mod metrics;
+mod page;
 pub mod read_model;
 pub mod rebuild;
 pub mod registries;

@@ -77,4 +77,20 @@ impl ReadModel {
             Self::Registries => registries::apply(conn, event).await,
         }
     }
+
+    /// Applies a page of this model's events (in store order); answers how many changed
+    /// the read model. The same rows as [`ReadModel::apply`] one event at a time, with a
+    /// statement per kind of change instead of per event where the model folds events
+    /// ([`crate::page`]): devices, whose events are most of a store, and agencies.
+    pub async fn apply_page(
+        self,
+        conn: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<u64, ProjectionError> {
+        match self {
+            Self::Agencies => agencies::apply_page(conn, events).await,
+            Self::Devices => devices::apply_page(conn, events).await,
+            _ => crate::page::one_by_one(self, conn, events.iter().copied()).await,
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! 1. **Shadow tables.** Each table of the rebuilt read models is made anew, empty, in the
 //!    schema `eriop_rebuild` (migration 0022), shaped like the real one.
-//! 2. **Replay into them**, in store order and in short transactions of [`PAGE`] events whose
+//! 2. **Replay into them**, in store order and in short transactions of [`PAGE`] events (each
+//!    page applied with a few statements per model, [`ReadModel::apply_page`]) whose
 //!    `search_path` puts `eriop_rebuild` first, so the projections' own code (unqualified table
 //!    names) writes the shadows. Only events below the store-order horizon are read
 //!    (`eriop_nats::db::store_horizon`), so every event left for later sorts after the cursor.
@@ -20,7 +21,7 @@ use eriop_nats::StoredEvent;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
-use crate::{Outcome, ProjectionError, ReadModel};
+use crate::{ProjectionError, ReadModel};
 
 /// Events per transaction while replaying into the shadows.
 pub const PAGE: i64 = 1_000;
@@ -152,17 +153,19 @@ async fn replay(
     .bind(PAGE)
     .fetch_all(&mut *conn)
     .await?;
-    for (Json(event), transaction_id, position) in &page {
+    if let Some((_, transaction_id, position)) = page.last() {
         *after = (*transaction_id, *position);
-        report.events += 1;
-        let Some(model) = models
+    }
+    report.events += page.len() as u64;
+    // Model by model: each writes only its own tables, keyed by its own aggregates.
+    for model in models {
+        let events: Vec<&StoredEvent> = page
             .iter()
-            .find(|m| m.aggregate_type() == event.aggregate_type)
-        else {
-            continue;
-        };
-        if model.apply(&mut *conn, event).await? == Outcome::Applied {
-            report.applied += 1;
+            .map(|(Json(event), _, _)| event)
+            .filter(|event| event.aggregate_type == model.aggregate_type())
+            .collect();
+        if !events.is_empty() {
+            report.applied += model.apply_page(&mut *conn, &events).await?;
         }
     }
     Ok(page.len() as u64)
