@@ -300,6 +300,16 @@ fn foldable(group: &crate::page::Group<'_, DeviceEvent>) -> bool {
         .iter()
         .skip(1)
         .any(|d| matches!(d.payload, DeviceEvent::DeviceRegistered { .. }));
+    // A status change is out of order when its command is issued later in the group: in
+    // one pass, the commands issued so far and those the group issues at all.
+    let issued_in_group: std::collections::HashSet<i64> = group
+        .events
+        .iter()
+        .filter_map(|d| match &d.payload {
+            DeviceEvent::CommandIssued { command_id, .. } => Some(*command_id),
+            _ => None,
+        })
+        .collect();
     let mut issued = std::collections::HashSet::new();
     let mut changed_before_issue = false;
     for d in &group.events {
@@ -308,10 +318,8 @@ fn foldable(group: &crate::page::Group<'_, DeviceEvent>) -> bool {
                 issued.insert(*command_id);
             }
             DeviceEvent::CommandStatusChanged { command_id, .. } => {
-                let issued_later = group.events.iter().any(|e| {
-                    matches!(&e.payload, DeviceEvent::CommandIssued { command_id: c, .. } if c == command_id)
-                });
-                changed_before_issue |= issued_later && !issued.contains(command_id);
+                changed_before_issue |=
+                    issued_in_group.contains(command_id) && !issued.contains(command_id);
             }
             _ => {}
         }

@@ -28,6 +28,21 @@ async fn a_query_without_its_agency_filter_still_sees_only_its_agency() {
             .unwrap();
     assert!(!superuser && !bypass);
 
+    // The users read model is projected after the administrator logs in (a login does not
+    // wait for it): the check below needs the administrator's row there.
+    eriop_tests::wait::until_eq(
+        "the administrator's row in the users read model",
+        std::time::Duration::from_secs(30),
+        1,
+        || async {
+            app.db
+                .count(&format!(
+                    "SELECT count(*) FROM users WHERE agency_id = '{mine}'::uuid"
+                ))
+                .await
+        },
+    )
+    .await;
     let mut conn = PgConnection::connect(&app.db.url).await.unwrap();
     sqlx::query(&format!("SET ROLE {}", app.settings.database_role))
         .execute(&mut conn)

@@ -19,6 +19,7 @@ mod metrics;
 mod migrations;
 mod openapi;
 mod outage;
+mod page_fold;
 mod quotas;
 mod rate_limits;
 mod rebuild;
