@@ -1,9 +1,14 @@
 //! Rebuild, while the platform runs (issue 15, item 7).
 //!
 //! 1. **Shadow tables.** Each table of the rebuilt read models is made anew, empty, in the
-//!    schema `eriop_rebuild` (migration 0022), shaped like the real one.
+//!    schema `eriop_rebuild` (migration 0022), shaped like the real one. They are
+//!    `UNLOGGED` and their pages commit without waiting for the disk (`synchronous_commit =
+//!    off`): they are disposable by design (a crash leaves only shadows, which the next
+//!    rebuild drops and remakes), so writing them twice (WAL, then table) and flushing each
+//!    page would buy nothing. The swap, which writes the real tables, is logged and durable.
 //! 2. **Replay into them**, in store order and in short transactions of [`PAGE`] events (each
-//!    page applied with a few statements per model, [`ReadModel::apply_page`]) whose
+//!    page applied with a few statements per model, [`ReadModel::apply_page`], while the
+//!    next page is read on another connection) whose
 //!    `search_path` puts `eriop_rebuild` first, so the projections' own code (unqualified table
 //!    names) writes the shadows. Only events below the store-order horizon are read
 //!    (`eriop_nats::db::store_horizon`), so every event left for later sorts after the cursor.
@@ -58,7 +63,7 @@ pub async fn rebuild(
     let mut tx = pool.begin().await?;
     for table in &tables {
         sqlx::raw_sql(&format!(
-            "DROP TABLE IF EXISTS {SHADOW}.{table}; CREATE TABLE {SHADOW}.{table} (LIKE public.{table} INCLUDING ALL)"
+            "DROP TABLE IF EXISTS {SHADOW}.{table}; CREATE UNLOGGED TABLE {SHADOW}.{table} (LIKE public.{table} INCLUDING ALL)"
         ))
         .execute(&mut *tx)
         .await?;
@@ -73,23 +78,35 @@ pub async fn rebuild(
 
     let mut report = RebuildReport::default();
     let mut after = (-1_i64, -1_i64);
+    // While one page is applied on its connection, the next is read on another: the read
+    // (about a third of a page's time) does not depend on the shadows.
+    let mut page = next_page(pool, &types, after).await?;
     loop {
-        let horizon = eriop_nats::db::store_horizon(pool).await?;
+        if let Some((_, transaction_id, position)) = page.last() {
+            after = (*transaction_id, *position);
+        }
+        let full = page.len() as u64 == PAGE as u64;
         let mut tx = shadowed(pool).await?;
-        let applied = replay(
-            &mut tx,
-            models,
-            &types,
-            &mut after,
-            Some(horizon),
-            &mut report,
-        )
-        .await?;
+        // Only shadows change in this transaction (see the module's documentation).
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        let following = async {
+            if full {
+                next_page(pool, &types, after).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (applied, following) =
+            tokio::join!(apply(&mut tx, models, &page, &mut report), following);
+        applied?;
         tx.commit().await?;
         progress(report.events, total);
-        if applied < PAGE as u64 {
+        if !full {
             break;
         }
+        page = following?;
     }
 
     let mut tx = shadowed(pool).await?;
@@ -98,7 +115,7 @@ pub async fn rebuild(
             .execute(&mut *tx)
             .await?;
     }
-    while replay(&mut tx, models, &types, &mut after, None, &mut report).await? == PAGE as u64 {}
+    while replay(&mut tx, models, &types, &mut after, &mut report).await? == PAGE as u64 {}
     for table in &tables {
         sqlx::raw_sql(&format!(
             "DELETE FROM public.{table}; INSERT INTO public.{table} SELECT * FROM {SHADOW}.{table}"
@@ -127,23 +144,30 @@ async fn shadowed(
     Ok(tx)
 }
 
-/// Applies the next page of events after `after` in store order (below `horizon` if given)
-/// to the models they belong to; answers how many it read.
-async fn replay(
+/// A page of events: each envelope with its place in store order.
+type Page = Vec<(Json<StoredEvent>, i64, i64)>;
+
+/// The next page after `after`, below the store-order horizon as it is now.
+async fn next_page(pool: &PgPool, types: &[&str], after: (i64, i64)) -> Result<Page, RebuildError> {
+    let horizon = eriop_nats::db::store_horizon(pool).await?;
+    let mut conn = pool.acquire().await?;
+    Ok(read(&mut conn, types, after, Some(horizon)).await?)
+}
+
+/// The next page of events after `after` in store order (below `horizon` if given).
+async fn read(
     conn: &mut PgConnection,
-    models: &[ReadModel],
     types: &[&str],
-    after: &mut (i64, i64),
+    after: (i64, i64),
     horizon: Option<i64>,
-    report: &mut RebuildReport,
-) -> Result<u64, ProjectionError> {
-    let page: Vec<(Json<StoredEvent>, i64, i64)> = sqlx::query_as(
-        "SELECT s.envelope, e.transaction_id, e.position
-           FROM public.events e
-           JOIN public.stored_events s USING (aggregate_type, aggregate_id, sequence)
-          WHERE e.aggregate_type = ANY($1) AND (e.transaction_id, e.position) > ($2, $3)
-            AND ($4::bigint IS NULL OR e.transaction_id < $4)
-          ORDER BY e.transaction_id, e.position
+) -> Result<Page, sqlx::Error> {
+    sqlx::query_as(
+        // Straight off the store-order index (migration 0023), no join back to `events`.
+        "SELECT s.envelope, s.transaction_id, s.position
+           FROM public.stored_events s
+          WHERE s.aggregate_type = ANY($1) AND (s.transaction_id, s.position) > ($2, $3)
+            AND ($4::bigint IS NULL OR s.transaction_id < $4)
+          ORDER BY s.transaction_id, s.position
           LIMIT $5",
     )
     .bind(types)
@@ -152,10 +176,16 @@ async fn replay(
     .bind(horizon)
     .bind(PAGE)
     .fetch_all(&mut *conn)
-    .await?;
-    if let Some((_, transaction_id, position)) = page.last() {
-        *after = (*transaction_id, *position);
-    }
+    .await
+}
+
+/// Applies a page to the models its events belong to.
+async fn apply(
+    conn: &mut PgConnection,
+    models: &[ReadModel],
+    page: &Page,
+    report: &mut RebuildReport,
+) -> Result<(), ProjectionError> {
     report.events += page.len() as u64;
     // Model by model: each writes only its own tables, keyed by its own aggregates.
     for model in models {
@@ -168,5 +198,22 @@ async fn replay(
             report.applied += model.apply_page(&mut *conn, &events).await?;
         }
     }
+    Ok(())
+}
+
+/// Reads and applies the next page after `after` on `conn` (the swap's catch-up, in its
+/// transaction); answers how many events it read.
+async fn replay(
+    conn: &mut PgConnection,
+    models: &[ReadModel],
+    types: &[&str],
+    after: &mut (i64, i64),
+    report: &mut RebuildReport,
+) -> Result<u64, RebuildError> {
+    let page = read(&mut *conn, types, *after, None).await?;
+    if let Some((_, transaction_id, position)) = page.last() {
+        *after = (*transaction_id, *position);
+    }
+    apply(conn, models, &page, report).await?;
     Ok(page.len() as u64)
 }
