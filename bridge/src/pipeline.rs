@@ -9,8 +9,10 @@
 //! broker keeps (and later redelivers) everything; a redelivered sample lands once anyway,
 //! by its natural key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,6 +116,27 @@ impl DeviceRate {
     }
 }
 
+/// Groups handed to JetStream whose acks are not awaited yet: while JetStream writes one
+/// group to disk, the next is gathered, adapted and sent (the fsync wait, not the CPU, was
+/// what bounded a bridge handling one group at a time). Three groups of up to
+/// `max_samples` (300 by default) stay under the broker's Receive Maximum (1,000), so the
+/// broker always has the next group's messages ready.
+const IN_FLIGHT: usize = 3;
+
+/// JetStream's acks of everything a group published, awaited as one.
+type Acks = Pin<Box<dyn Future<Output = Result<(), Retry>> + Send>>;
+
+/// A group of MQTT messages whose output was sent to JetStream: acked to the broker, in the
+/// order the messages came, once `acks` answer (or handed over again if it fails).
+struct Sent {
+    group: Vec<Publish>,
+    verdicts: Vec<Verdict>,
+    /// Activity the group published: kept again if the acks fail.
+    activity: Vec<DeviceActivity>,
+    /// `None`: the sending itself failed (the activity is already kept again).
+    acks: Option<Acks>,
+}
+
 impl Pipeline {
     pub async fn run(mut self, mut incoming: mpsc::UnboundedReceiver<Publish>) {
         let rate = DeviceRate::new(self.limits.device_rate);
@@ -121,16 +144,29 @@ impl Pipeline {
         let mut activity = Coalescer::new(self.limits.activity_interval_ms);
         let idle = Duration::from_millis(self.limits.activity_interval_ms.max(1));
         let mut groups: u64 = 0;
+        let mut in_flight: VecDeque<Sent> = VecDeque::new();
         loop {
-            // While no message comes, kept activity still goes out once due.
+            // The oldest group's acks first (the broker's acks go in order), then the next
+            // message if there is room; while no message comes, kept activity still goes
+            // out once due.
             let first = tokio::select! {
-                first = incoming.recv() => first,
+                biased;
+                acked = oldest(&mut in_flight), if !in_flight.is_empty() => {
+                    if let Some(sent) = in_flight.pop_front() {
+                        self.settle(sent, acked, &mut in_flight, &mut quotas, &mut activity).await;
+                    }
+                    continue;
+                }
+                first = incoming.recv(), if in_flight.len() < IN_FLIGHT => first,
                 () = tokio::time::sleep(idle), if activity.keeps() => {
                     self.flush(&mut activity).await;
                     continue;
                 }
             };
             let Some(first) = first else {
+                // Shutting down: what is in flight is settled (or handed over again) first.
+                self.recover(std::mem::take(&mut in_flight), &mut quotas, &mut activity)
+                    .await;
                 return;
             };
             let mut group = vec![first];
@@ -154,33 +190,120 @@ impl Pipeline {
             if groups.is_multiple_of(1024) {
                 rate.forget_idle();
             }
+            match self
+                .send(&group, &mut verdicts, &mut quotas, &mut activity)
+                .await
+            {
+                Ok((published, acks)) => in_flight.push_back(Sent {
+                    group,
+                    verdicts,
+                    activity: published,
+                    acks: Some(acks),
+                }),
+                Err(e) => {
+                    self.status.record_retry();
+                    tracing::warn!(error = %e, messages = group.len(), "cannot hand over a group of MQTT messages, will retry (nothing acked)");
+                    let mut queue = std::mem::take(&mut in_flight);
+                    queue.push_back(Sent {
+                        group,
+                        verdicts,
+                        activity: Vec::new(),
+                        acks: None,
+                    });
+                    self.recover(queue, &mut quotas, &mut activity).await;
+                }
+            }
+        }
+    }
+
+    /// The oldest group in flight got its acks (`acked`): acks its MQTT messages, or hands it
+    /// and every later group over again, in order.
+    async fn settle(
+        &mut self,
+        sent: Sent,
+        acked: Result<(), Retry>,
+        in_flight: &mut VecDeque<Sent>,
+        quotas: &mut AgencyQuotas,
+        coalescer: &mut Coalescer,
+    ) {
+        match acked {
+            Ok(()) => self.ack(&sent.group).await,
+            Err(e) => {
+                self.status.record_retry();
+                tracing::warn!(error = %e, messages = sent.group.len(), "JetStream did not take a group of MQTT messages, will retry (nothing acked)");
+                let mut queue = std::mem::take(in_flight);
+                queue.push_front(Sent { acks: None, ..sent });
+                for a in queue
+                    .front_mut()
+                    .map(|s| std::mem::take(&mut s.activity))
+                    .into_iter()
+                    .flatten()
+                {
+                    coalescer.restore(a);
+                }
+                self.recover(queue, quotas, coalescer).await;
+            }
+        }
+    }
+
+    /// Settles `queue` in order: groups whose acks answer are acked to the broker until one
+    /// fails; from there on every group (even one JetStream took: the order of a device's
+    /// command replies is kept) is handed over again, with backoff, then acked. A sample
+    /// handed over twice lands once, by its natural key.
+    async fn recover(
+        &mut self,
+        queue: VecDeque<Sent>,
+        quotas: &mut AgencyQuotas,
+        coalescer: &mut Coalescer,
+    ) {
+        let mut failed = false;
+        for mut sent in queue {
+            if let Some(acks) = sent.acks.take() {
+                let acked = acks.await;
+                if !failed && acked.is_ok() {
+                    self.ack(&sent.group).await;
+                    continue;
+                }
+                if acked.is_err() {
+                    for a in std::mem::take(&mut sent.activity) {
+                        coalescer.restore(a);
+                    }
+                }
+            }
+            failed = true;
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             loop {
                 match self
-                    .commit(&group, &mut verdicts, &mut quotas, &mut activity)
+                    .commit(&sent.group, &mut sent.verdicts, quotas, coalescer)
                     .await
                 {
                     Ok(()) => break,
                     Err(e) => {
                         self.status.record_retry();
-                        tracing::warn!(error = %e, messages = group.len(), attempt = backoff.attempts(), "cannot hand over a group of MQTT messages, will retry (nothing acked)");
+                        tracing::warn!(error = %e, messages = sent.group.len(), attempt = backoff.attempts(), "cannot hand over a group of MQTT messages, will retry (nothing acked)");
                         backoff.wait().await;
                     }
                 }
             }
-            let mut acked = 0;
-            for publish in &group {
-                match self.client.ack(publish).await {
-                    Ok(()) => acked += 1,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot ack an MQTT message; the broker will send it again")
-                    }
-                }
-            }
-            self.status.record_group(group.len(), acked);
+            self.ack(&sent.group).await;
         }
     }
 
+    /// Acks a group's MQTT messages to the broker, in the order they came.
+    async fn ack(&self, group: &[Publish]) {
+        let mut acked = 0;
+        for publish in group {
+            match self.client.ack(publish).await {
+                Ok(()) => acked += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot ack an MQTT message; the broker will send it again")
+                }
+            }
+        }
+        self.status.record_group(group.len(), acked);
+    }
+
+    /// Hands a group over and waits for JetStream's acks (the retry path).
     async fn commit(
         &mut self,
         group: &[Publish],
@@ -188,6 +311,25 @@ impl Pipeline {
         quotas: &mut AgencyQuotas,
         coalescer: &mut Coalescer,
     ) -> Result<(), Retry> {
+        let (activity, acks) = self.send(group, verdicts, quotas, coalescer).await?;
+        let acked = acks.await;
+        if acked.is_err() {
+            for a in activity {
+                coalescer.restore(a);
+            }
+        }
+        acked
+    }
+
+    /// Adapts a group and sends its output to JetStream; answers the activity it published
+    /// and the acks to await. On failure the activity is kept again.
+    async fn send(
+        &mut self,
+        group: &[Publish],
+        verdicts: &mut [Verdict],
+        quotas: &mut AgencyQuotas,
+        coalescer: &mut Coalescer,
+    ) -> Result<(Vec<DeviceActivity>, Acks), Retry> {
         let now = chrono::Utc::now().timestamp_millis();
         let mut out = Output::default();
         for (publish, verdict) in group.iter().zip(verdicts.iter_mut()) {
@@ -205,14 +347,16 @@ impl Pipeline {
             .filter_map(|a| coalescer.offer(a, now))
             .collect();
         activity.extend(coalescer.due(now));
-        let published = self.publish(out, &activity).await;
-        if published.is_err() {
-            // Published again with the group's retry (or the next due activity).
-            for a in activity {
-                coalescer.restore(a);
+        match self.send_output(out, &activity).await {
+            Ok(acks) => Ok((activity, acks)),
+            Err(e) => {
+                // Published again with the group's retry (or the next due activity).
+                for a in activity {
+                    coalescer.restore(a);
+                }
+                Err(e)
             }
         }
-        published
     }
 
     /// Publishes kept activity that is due, between groups.
@@ -290,6 +434,11 @@ impl Pipeline {
 
     /// Publishes everything of the group and waits for every JetStream ack.
     async fn publish(&self, out: Output, activity: &[DeviceActivity]) -> Result<(), Retry> {
+        self.send_output(out, activity).await?.await
+    }
+
+    /// Sends everything of the group to JetStream; answers its acks, to await.
+    async fn send_output(&self, out: Output, activity: &[DeviceActivity]) -> Result<Acks, Retry> {
         let nats =
             |e: async_nats::jetstream::context::PublishError| Retry::Nats(NatsError::client(e));
         let samples = out.samples();
@@ -345,13 +494,25 @@ impl Pipeline {
             );
         }
         let published = acks.len();
-        for ack in
-            futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
-                .await
-        {
-            ack.map_err(nats)?;
-        }
-        self.status.record_output(samples, dead, published);
-        Ok(())
+        let status = Arc::clone(&self.status);
+        Ok(Box::pin(async move {
+            for ack in futures::future::join_all(
+                acks.into_iter().map(std::future::IntoFuture::into_future),
+            )
+            .await
+            {
+                ack.map_err(nats)?;
+            }
+            status.record_output(samples, dead, published);
+            Ok(())
+        }))
+    }
+}
+
+/// The acks of the oldest group in flight (the caller makes sure there is one).
+async fn oldest(in_flight: &mut VecDeque<Sent>) -> Result<(), Retry> {
+    match in_flight.front_mut().and_then(|sent| sent.acks.as_mut()) {
+        Some(acks) => acks.await,
+        None => std::future::pending().await,
     }
 }
