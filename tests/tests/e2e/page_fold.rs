@@ -177,27 +177,27 @@ impl Case {
     /// The store: each aggregate's events in its order, aggregates interleaved by `order`,
     /// then what `order` did not reach, then the redeliveries.
     fn events(&self) -> Vec<StoredEvent> {
-        let mut queues: Vec<std::collections::VecDeque<StoredEvent>> = Vec::new();
-        for (i, history) in self.agencies.iter().enumerate() {
-            let id = uuid::Uuid::from_u128(0xa000 + i as u128);
-            queues.push(
-                history
-                    .iter()
-                    .zip(1..)
-                    .map(|(e, n)| stored("agency", id, n, serde_json::to_value(e).unwrap()))
-                    .collect(),
-            );
+        // One aggregate's history, as the store numbers it.
+        fn queue<E: serde::Serialize>(
+            kind: &str,
+            id: u128,
+            history: &[E],
+        ) -> std::collections::VecDeque<StoredEvent> {
+            let id = uuid::Uuid::from_u128(id);
+            (1..)
+                .zip(history)
+                .map(|(n, e)| stored(kind, id, n, serde_json::to_value(e).unwrap()))
+                .collect()
         }
-        for (i, history) in self.devices.iter().enumerate() {
-            let id = uuid::Uuid::from_u128(0xd000 + i as u128);
-            queues.push(
-                history
-                    .iter()
-                    .zip(1..)
-                    .map(|(e, n)| stored("device", id, n, serde_json::to_value(e).unwrap()))
-                    .collect(),
-            );
-        }
+        let mut queues: Vec<_> = (0xa000..)
+            .zip(&self.agencies)
+            .map(|(id, h)| queue("agency", id, h))
+            .chain(
+                (0xd000..)
+                    .zip(&self.devices)
+                    .map(|(id, h)| queue("device", id, h)),
+            )
+            .collect();
         let mut events = Vec::new();
         for &pick in &self.order {
             let n = queues.len();
