@@ -39,10 +39,9 @@ pub async fn purge(
     let mut purged = Vec::new();
     for (agency, days) in agencies {
         let cutoff = now - chrono::Duration::days(days);
-        let scope = agency.to_string();
         let mut deleted = 0u64;
         loop {
-            let mut tx = begin(telemetry, Scope::Agency(&scope)).await?;
+            let mut tx = begin(telemetry, Scope::Agency(agency)).await?;
             let batch = sqlx::query(
                 "DELETE FROM telemetry t
                   USING (SELECT device_id, function_id, attribute, time FROM telemetry

@@ -1,5 +1,5 @@
 //! The extractor that turns a request's bearer token into a [`Caller`]: signature, expiry,
-//! restriction, revocation and suspension checked, every time. `permission::Allowed` adds the
+//! restriction, revocation and suspension checked, and the current roles read, every time. `permission::Allowed` adds the
 //! permission.
 
 use axum::extract::FromRequestParts;
@@ -40,16 +40,25 @@ impl FromRequestParts<AppState> for Caller {
                 }));
             }
         }
-        let (Ok(user), Ok(agency)) = (claims.sub.parse(), claims.agency.parse()) else {
+        let (Ok(user), Ok(agency)) = (
+            claims.sub.parse::<eriop_domain::UserId>(),
+            claims.agency.parse::<eriop_domain::AgencyId>(),
+        ) else {
             return Err(ApiError::Unauthorized("the access token is not valid"));
         };
-        // Revocation (Redis), suspension (PostgreSQL) and the rate limits (Redis) are
-        // independent round trips: asked at once, a request waits for the slowest only.
-        let (revoked, suspended, admitted) = tokio::join!(
+        // Revocation (Redis), standing (PostgreSQL: suspension and current roles) and the
+        // rate limits (Redis) are independent round trips: asked at once, a request waits
+        // for the slowest only.
+        let (revoked, standing, admitted) = tokio::join!(
             auth.sessions
                 .access_revoked(&claims.jti, &claims.sub, claims.iat_ms, &claims.sid),
-            // Suspension applies at the next request, to tokens already issued too.
-            crate::services::identity::agency_suspended(state.pool(), &claims.agency),
+            // Suspension applies at the next request, to tokens already issued too; so do
+            // roles given or taken.
+            crate::services::identity::caller_standing(
+                state.pool(),
+                user.as_uuid(),
+                agency.as_uuid()
+            ),
             crate::http::limits::admit_caller(
                 state,
                 parts.extensions.get::<crate::http::limits::RateSlot>(),
@@ -60,12 +69,15 @@ impl FromRequestParts<AppState> for Caller {
         if revoked.map_err(|e| ApiError::Unavailable(e.to_string()))? {
             return Err(ApiError::Unauthorized("the access token was revoked"));
         }
-        if suspended? {
+        let standing = standing?;
+        if standing.suspended {
             return Err(ApiError::Unauthorized(
                 crate::services::identity::AGENCY_SUSPENDED,
             ));
         }
         admitted?;
-        Ok(Caller::new(claims, user, agency))
+        // A user the read models do not know yet (just registered) is taken at its token.
+        let roles = standing.roles.unwrap_or_else(|| claims.roles.clone());
+        Ok(Caller::new(claims, user, agency, roles))
     }
 }

@@ -43,8 +43,19 @@ impl PageParams {
 /// A page of a list, as every list answers it: `{items, limit, offset}`.
 pub fn page(items: &impl serde::Serialize, limit: i64, offset: i64) -> axum::response::Response {
     use axum::response::IntoResponse;
-    axum::Json(serde_json::json!({ "items": items, "limit": limit, "offset": offset }))
-        .into_response()
+    /// Serialized straight to the body: no JSON tree built in between (issue 13).
+    #[derive(serde::Serialize)]
+    struct Page<'a, T: serde::Serialize> {
+        items: &'a T,
+        limit: i64,
+        offset: i64,
+    }
+    axum::Json(Page {
+        items,
+        limit,
+        offset,
+    })
+    .into_response()
 }
 
 /// The read models a command's answer may wait for.

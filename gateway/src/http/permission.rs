@@ -15,7 +15,6 @@ use crate::http::edge::RequestId;
 use crate::http::error::ApiError;
 use crate::services::auth::Caller;
 use crate::state::AppState;
-use crate::tenancy::{self, Scope};
 
 /// A permission, as a type a handler can name.
 pub trait Required: Send + Sync + 'static {
@@ -74,30 +73,6 @@ pub fn grants(roles: &[String], permission: Permission) -> bool {
         .any(|role| Permission::of_builtin_role(role).contains(&permission))
 }
 
-/// The caller's roles now, in the token's agency: from the read models, so that a role or a
-/// membership given or taken applies at the next request, also to tokens already issued.
-/// Only a user the read models do not know yet (just registered) is taken at its token.
-async fn current_roles(state: &AppState, caller: &Caller) -> Result<Vec<String>, ApiError> {
-    let (user_id, agency) = (caller.user_id().as_uuid(), caller.agency_id().as_uuid());
-    // Keyed by the caller's own id: the one lookup that looks across agencies.
-    let mut tx = tenancy::begin(state.pool(), Scope::All).await?;
-    let (known, home, member): (bool, Option<Vec<String>>, Option<Vec<String>>) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1),
-                (SELECT roles FROM users WHERE id = $1 AND agency_id = $2),
-                (SELECT roles FROM user_memberships WHERE user_id = $1 AND agency_id = $2)",
-    )
-    .bind(user_id)
-    .bind(agency)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(match (known, home.or(member)) {
-        (_, Some(roles)) => roles,
-        (true, None) => Vec::new(),
-        (false, None) => caller.claims.roles.clone(),
-    })
-}
-
-/// Whether one of the agency's own roles among `roles` (stored by id) gives `permission`.
 async fn agency_roles_grant(
     scope: &AgencyScope,
     roles: &[String],
@@ -136,10 +111,10 @@ impl<P: Required> FromRequestParts<AppState> for Allowed<P> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let roles = current_roles(state, &caller).await?;
         let scope = AgencyScope::new(state, caller.agency_id());
-        let allowed = grants(&roles, P::PERMISSION)
-            || agency_roles_grant(&scope, &roles, P::PERMISSION).await?;
+        let roles = caller.current_roles();
+        let allowed = grants(roles, P::PERMISSION)
+            || agency_roles_grant(&scope, roles, P::PERMISSION).await?;
         let request_id = parts
             .extensions
             .get::<RequestId>()
@@ -157,7 +132,7 @@ impl<P: Required> FromRequestParts<AppState> for Allowed<P> {
         );
         if allowed {
             Ok(Self {
-                caller: caller.with_current_roles(roles),
+                caller,
                 scope,
                 _permission: PhantomData,
             })

@@ -21,8 +21,6 @@ use crate::tenancy::{self, Scope};
 #[derive(Clone)]
 pub struct AgencyScope {
     agency: AgencyId,
-    /// As text, bound by `set_config` (and usable in queries as `$n::uuid`).
-    agency_text: String,
     pool: PgPool,
     telemetry: PgPool,
 }
@@ -32,7 +30,6 @@ impl AgencyScope {
     pub(super) fn new(state: &AppState, agency: AgencyId) -> Self {
         Self {
             agency,
-            agency_text: agency.to_string(),
             pool: state.pool().clone(),
             telemetry: state.telemetry_pool().clone(),
         }
@@ -44,12 +41,12 @@ impl AgencyScope {
 
     /// A transaction on the agency's data (read models, roles, users).
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, ApiError> {
-        Ok(tenancy::begin(&self.pool, Scope::Agency(&self.agency_text)).await?)
+        Ok(tenancy::begin(&self.pool, Scope::Agency(self.agency.as_uuid())).await?)
     }
 
     /// A transaction on the agency's telemetry (its own database, TimescaleDB in production).
     pub async fn begin_telemetry(&self) -> Result<Transaction<'static, Postgres>, ApiError> {
-        Ok(tenancy::begin(&self.telemetry, Scope::Agency(&self.agency_text)).await?)
+        Ok(tenancy::begin(&self.telemetry, Scope::Agency(self.agency.as_uuid())).await?)
     }
 
     /// Another agency's data, for a caller who is a platform administrator now (current
@@ -78,7 +75,6 @@ impl AgencyScope {
         );
         Ok(Self {
             agency,
-            agency_text: agency.to_string(),
             pool: self.pool.clone(),
             telemetry: self.telemetry.clone(),
         })

@@ -12,10 +12,11 @@ pub struct Caller {
     /// `sub` and `agency`, parsed once: every token we sign names them by UUID.
     user: UserId,
     agency: AgencyId,
-    /// The caller's roles in the token's agency now (read models), once a permission
-    /// extractor (`Allowed`) resolved them; never the token's `roles` claim, which may be
-    /// stale (a demoted platform admin's token keeps saying platform-admin until it expires).
-    current_roles: Option<Vec<String>>,
+    /// The caller's roles in the token's agency now (read models, as the extractor read
+    /// them); never the token's `roles` claim, which may be stale (a demoted platform
+    /// admin's token keeps saying platform-admin until it expires). Only a user the read
+    /// models do not know yet (just registered) is taken at its token.
+    current_roles: Vec<String>,
 }
 
 impl Caller {
@@ -28,26 +29,25 @@ impl Caller {
         self.agency
     }
 
-    /// Whether the caller holds `role` now. False until a permission extractor resolved the
-    /// current roles: powers are never decided from the token's claim.
+    /// Whether the caller holds `role` now (powers are never decided from the token's
+    /// claim).
     pub fn has_role(&self, role: BuiltInRole) -> bool {
-        self.current_roles
-            .as_ref()
-            .is_some_and(|roles| roles.iter().any(|r| r == role.as_str()))
+        self.current_roles.iter().any(|r| r == role.as_str())
     }
 
-    /// A caller for `claims`, as the extractor makes it (ids already parsed).
-    pub(crate) fn new(claims: Claims, user: UserId, agency: AgencyId) -> Self {
+    /// The caller's roles in its agency now.
+    pub fn current_roles(&self) -> &[String] {
+        &self.current_roles
+    }
+
+    /// A caller for `claims`, as the extractor makes it (ids already parsed, current roles
+    /// read).
+    pub(crate) fn new(claims: Claims, user: UserId, agency: AgencyId, roles: Vec<String>) -> Self {
         Self {
             claims,
             user,
             agency,
-            current_roles: None,
+            current_roles: roles,
         }
-    }
-
-    pub(crate) fn with_current_roles(mut self, roles: Vec<String>) -> Self {
-        self.current_roles = Some(roles);
-        self
     }
 }

@@ -103,9 +103,9 @@ impl Identity<'_> {
         if platform && self.auth.platform_admins_need_mfa {
             return Ok(Some(Restriction::MfaEnrolment));
         }
-        let agency_text = agency.to_string();
         let mut tx =
-            crate::tenancy::begin(self.pool, crate::tenancy::Scope::Agency(&agency_text)).await?;
+            crate::tenancy::begin(self.pool, crate::tenancy::Scope::Agency(agency.as_uuid()))
+                .await?;
         let required: Option<bool> =
             sqlx::query_scalar("SELECT mfa_required FROM agencies WHERE id = $1")
                 .bind(agency.as_uuid())

@@ -229,7 +229,7 @@ pub async fn list(
     .bind(offset)
     .fetch_all(&mut *tx)
     .await?;
-    let items: Vec<serde_json::Value> = rows.iter().map(view::summary).collect();
+    let items: Vec<view::Summary> = rows.iter().map(view::summary).collect();
     Ok(page(&items, limit, offset))
 }
 

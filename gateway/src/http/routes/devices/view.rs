@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use eriop_domain::device::{talq, FunctionDesc};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -104,25 +105,45 @@ async fn latest(scope: &AgencyScope, id: Uuid) -> Result<Value, ApiError> {
     Ok(Value::Object(out))
 }
 
-pub(crate) fn summary(row: &DeviceRow) -> Value {
-    json!({
-        "id": row.id,
-        "name": row.name,
-        "class_id": row.class_id,
-        "registry": row.registry,
-        "serial": row.serial,
-        "offline_after_secs": row.offline_after_secs.unwrap_or(row.class_offline_after_secs),
-        "online": row.online,
-        "status_changed_at": row.status_changed_at,
-        "last_activity": row.last_activity,
-        "last_heartbeat": row.last_heartbeat,
-        "uptime_secs": row.uptime_secs,
-        "created_at": row.created_at,
-    })
+/// A device as lists show it: serialized straight from its row (issue 13: a page of devices
+/// built a JSON tree of each first).
+#[derive(Serialize)]
+pub(crate) struct Summary<'a> {
+    id: Uuid,
+    name: &'a str,
+    class_id: Uuid,
+    registry: &'a str,
+    serial: &'a str,
+    offline_after_secs: i32,
+    online: bool,
+    status_changed_at: Option<DateTime<Utc>>,
+    last_activity: Option<DateTime<Utc>>,
+    last_heartbeat: Option<DateTime<Utc>>,
+    uptime_secs: Option<i64>,
+    created_at: DateTime<Utc>,
+}
+
+pub(crate) fn summary(row: &DeviceRow) -> Summary<'_> {
+    Summary {
+        id: row.id,
+        name: &row.name,
+        class_id: row.class_id,
+        registry: &row.registry,
+        serial: &row.serial,
+        offline_after_secs: row
+            .offline_after_secs
+            .unwrap_or(row.class_offline_after_secs),
+        online: row.online,
+        status_changed_at: row.status_changed_at,
+        last_activity: row.last_activity,
+        last_heartbeat: row.last_heartbeat,
+        uptime_secs: row.uptime_secs,
+        created_at: row.created_at,
+    }
 }
 
 pub(crate) async fn full(scope: &AgencyScope, row: &DeviceRow) -> Result<Value, ApiError> {
-    let mut view = summary(row);
+    let mut view = json!(summary(row));
     if let Some(map) = view.as_object_mut() {
         map.insert("latest".into(), latest(scope, row.id).await?);
         map.insert(
