@@ -270,6 +270,7 @@ impl Bridge {
             topology: Topology::from_settings(settings),
             limits: pipeline::Limits {
                 max_samples: settings.bridge_batch_max_samples.max(1),
+                window: usize::from(settings.mqtt_receive_maximum.max(1)),
                 max_delay: Duration::from_millis(settings.bridge_batch_max_delay_ms),
                 rules: ingest::Rules {
                     max_payload: settings.mqtt_max_payload_bytes,

@@ -35,6 +35,9 @@ use crate::BridgeStatus;
 
 pub struct Limits {
     pub max_samples: usize,
+    /// MQTT messages received and not yet acked, at most (the Receive Maximum the bridge
+    /// announced): new groups are gathered while fewer are in flight.
+    pub window: usize,
     pub max_delay: Duration,
     pub rules: Rules,
     /// Messages per second and burst allowed to one device.
@@ -117,12 +120,10 @@ impl DeviceRate {
 }
 
 /// Groups handed to JetStream whose acks are not awaited yet: while JetStream writes one
-/// group to disk, the next is gathered, adapted and sent (the fsync wait, not the CPU, was
-/// what bounded a bridge handling one group at a time). Three groups of up to
-/// `max_samples` (300 by default) stay under the broker's Receive Maximum (1,000), so the
-/// broker always has the next group's messages ready.
-const IN_FLIGHT: usize = 3;
-
+/// group to disk, the next ones are gathered, adapted and sent. What bounds them is the
+/// broker's window (`Limits::window`, the Receive Maximum), counted in messages: with a fixed
+/// number of groups, short groups (a few milliseconds of traffic each) left most of the
+/// window unused, and throughput was that count of groups per JetStream round trip.
 /// JetStream's acks of everything a group published, awaited as one.
 type Acks = Pin<Box<dyn Future<Output = Result<(), Retry>> + Send>>;
 
@@ -157,7 +158,7 @@ impl Pipeline {
                     }
                     continue;
                 }
-                first = incoming.recv(), if in_flight.len() < IN_FLIGHT => first,
+                first = incoming.recv(), if messages(&in_flight) < self.limits.window => first,
                 () = tokio::time::sleep(idle), if activity.keeps() => {
                     self.flush(&mut activity).await;
                     continue;
@@ -172,7 +173,8 @@ impl Pipeline {
             let mut group = vec![first];
             let deadline = tokio::time::Instant::now() + self.limits.max_delay;
             // Messages, not samples, bound the wait: a states message is a few samples.
-            while group.len() < self.limits.max_samples {
+            let room = self.limits.window.saturating_sub(messages(&in_flight));
+            while group.len() < self.limits.max_samples.min(room) {
                 match tokio::time::timeout_at(deadline, incoming.recv()).await {
                     Ok(Some(publish)) => group.push(publish),
                     Ok(None) | Err(_) => break,
@@ -507,6 +509,11 @@ impl Pipeline {
             Ok(())
         }))
     }
+}
+
+/// MQTT messages in flight (received, not yet acked).
+fn messages(in_flight: &VecDeque<Sent>) -> usize {
+    in_flight.iter().map(|sent| sent.group.len()).sum()
 }
 
 /// The acks of the oldest group in flight (the caller makes sure there is one).
