@@ -19,6 +19,7 @@ use crate::state::{AppState, Inner};
 use crate::workers::relay::{Relay, RelayStatus};
 
 const USER_SNAPSHOT_EVERY: usize = 20;
+const AGENCY_SNAPSHOT_EVERY: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -94,7 +95,14 @@ impl App {
         };
         let auth = Auth::from_settings(&settings, redis.clone(), clock)?;
         let state = AppState::new(Inner {
-            agencies: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
+            // An agency is renamed, suspended, given quotas and retention over years: a
+            // snapshot every 20 events keeps loading it short (its events stay the history).
+            agencies: postgres_es::postgres_snapshot_cqrs(
+                pool.clone(),
+                Vec::new(),
+                AGENCY_SNAPSHOT_EVERY,
+                (),
+            ),
             // Users log in often: a snapshot every 20 events keeps loading them short.
             users: postgres_es::postgres_snapshot_cqrs(
                 pool.clone(),

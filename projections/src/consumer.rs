@@ -6,6 +6,13 @@
 //! dead-letter stream with its reason and is terminated, so it never blocks the others. A
 //! lost database or NATS connection ends the round; the caller retries with backoff, and the
 //! durable consumer resumes where the acks stopped.
+//!
+//! Events already delivered when one arrives (a burst of commands) are applied together in
+//! one transaction, up to [`MAX_BATCH`], then acked together: one commit's wait for many
+//! events, so a burst does not queue behind one fsync per event. Outside bursts a batch is
+//! one event. A batch in which any event is undecodable or ahead of its predecessor is
+//! rolled back and its events handled one by one, as above, so those cases behave exactly
+//! as without batching.
 
 use eriop_domain::trace::{TraceContext, TRACEPARENT};
 use eriop_nats::NatsError;
@@ -15,13 +22,15 @@ use tracing::Instrument;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use eriop_nats::streams::durable_messages;
 use eriop_nats::{StoredEvent, Stream, Topology};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sqlx::PgPool;
 
 use crate::{Outcome, ProjectionError, ReadModel};
 
 /// When an event arrives before one it depends on, look again after this long.
 const GAP_RETRY: Duration = Duration::from_millis(500);
+/// At most this many events in one transaction.
+pub const MAX_BATCH: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -67,13 +76,98 @@ impl Consumer {
         .map_err(nats)?;
         tracing::info!(projection = self.model.name(), "consuming");
         while let Some(message) = messages.next().await {
-            let message = message.map_err(nats)?;
-            self.handle(message).await?;
+            let mut batch = vec![message.map_err(nats)?];
+            // What has already arrived joins the batch; nothing is waited for.
+            let mut stopped = None;
+            while batch.len() < MAX_BATCH {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    Some(Some(Err(e))) => {
+                        stopped = Some(nats(e));
+                        break;
+                    }
+                    Some(None) => {
+                        stopped = Some(NatsError::Ended("the message stream").into());
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            self.handle_batch(batch).await?;
+            if let Some(e) = stopped {
+                return Err(e);
+            }
         }
         Err(NatsError::Ended("the message stream").into())
     }
 
+    /// Applies a batch in one transaction, or (one event, or a batch that cannot go
+    /// together) each event on its own.
+    async fn handle_batch(&self, mut batch: Vec<jetstream::Message>) -> Result<(), ConsumerError> {
+        if batch.len() > 1 && self.apply_together(&batch).await? {
+            return Ok(());
+        }
+        for message in batch.drain(..) {
+            self.handle(message).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies every event of `batch` and the checkpoint in one transaction, then acks them
+    /// all. Answers false, with nothing written or acked, when an event is undecodable or
+    /// ahead of its predecessor: the caller handles those one by one.
+    async fn apply_together(&self, batch: &[jetstream::Message]) -> Result<bool, ConsumerError> {
+        let mut events = Vec::with_capacity(batch.len());
+        for message in batch {
+            match serde_json::from_slice::<StoredEvent>(&message.payload) {
+                Ok(event) => events.push(event),
+                Err(_) => return Ok(false),
+            }
+        }
+        let mut tx = crate::begin_all_agencies(&self.pool).await?;
+        let mut last_sequence = 0;
+        let mut applied = Vec::with_capacity(batch.len());
+        for (message, event) in batch.iter().zip(&events) {
+            let span = self.span(message);
+            let outcome = match self
+                .model
+                .apply(&mut tx, event)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(Outcome::Gap { .. }) | Err(ProjectionError::Undecodable(_)) => return Ok(false),
+                Ok(outcome) => outcome,
+                Err(ProjectionError::Database(e)) => return Err(e.into()),
+            };
+            let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            last_sequence = last_sequence.max(sequence);
+            applied.push((span, outcome));
+        }
+        crate::checkpoint::save(&mut tx, self.model.name(), last_sequence).await?;
+        tx.commit().await?;
+        for ((message, event), (span, outcome)) in batch.iter().zip(&events).zip(applied) {
+            message.ack().await.map_err(nats)?;
+            span.in_scope(|| {
+                tracing::info!(
+                    event_type = %event.event_type,
+                    aggregate_id = %event.aggregate_id,
+                    sequence = event.sequence,
+                    already = outcome == Outcome::AlreadyApplied,
+                    batch = batch.len(),
+                    "applied"
+                );
+            });
+        }
+        Ok(true)
+    }
+
     async fn handle(&self, message: jetstream::Message) -> Result<(), ConsumerError> {
+        let span = self.span(&message);
+        self.apply(message).instrument(span).await
+    }
+
+    /// The span an event is applied in.
+    fn span(&self, message: &jetstream::Message) -> tracing::Span {
         // The trace of the request that caused the event: from the NATS header the relay
         // set, else from the event's metadata (an event relayed before traces existed has
         // neither). Every line logged while applying it carries the trace id.
@@ -103,7 +197,7 @@ impl Consumer {
         if parent.is_some() {
             eriop_nats::otel::continue_trace(&span, parent);
         }
-        self.apply(message).instrument(span).await
+        span
     }
 
     async fn apply(&self, message: jetstream::Message) -> Result<(), ConsumerError> {

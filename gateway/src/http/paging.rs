@@ -104,7 +104,10 @@ pub async fn await_version(
     timeout: Duration,
 ) -> Result<bool, ApiError> {
     let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
+    // Short pauses, capped low: the read model is usually there within tens of milliseconds,
+    // and a pause that doubles up to 50 ms answered up to 50 ms after it was (the command
+    // path's p99 was these pauses; docs/BENCHMARKS.md). Each look is one indexed read.
+    let mut pause = Duration::from_millis(1);
     loop {
         // The row the caller just wrote, found by its id: no agency to filter on here.
         let mut tx = tenancy::begin(pool, Scope::All).await?;
@@ -120,6 +123,6 @@ pub async fn await_version(
             return Ok(false);
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+        pause = (pause * 2).min(Duration::from_millis(8));
     }
 }

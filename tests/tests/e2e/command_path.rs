@@ -234,3 +234,65 @@ async fn with_the_projections_stopped_every_command_answers_202_and_shows_later(
     let renamed = app.agency(&agency).await;
     assert_eq!(renamed["name"], "Sherbrooke (renamed)");
 }
+
+/// A backlog of events (the projections were down while commands were stored) is applied
+/// in batches, many events to a transaction, and every change shows, in order: each agency
+/// created and then renamed ends with its new name at its last version.
+#[tokio::test]
+async fn a_backlog_is_applied_in_batches_and_every_change_shows() {
+    let (captured, _guard) = eriop_tests::capture::Captured::start("info");
+    let mut app = TestApp::spawn_with(TestDb::migrated().await, |s| {
+        s.read_your_writes_timeout_ms = 50;
+    })
+    .await;
+    app.stop_projections();
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let created: Value = app
+            .request(Method::POST, "/agencies")
+            .json(&json!({ "name": format!("Backlog {n}") }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let renamed = app
+            .request(Method::PATCH, &format!("/agencies/{id}"))
+            .json(&json!({ "name": format!("Backlog {n} renamed") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(renamed.status(), 202, "{:?}", renamed.text().await);
+    }
+    app.start_projections().await;
+    for (n, id) in ids.iter().enumerate() {
+        let expected = format!("Backlog {n} renamed");
+        wait::until(
+            "the renamed agency in the read model",
+            Duration::from_secs(30),
+            || async {
+                let row: Option<(String, i64)> =
+                    sqlx::query_as("SELECT name, version FROM agencies WHERE id = $1::uuid")
+                        .bind(id)
+                        .fetch_optional(&app.db.pool)
+                        .await
+                        .unwrap();
+                (row == Some((expected.clone(), 2))).then_some(())
+            },
+        )
+        .await;
+    }
+    let batched = captured
+        .lines_of("eriop_projections::consumer")
+        .into_iter()
+        .filter(|l| l["message"] == "applied" && l["batch"].as_u64() > Some(1))
+        .count();
+    assert!(
+        batched > 0,
+        "a backlog of 60 events was applied one transaction each"
+    );
+}
