@@ -61,13 +61,14 @@ impl App {
             eriop_nats::metrics::bind("ERIOP_PROJECTIONS_OPS_ADDR", &settings.projections_ops_addr)
                 .await
                 .map_err(StartupError::OpsPort)?;
+        let metrics = ProjectionMetrics::default();
         Ok(Self {
             pool: pool.clone(),
             nats,
             js: js.clone(),
             topology: topology.clone(),
             ops,
-            metrics: ProjectionMetrics::default(),
+            metrics: metrics.clone(),
             retention_interval: Duration::from_secs(
                 settings.telemetry_retention_interval_secs.max(1),
             ),
@@ -81,6 +82,7 @@ impl App {
                 max_rows: 20_000,
                 max_delay: Duration::from_millis(20),
                 in_flight: 2,
+                rows: metrics.telemetry_rows.clone(),
             },
             consumers: ReadModel::ALL
                 .into_iter()

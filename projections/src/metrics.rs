@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use async_nats::jetstream;
 use eriop_nats::{Stream, Topology};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -21,6 +22,8 @@ pub struct ProjectionMetrics {
     lag_events: Family<Projection, Gauge>,
     lag_seconds: Family<Projection, Gauge<f64, AtomicU64>>,
     up: Family<Projection, Gauge>,
+    /// Telemetry rows committed (new rows: a redelivered sample is not counted twice).
+    pub telemetry_rows: Counter,
 }
 
 impl ProjectionMetrics {
@@ -35,6 +38,11 @@ impl ProjectionMetrics {
             "lag_seconds",
             "Age of the oldest message the projection has not applied yet (0 when caught up)",
             self.lag_seconds.clone(),
+        );
+        registry.register(
+            "telemetry_rows",
+            "Telemetry rows committed by this process (a redelivered sample counts once)",
+            self.telemetry_rows.clone(),
         );
         registry.register(
             "consumer_up",

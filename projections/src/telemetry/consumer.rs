@@ -38,6 +38,8 @@ pub struct TelemetryConsumer {
     pub max_delay: Duration,
     /// Transactions in flight at once, each on its own connection.
     pub in_flight: usize,
+    /// Rows committed (`eriop_projection_telemetry_rows_total`).
+    pub rows: prometheus_client::metrics::counter::Counter,
 }
 
 /// One transaction's worth: its messages (acked after the commit), their rows, and the
@@ -152,16 +154,20 @@ impl TelemetryConsumer {
     /// Writes a group in one transaction, then acks its messages (or nakks them all).
     async fn commit(&self, group: Group) -> Result<(), ConsumerError> {
         let started = Instant::now();
-        if let Err(e) = self.write(&group.rows, group.last_sequence).await {
-            // Ask for them again in a second rather than after the ack wait: the database is
-            // usually back soon, and nothing was committed.
-            for message in &group.messages {
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+        let written = match self.write(&group.rows, group.last_sequence).await {
+            Ok(written) => written,
+            Err(e) => {
+                // Ask for them again in a second rather than after the ack wait: the database is
+                // usually back soon, and nothing was committed.
+                for message in &group.messages {
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
+        self.rows.inc_by(written);
         for message in &group.messages {
             message.ack().await.map_err(nats)?;
         }
@@ -175,9 +181,10 @@ impl TelemetryConsumer {
         Ok(())
     }
 
-    /// Rows, latest values and checkpoint, in one transaction.
-    async fn write(&self, rows: &[Row], last_sequence: u64) -> Result<(), ConsumerError> {
+    /// Rows, latest values and checkpoint, in one transaction; answers the rows that were new.
+    async fn write(&self, rows: &[Row], last_sequence: u64) -> Result<u64, ConsumerError> {
         let mut tx = crate::begin_all_agencies(&self.pool).await?;
+        let mut written = 0;
         if !rows.is_empty() {
             // Temporary tables live as long as the pooled connection; their rows as long as
             // the transaction. Not WAL-logged: staging costs no disk write.
@@ -194,14 +201,15 @@ impl TelemetryConsumer {
             copy_into(&mut tx, "telemetry_staging", rows).await?;
             // ON CONFLICT DO NOTHING also skips a key repeated within the statement (an MQTT
             // redelivery in the same group), so no sort is needed here.
-            sqlx::query(&format!(
+            written = sqlx::query(&format!(
                 "INSERT INTO telemetry ({cols})
                  SELECT {cols} FROM telemetry_staging
                  ON CONFLICT (device_id, function_id, attribute, time) DO NOTHING",
                 cols = copy::COLUMNS
             ))
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
             // The latest value only moves forward in device time: a late sample is stored
             // above, but does not replace a newer value here. The latest of each attribute
             // is picked here (a few hundred rows for a group of many thousands), in key order
@@ -223,7 +231,7 @@ impl TelemetryConsumer {
         }
         crate::checkpoint::save(&mut tx, NAME, last_sequence).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(written)
     }
 
     /// A record (or message) that can never become a row: to `DLQ` with the reason. The

@@ -4,8 +4,8 @@
 //! End to end, a message's latency is `pg_xact_commit_timestamp(xmin) - time` of its row:
 //! the benchmark's PostgreSQL records commit times (`track_commit_timestamp`), and a light's
 //! sample time is its clock when it published. Rows are counted exactly at the end of each
-//! run (one marker attribute per message); while a run goes, PostgreSQL's statistics
-//! (`n_tup_ins`) estimate progress cheaply.
+//! run (one marker attribute per message); while a run goes, the projections' counter of
+//! committed rows (`eriop_projection_telemetry_rows_total`) follows progress cheaply.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -207,8 +207,52 @@ pub async fn register(stack: &Stack, devices: usize) -> Uuid {
     agency.parse().unwrap()
 }
 
-/// Rows inserted into telemetry so far, by PostgreSQL's statistics (behind by up to a
-/// second; cheap on a table of millions of rows).
+/// Telemetry rows committed so far, as the projections count them
+/// (`eriop_projection_telemetry_rows_total`, exact once committed); without that, PostgreSQL's
+/// statistics, which lag by a second or more and would pause the lights for nothing.
+#[derive(Clone)]
+struct Committed {
+    http: reqwest::Client,
+    metrics: Option<String>,
+    db: PgPool,
+}
+
+impl Committed {
+    fn of(stack: &Stack) -> Self {
+        let metrics = stack
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "ERIOP_PROJECTIONS_OPS_ADDR")
+            .map(|(_, addr)| format!("http://{addr}/metrics"));
+        Self {
+            http: stack.http.clone(),
+            metrics,
+            db: stack.db.clone(),
+        }
+    }
+
+    async fn rows(&self) -> u64 {
+        if let Some(url) = &self.metrics {
+            let body = match self.http.get(url).send().await {
+                Ok(answer) => answer.text().await.ok(),
+                Err(_) => None,
+            };
+            let counted = body.as_deref().and_then(|body| {
+                body.lines()
+                    .find_map(|l| l.strip_prefix("eriop_projection_telemetry_rows_total "))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            });
+            if let Some(n) = counted {
+                return n;
+            }
+        }
+        rows_estimate(&self.db).await
+    }
+}
+
+/// Rows inserted into telemetry so far, by PostgreSQL's statistics (behind by a second or
+/// more; cheap on a table of millions of rows).
 async fn rows_estimate(db: &PgPool) -> u64 {
     let rows: i64 = sqlx::query_scalar(
         "SELECT coalesce(sum(n_tup_ins), 0)::bigint FROM pg_stat_user_tables
@@ -253,20 +297,21 @@ pub async fn run(
         Offer::Rate(r) => format!("{r} msg/s offered"),
     };
     let db = &stack.db;
-    let base_rows = rows_estimate(db).await;
+    let committed = Committed::of(stack);
+    let base_rows = committed.rows().await;
     let acked_before = fleet.counters.acked.load(Ordering::Relaxed);
     let start_ms = chrono::Utc::now().timestamp_millis();
     let started = Instant::now();
     let (open_tx, open) = watch::channel(true);
     let counters = fleet.counters.clone();
     let what = label.clone();
+    let backlog = Backlog::connect(stack).await;
     let sampler = tokio::spawn({
-        let db = db.clone();
+        let committed = committed.clone();
         async move {
             let mut last_report = Instant::now();
             loop {
-                let stored =
-                    rows_estimate(&db).await.saturating_sub(base_rows) / SAMPLES_PER_MESSAGE;
+                let stored = committed.rows().await.saturating_sub(base_rows) / SAMPLES_PER_MESSAGE;
                 let sent = counters.acked.load(Ordering::Relaxed) - acked_before;
                 if matches!(offer, Offer::Saturate) {
                     open_tx.send_if_modified(|o| {
@@ -275,8 +320,11 @@ pub async fn run(
                     });
                 }
                 if last_report.elapsed() >= Duration::from_secs(5) {
+                    // Where the messages sent and not yet stored wait: in JetStream (the
+                    // projector is behind) or before it (the broker's queue and the bridge).
+                    let (streamed, unacked) = backlog.telemetry().await;
                     eprintln!(
-                        "ingest {what}: {:.0} s, sent {sent}, stored about {stored}",
+                        "ingest {what}: {:.0} s, sent {sent}, stored about {stored}; TELEMETRY consumer: {streamed} JetStream messages pending, {unacked} unacked",
                         started.elapsed().as_secs_f64()
                     );
                     last_report = Instant::now();
@@ -296,7 +344,7 @@ pub async fn run(
     // Drain: until every acknowledged message is a row, or nothing moved for 30 s.
     let mut last = (0, Instant::now());
     let stored = loop {
-        let estimate = rows_estimate(db).await.saturating_sub(base_rows) / SAMPLES_PER_MESSAGE;
+        let estimate = committed.rows().await.saturating_sub(base_rows) / SAMPLES_PER_MESSAGE;
         if estimate >= sent {
             let exact = stored(db, agency, start_ms, end_ms).await;
             if exact >= sent {
@@ -338,6 +386,40 @@ pub async fn run(
         run.percentile(1.0)
     );
     run
+}
+
+/// The telemetry projector's JetStream consumer, read while a run goes.
+struct Backlog {
+    js: Option<async_nats::jetstream::Context>,
+    stream: String,
+}
+
+impl Backlog {
+    async fn connect(stack: &Stack) -> Self {
+        let js = async_nats::connect(stack.nats.urls())
+            .await
+            .ok()
+            .map(async_nats::jetstream::new);
+        let stream = eriop_nats::Topology::new(stack.prefix.as_str())
+            .stream_name(eriop_nats::Stream::Telemetry);
+        Self { js, stream }
+    }
+
+    /// JetStream messages not yet delivered to the projector, and delivered but not acked
+    /// (each holds up to a bridge group's samples of one agency).
+    async fn telemetry(&self) -> (u64, usize) {
+        let Some(js) = &self.js else { return (0, 0) };
+        let Ok(stream) = js.get_stream(&self.stream).await else {
+            return (0, 0);
+        };
+        match stream
+            .consumer_info(eriop_projections::telemetry::NAME)
+            .await
+        {
+            Ok(info) => (info.num_pending, info.num_ack_pending),
+            Err(_) => (0, 0),
+        }
+    }
 }
 
 /// Each stored message's latency (sorted), the per-second timeline, the last commit (Unix ms).

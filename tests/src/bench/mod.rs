@@ -118,6 +118,16 @@ fn tuning(settings: &[(String, String)]) -> Tuning {
         ("ERIOP_BRIDGE_DEVICE_MESSAGES_PER_SECOND", "1000000".into()),
         ("ERIOP_BRIDGE_DEVICE_BURST", "1000000".into()),
         ("ERIOP_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", "1000000".into()),
+        // Likewise the agency's telemetry quota (20,000 messages a second, in bursts of a
+        // second's worth): the benchmark's one agency is the whole city and more, and a
+        // message past the quota is dead-lettered, which would read as sent but not stored.
+        ("ERIOP_AGENCY_TELEMETRY_PER_SECOND", "1000000".into()),
+        // A known port for the projections' metrics: the ingest runs follow the rows
+        // committed there (exact, and at once; PostgreSQL's statistics lag by seconds).
+        (
+            "ERIOP_PROJECTIONS_OPS_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        ),
         (
             "ERIOP_STREAM_TELEMETRY_MAX_BYTES",
             (4_i64 << 30).to_string(),
@@ -147,6 +157,13 @@ fn tuning(settings: &[(String, String)]) -> Tuning {
             .chain(settings.iter().cloned())
             .collect(),
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("bench: no free port on loopback: {e}"))
 }
 
 fn watched(stack: &Stack) -> Vec<Watched> {

@@ -23,7 +23,7 @@ pub enum Nats {
 }
 
 impl Nats {
-    fn urls(&self) -> String {
+    pub fn urls(&self) -> String {
         match self {
             Nats::Single(server) => server.url(),
             Nats::Cluster(cluster) => cluster.urls(),
