@@ -1,6 +1,6 @@
 //! The extractor that turns a request's bearer token into a [`Caller`]: signature, expiry,
-//! restriction, revocation and suspension checked, and the current roles read, every time. `permission::Allowed` adds the
-//! permission.
+//! restriction, revocation and suspension checked, and the current roles read, every time.
+//! `permission::Allowed` adds the permission.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;

@@ -248,15 +248,9 @@ async fn a_backlog_is_applied_in_batches_and_every_change_shows() {
     app.stop_projections();
     let mut ids = Vec::new();
     for n in 0..30 {
-        let created: Value = app
-            .request(Method::POST, "/agencies")
-            .json(&json!({ "name": format!("Backlog {n}") }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = app.create_agency(&format!("Backlog {n}")).await;
+        assert_eq!(created.status(), 202, "the projections are stopped");
+        let created: Value = created.json().await.unwrap();
         ids.push(created["id"].as_str().unwrap().to_owned());
     }
     for (n, id) in ids.iter().enumerate() {
