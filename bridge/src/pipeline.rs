@@ -119,11 +119,6 @@ impl DeviceRate {
     }
 }
 
-/// Groups handed to JetStream whose acks are not awaited yet: while JetStream writes one
-/// group to disk, the next ones are gathered, adapted and sent. What bounds them is the
-/// broker's window (`Limits::window`, the Receive Maximum), counted in messages: with a fixed
-/// number of groups, short groups (a few milliseconds of traffic each) left most of the
-/// window unused, and throughput was that count of groups per JetStream round trip.
 /// JetStream's acks of everything a group published, awaited as one.
 type Acks = Pin<Box<dyn Future<Output = Result<(), Retry>> + Send>>;
 
@@ -511,7 +506,12 @@ impl Pipeline {
     }
 }
 
-/// MQTT messages in flight (received, not yet acked).
+/// MQTT messages in flight (received, not yet acked), in the groups handed to JetStream
+/// whose acks are not awaited yet: while JetStream writes one group to disk, the next ones
+/// are gathered, adapted and sent. What bounds them is the broker's window
+/// (`Limits::window`, the Receive Maximum), counted in messages: with a fixed number of
+/// groups, short groups (a few milliseconds of traffic each) left most of the window unused,
+/// and throughput was that count of groups per JetStream round trip.
 fn messages(in_flight: &VecDeque<Sent>) -> usize {
     in_flight.iter().map(|sent| sent.group.len()).sum()
 }
