@@ -222,6 +222,15 @@ async fn after_ingest_and_api_calls_each_services_metrics_count_what_happened() 
         Some(1.0),
         "{projections}"
     );
+    // Every telemetry row stored, counted once (what `make bench` follows ingest by): the 40
+    // samples and whatever else the light reported.
+    let stored = app.db.count("SELECT count(*) FROM telemetry").await;
+    assert!(stored >= 40);
+    assert_eq!(
+        sample(&projections, "eriop_projection_telemetry_rows_total", ""),
+        Some(stored as f64),
+        "{projections}"
+    );
     // Every metric the shipped alerts and dashboard use is one the services expose.
     let exposed = [gateway.as_str(), bridge.as_str(), projections.as_str()].concat();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
