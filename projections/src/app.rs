@@ -83,6 +83,7 @@ impl App {
                 max_delay: Duration::from_millis(20),
                 in_flight: 2,
                 rows: metrics.telemetry_rows.clone(),
+                careful: Default::default(),
             },
             consumers: ReadModel::ALL
                 .into_iter()

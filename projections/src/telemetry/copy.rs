@@ -19,7 +19,7 @@ pub const COLUMNS: &str =
 #[error("cannot encode a telemetry value: {0}")]
 pub struct EncodeError(String);
 
-pub fn encode(rows: &[Row]) -> Result<BytesMut, EncodeError> {
+pub fn encode(rows: &[&Row]) -> Result<BytesMut, EncodeError> {
     let mut out = BytesMut::with_capacity(19 + rows.len() * 160);
     out.put_slice(SIGNATURE);
     out.put_i32(0); // flags

@@ -318,6 +318,94 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
     }
 }
 
+/// A sample repeated within a batch is stored once (the first value), and a batch delivered
+/// again beside a new sample stores the new one: the projector's plain insert meets the
+/// stored key, and the group is written again skipping it. Nothing is dead-lettered and
+/// nothing stays unacked.
+#[tokio::test]
+async fn repeated_and_redelivered_samples_are_stored_once_and_new_ones_beside_them_too() {
+    let (captured, _guard) = eriop_tests::capture::Captured::start("info");
+    let app = TestApp::spawn().await;
+    let agency = class_agency(&app).await;
+    let device = Uuid::new_v4();
+    let start = Utc::now() - chrono::Duration::hours(1);
+    let record = |second: i64, value: f64| {
+        let typed = talq::typed_value(
+            talq::attribute_type("LampMonitorFunction", "activePower"),
+            &json!(value),
+        );
+        let time = (start + chrono::Duration::seconds(second)).to_rfc3339();
+        talq::attribute_log_data(device, "lampMonitor001", "activePower", &typed, &time)
+    };
+    let js = app.jetstream().await;
+    let stored = || async {
+        sqlx::query_scalar::<_, f64>(
+            "SELECT value_double FROM telemetry WHERE device_id = $1 ORDER BY time",
+        )
+        .bind(device)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+    };
+    for (records, expected) in [
+        // Second 0 twice in one batch: the first value is kept.
+        (
+            vec![record(0, 1.0), record(1, 2.0), record(0, 3.0)],
+            vec![1.0, 2.0],
+        ),
+        // Second 1 again (a redelivery), beside a new second 2.
+        (vec![record(1, 2.0), record(2, 4.0)], vec![1.0, 2.0, 4.0]),
+    ] {
+        let batch = TelemetryBatch {
+            agency_id: agency,
+            records,
+        };
+        js.publish(
+            app.topology.telemetry_subject(&agency.to_string()),
+            serde_json::to_vec(&batch).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        wait::until_eq(
+            "the stored samples",
+            Duration::from_secs(30),
+            expected,
+            stored,
+        )
+        .await;
+    }
+    let rewritten = captured
+        .lines_of("eriop_projections::telemetry::consumer")
+        .into_iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("written again skipping them"))
+        })
+        .count();
+    assert_eq!(rewritten, 1, "only the redelivered group met a stored key");
+    assert!(app.dead_letter_reasons().await.is_empty());
+    let stream = js
+        .get_stream(app.topology.stream_name(eriop_nats::Stream::Telemetry))
+        .await
+        .unwrap();
+    wait::until_eq(
+        "every message acked",
+        Duration::from_secs(30),
+        (0, 0),
+        || async {
+            let info = stream
+                .consumer_info(eriop_projections::telemetry::NAME)
+                .await
+                .unwrap();
+            (info.num_pending, info.num_ack_pending)
+        },
+    )
+    .await;
+}
+
 /// The admin's agency (the platform agency), where the test's device lives.
 async fn class_agency(app: &TestApp) -> Uuid {
     let me: Value = app
