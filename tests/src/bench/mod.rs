@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod procs;
 pub mod replay;
 pub mod report;
+pub mod statements;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -104,6 +105,8 @@ pub struct Results {
     pub refreshes: Option<api::Load>,
     pub commands: Vec<api::Load>,
     pub replay: Option<replay::Replay>,
+    /// PostgreSQL's costliest statements during the saturation run, and all statements' time.
+    pub statements: Option<(Vec<statements::Statement>, f64)>,
     /// Resident MiB of each process, idle.
     pub idle: BTreeMap<String, f64>,
 }
@@ -150,6 +153,9 @@ fn tuning(settings: &[(String, String)]) -> Tuning {
             "shared_buffers=512MB",
             "max_wal_size=4GB",
             "max_connections=200",
+            // Where PostgreSQL's time goes during the saturation run (bench/statements.rs).
+            "shared_preload_libraries=pg_stat_statements",
+            "pg_stat_statements.track_utility=on",
         ],
         env: env
             .into_iter()
@@ -225,6 +231,7 @@ pub async fn run(options: &Options) -> Results {
             results.ceiling = Some(ingest::ceiling(options.devices, options.ceiling_seconds).await);
         }
         if options.runs(Section::Ingest) || options.runs(Section::Memory) {
+            let profiled = statements::reset(&stack.db).await;
             let saturation = ingest::run(
                 &stack,
                 &fleet,
@@ -234,6 +241,9 @@ pub async fn run(options: &Options) -> Results {
                 &watched,
             )
             .await;
+            if profiled {
+                results.statements = Some(statements::read(&stack.db).await);
+            }
             results.ingest.push(saturation);
         }
         if options.runs(Section::Ingest) {

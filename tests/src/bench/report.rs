@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::ingest::{Ceiling, Run};
+use super::statements::Statement;
 use super::{api::Load, chart, Options, Results};
 
 pub const KEPT: &str =
@@ -128,6 +129,45 @@ fn usage_table(out: &mut String, runs: &[&Run], ceiling: Option<&Ceiling>) {
     }
 }
 
+/// PostgreSQL's costliest statements of the saturation run, each with its share of every
+/// statement's time.
+fn statement_table(out: &mut String, statements: &[Statement], total_ms: f64) {
+    let _ = writeln!(
+        out,
+        "PostgreSQL's statements during the saturation run, the costliest first \
+         (`pg_stat_statements`: time inside each statement, so CPU and the waits within it; \
+         a `COMMIT`'s time is its WAL flush). All statements: {:.1} s.\n",
+        total_ms / 1000.0
+    );
+    let _ = writeln!(
+        out,
+        "| statement | calls | rows | total s | share | µs a row |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    for s in statements {
+        let mut query: String = s.query.chars().take(110).collect();
+        if query.len() < s.query.len() {
+            query.push('…');
+        }
+        let per_row = if s.rows > 0 {
+            format!("{:.1}", s.total_ms * 1000.0 / s.rows as f64)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {:.1} | {:.0}% | {} |",
+            query.replace('|', "\\|").replace('`', "'"),
+            s.calls,
+            s.rows,
+            s.total_ms / 1000.0,
+            100.0 * s.total_ms / total_ms.max(1e-9),
+            per_row
+        );
+    }
+    let _ = writeln!(out);
+}
+
 fn load_rows(out: &mut String, loads: &[&Load]) {
     let _ = writeln!(
         out,
@@ -187,7 +227,7 @@ pub fn write(
          - Deployment: everything on this machine, on loopback. Release builds of `eriop-gateway`, `eriop-projections` and `eriop-bridge`, \
          each its own process configured by `ERIOP_*` variables; a private Mosquitto 2 (TLS 1.2+, `max_inflight_messages 1000`, persistence); \
          a private nats-server (JetStream, `sync_interval: always`: every message on disk before its ack); a private PostgreSQL cluster, durable \
-         (`fsync=on`, `synchronous_commit=on`, `shared_buffers=512MB`, `track_commit_timestamp=on` for the latencies), plain PostgreSQL with \
+         (`fsync=on`, `synchronous_commit=on`, `shared_buffers=512MB`, `track_commit_timestamp=on` for the latencies, `pg_stat_statements` for where its time goes), plain PostgreSQL with \
          the telemetry table partitioned by day (this machine has no TimescaleDB server); the machine's Redis. The load generators run on the \
          same two cores (their CPU is in the tables).\n\
          - Nothing in `make test` asserts a time: these figures are measured here, not checked.\n",
@@ -362,6 +402,9 @@ pub fn write(
         let runs: Vec<&Run> = results.ingest.iter().collect();
         usage_table(&mut out, &runs, results.ceiling.as_ref());
         let _ = writeln!(out);
+        if let Some((statements, total_ms)) = &results.statements {
+            statement_table(&mut out, statements, *total_ms);
+        }
         if let Some(s) = saturation {
             chart::throughput(&charts.join("ingest-throughput.svg"), s)?;
             let _ = writeln!(

@@ -76,6 +76,17 @@ async fn run(cli: Cli) -> ExitCode {
             r.events, r.seconds, r.per_second
         );
     }
+    if let Some((statements, total_ms)) = &results.statements {
+        for s in statements.iter().take(5) {
+            println!(
+                "postgresql at saturation: {:.0}% of statement time, {} calls, {} rows: {}",
+                100.0 * s.total_ms / total_ms.max(1e-9),
+                s.calls,
+                s.rows,
+                s.query.chars().take(100).collect::<String>()
+            );
+        }
+    }
     for (name, mib) in &results.idle {
         println!("memory idle: {name} {mib:.1} MiB");
     }
