@@ -200,19 +200,7 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
             )
         })
         .collect();
-    let js = app.jetstream().await;
-    let batch = TelemetryBatch {
-        agency_id: agency,
-        records,
-    };
-    js.publish(
-        app.topology.telemetry_subject(&agency.to_string()),
-        serde_json::to_vec(&batch).unwrap().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish(&app, agency, records).await;
     wait::until_eq("the samples", Duration::from_secs(30), 30, || {
         app.db
             .count("SELECT count(*) FROM telemetry WHERE attribute = 'activePower'")
@@ -356,18 +344,7 @@ async fn repeated_and_redelivered_samples_are_stored_once_and_new_ones_beside_th
         // Second 1 again (a redelivery), beside a new second 2.
         (vec![record(1, 2.0), record(2, 4.0)], vec![1.0, 2.0, 4.0]),
     ] {
-        let batch = TelemetryBatch {
-            agency_id: agency,
-            records,
-        };
-        js.publish(
-            app.topology.telemetry_subject(&agency.to_string()),
-            serde_json::to_vec(&batch).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        publish(&app, agency, records).await;
         wait::until_eq(
             "the stored samples",
             Duration::from_secs(30),
@@ -404,6 +381,24 @@ async fn repeated_and_redelivered_samples_are_stored_once_and_new_ones_beside_th
         },
     )
     .await;
+}
+
+/// A batch of records on `TELEMETRY`, as the bridge publishes it, once JetStream has it.
+async fn publish(app: &TestApp, agency: Uuid, records: Vec<talq::AttributeLogData>) {
+    let batch = TelemetryBatch {
+        agency_id: agency,
+        records,
+    };
+    app.jetstream()
+        .await
+        .publish(
+            app.topology.telemetry_subject(&agency.to_string()),
+            serde_json::to_vec(&batch).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }
 
 /// The admin's agency (the platform agency), where the test's device lives.
