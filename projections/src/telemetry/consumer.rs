@@ -367,7 +367,8 @@ async fn copy_into(
 }
 
 /// The newest row of each (device, function, attribute), in key order. Of two rows at the
-/// same device time, the later in the stream wins.
+/// same device time, the first in the stream wins: the one `telemetry` keeps (see
+/// [`first_of_each_key`]), as `device_latest` keeps the first across groups (`time >`).
 fn latest(rows: &[Row]) -> Vec<&Row> {
     let mut newest: HashMap<(uuid::Uuid, &str, &str), &Row> = HashMap::new();
     for row in rows {
@@ -377,7 +378,7 @@ fn latest(rows: &[Row]) -> Vec<&Row> {
             row.attribute.as_str(),
         );
         match newest.get(&key) {
-            Some(kept) if kept.time > row.time => {}
+            Some(kept) if kept.time >= row.time => {}
             _ => {
                 newest.insert(key, row);
             }
@@ -420,14 +421,14 @@ mod tests {
     }
 
     #[test]
-    fn the_latest_of_each_attribute_in_key_order_late_samples_do_not_win() {
+    fn the_latest_of_each_attribute_in_key_order_late_and_repeated_samples_do_not_win() {
         let rows = vec![
             row(2, "activePower", 10, 1.0),
             row(1, "activePower", 5, 2.0),
             row(2, "activePower", 3, 3.0), // late: older than the first row
             row(2, "lampVoltage", 7, 4.0),
             row(1, "activePower", 9, 5.0),
-            row(2, "activePower", 10, 6.0), // same time: the later in the stream wins
+            row(2, "activePower", 10, 6.0), // same time: the first one stays, as in telemetry
         ];
         let latest = latest(&rows);
         let got: Vec<_> = latest
@@ -438,7 +439,7 @@ mod tests {
             got,
             vec![
                 (1, "activePower", Some(5.0)),
-                (2, "activePower", Some(6.0)),
+                (2, "activePower", Some(1.0)),
                 (2, "lampVoltage", Some(4.0)),
             ]
         );

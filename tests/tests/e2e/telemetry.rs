@@ -306,7 +306,8 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
     }
 }
 
-/// A sample repeated within a batch is stored once (the first value), and a batch delivered
+/// A sample repeated within a batch is stored once (the first value, also the latest value
+/// shown), and a batch delivered
 /// again beside a new sample stores the new one: the projector's plain insert meets the
 /// stored key, and the group is written again skipping it. Nothing is dead-lettered and
 /// nothing stays unacked.
@@ -335,14 +336,20 @@ async fn repeated_and_redelivered_samples_are_stored_once_and_new_ones_beside_th
         .await
         .unwrap()
     };
-    for (records, expected) in [
-        // Second 0 twice in one batch: the first value is kept.
+    for (records, expected, latest) in [
+        // Second 1 twice in one batch: the first value is kept, in the history and as the
+        // latest value.
         (
-            vec![record(0, 1.0), record(1, 2.0), record(0, 3.0)],
+            vec![record(0, 1.0), record(1, 2.0), record(1, 3.0)],
             vec![1.0, 2.0],
+            2.0,
         ),
         // Second 1 again (a redelivery), beside a new second 2.
-        (vec![record(1, 2.0), record(2, 4.0)], vec![1.0, 2.0, 4.0]),
+        (
+            vec![record(1, 2.0), record(2, 4.0)],
+            vec![1.0, 2.0, 4.0],
+            4.0,
+        ),
     ] {
         publish(&app, agency, records).await;
         wait::until_eq(
@@ -352,6 +359,13 @@ async fn repeated_and_redelivered_samples_are_stored_once_and_new_ones_beside_th
             stored,
         )
         .await;
+        let shown: f64 =
+            sqlx::query_scalar("SELECT value_double FROM device_latest WHERE device_id = $1")
+                .bind(device)
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(shown, latest, "the latest value is the history's last");
     }
     let rewritten = captured
         .lines_of("eriop_projections::telemetry::consumer")
