@@ -9,6 +9,7 @@ pub mod keys;
 pub mod passwords;
 pub mod sessions;
 pub mod tokens;
+pub mod verified;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +78,8 @@ pub struct Auth {
     pub keys: SigningKeys,
     pub sessions: Sessions,
     pub clock: Arc<dyn Clock>,
+    /// Access tokens this process verified already (signature checked once per token).
+    verified: verified::VerifiedTokens,
     seal_key: [u8; 32],
     index_key: [u8; 32],
     recovery_key: [u8; 32],
@@ -155,6 +158,7 @@ impl Auth {
                 Duration::from_secs(settings.refresh_reuse_grace_seconds),
             ),
             clock,
+            verified: verified::VerifiedTokens::default(),
             seal_key: crypto::derive(secret, "seal"),
             index_key: crypto::derive(secret, "email-index"),
             recovery_key: crypto::derive(secret, "recovery-codes"),
@@ -344,8 +348,13 @@ impl Auth {
         )
     }
 
+    /// The claims of a valid access token: its signature checked the first time this
+    /// process sees it, its expiry at every use (`verified`).
     pub fn verify_access_token(&self, token: &str) -> Result<Claims, TokenError> {
-        tokens::verify(&self.keys, token, &self.issuer, &self.audience, self.now())
+        let now = self.now();
+        self.verified.claims(token, now, || {
+            tokens::verify(&self.keys, token, &self.issuer, &self.audience, now)
+        })
     }
 }
 

@@ -81,8 +81,14 @@ pub fn verify(
     let claims = decode::<Claims>(token, key, &validation)
         .map_err(|e| TokenError::Invalid(e.to_string()))?
         .claims;
+    unexpired(&claims, now)?;
+    Ok(claims)
+}
+
+/// Whether `claims` are still good at `now` by our clock: expired at `exp` exactly.
+pub fn unexpired(claims: &Claims, now: Timestamp) -> Result<(), TokenError> {
     if claims.exp.saturating_mul(1000) <= now.millis() {
         return Err(TokenError::Expired);
     }
-    Ok(claims)
+    Ok(())
 }
