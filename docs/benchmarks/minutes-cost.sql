@@ -19,12 +19,7 @@ DROP DATABASE IF EXISTS eriop_minutes_cost;
 CREATE DATABASE eriop_minutes_cost;
 \c eriop_minutes_cost
 SET client_min_messages = notice;
-CREATE TABLE telemetry (time timestamptz NOT NULL, agency_id uuid NOT NULL, device_id uuid NOT NULL,
-  function_id text NOT NULL, attribute text NOT NULL, value_double double precision, value_text text,
-  value_json jsonb, received_at timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (device_id, function_id, attribute, time)) PARTITION BY RANGE (time);
-CREATE TABLE telemetry_default PARTITION OF telemetry DEFAULT;
-CREATE INDEX ON telemetry (agency_id, time DESC);
+\ir telemetry-table.sql
 CREATE TABLE telemetry_minutes (device_id uuid NOT NULL, function_id text NOT NULL, attribute text NOT NULL,
     minute timestamptz NOT NULL, agency_id uuid NOT NULL, samples bigint NOT NULL, numbers bigint NOT NULL,
     sum numeric NOT NULL, min double precision, max double precision, last_time timestamptz NOT NULL, last_value jsonb,
