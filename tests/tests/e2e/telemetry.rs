@@ -68,17 +68,19 @@ fn assert_series(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn query(
     pool: &PgPool,
     timescale: bool,
     agg: Agg,
+    exact: bool,
     agency: Uuid,
     device: Uuid,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Vec<(DateTime<Utc>, f64, i64)> {
     let rows: Vec<(DateTime<Utc>, Option<Value>, i64)> =
-        sqlx::query_as(&series_sql(timescale, agg))
+        sqlx::query_as(&series_sql(timescale, agg, exact))
             .bind(BUCKET_SECS as f64)
             .bind(agency.to_string())
             .bind(device)
@@ -150,17 +152,18 @@ async fn telemetry_buckets_are_the_same_on_postgresql_and_timescaledb() {
     )
     .await;
 
-    for agg in Agg::ALL {
+    // Each aggregate, and each also as answered when a float8 average overflowed (exact).
+    for (agg, exact) in Agg::ALL.into_iter().flat_map(|a| [(a, false), (a, true)]) {
         let want = expected(&data, agg);
         assert_series(
-            &query(&pg.pool, false, agg, agency, device, from, to).await,
+            &query(&pg.pool, false, agg, exact, agency, device, from, to).await,
             &want,
-            &format!("PostgreSQL {agg:?}"),
+            &format!("PostgreSQL {agg:?} exact={exact}"),
         );
         assert_series(
-            &query(&timescale, true, agg, agency, device, from, to).await,
+            &query(&timescale, true, agg, exact, agency, device, from, to).await,
             &want,
-            &format!("TimescaleDB {agg:?}"),
+            &format!("TimescaleDB {agg:?} exact={exact}"),
         );
     }
     eriop_migrations::down(&timescale, 0).await.unwrap();
@@ -169,17 +172,7 @@ async fn telemetry_buckets_are_the_same_on_postgresql_and_timescaledb() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
     let app = TestApp::spawn().await;
-    let class: Value = app
-        .request(Method::POST, "/device-classes")
-        .json(&json!({"name": "Light", "functions": [{"id": "lampMonitor001", "type": "LampMonitorFunction"}]}))
-        .send().await.unwrap().json().await.unwrap();
-    app.own_registry(&app.settings.nats_prefix).await;
-    let device: Value = app
-        .request(Method::POST, "/devices")
-        .json(&json!({"class_id": class["id"], "registry": app.settings.nats_prefix, "serial": "SN-1", "name": "Pole 1"}))
-        .send().await.unwrap().json().await.unwrap();
-    let device_id: Uuid = device["id"].as_str().unwrap().parse().unwrap();
-    let agency: Uuid = class_agency(&app).await;
+    let (device_id, agency) = registered_device(&app).await;
 
     // Through the real path: a TELEMETRY batch of TALQ records, projected into the table.
     let start = Utc::now() - chrono::Duration::hours(2);
@@ -395,6 +388,63 @@ async fn repeated_and_redelivered_samples_are_stored_once_and_new_ones_beside_th
         },
     )
     .await;
+}
+
+/// A device's hostile values (near float8's largest, twice in a bucket) overflow a float8
+/// average's sum: the series is still answered, averaged exactly, never a 500.
+#[tokio::test]
+async fn a_series_of_values_near_the_largest_float_is_averaged_not_a_server_error() {
+    let app = TestApp::spawn().await;
+    let (device, agency) = registered_device(&app).await;
+    let start = Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap();
+    insert(
+        &app.db.pool,
+        agency,
+        device,
+        &[
+            (start, 1.7e308),
+            (start + chrono::Duration::seconds(10), 1.7e308),
+        ],
+    )
+    .await;
+    let series = |agg: Agg| {
+        app.http
+            .get(app.api(&format!("/devices/{device}/telemetry")))
+            .query(&[
+                ("attribute", "lampMonitor001.activePower"),
+                ("from", "2026-03-01T09:00:00Z"),
+                ("to", "2026-03-01T11:00:00Z"),
+                ("bucket", "1h"),
+                ("agg", agg.name()),
+            ])
+            .bearer_auth(&app.token)
+            .send()
+    };
+    for agg in [Agg::Avg, Agg::Max] {
+        let response = series(agg).await.unwrap();
+        assert_eq!(response.status(), 200, "{agg:?}");
+        let body: Value = response.json().await.unwrap();
+        let points = body["points"].as_array().unwrap();
+        assert_eq!(points.len(), 1, "{agg:?}: {body}");
+        assert_eq!(points[0]["samples"], 2);
+        let value = points[0]["value"].as_f64().unwrap();
+        assert!((value / 1.7e308 - 1.0).abs() < 1e-12, "{agg:?}: {value}");
+    }
+}
+
+/// A device of a new class, registered in the admin's agency: (device, agency).
+async fn registered_device(app: &TestApp) -> (Uuid, Uuid) {
+    let class: Value = app
+        .request(Method::POST, "/device-classes")
+        .json(&json!({"name": "Light", "functions": [{"id": "lampMonitor001", "type": "LampMonitorFunction"}]}))
+        .send().await.unwrap().json().await.unwrap();
+    app.own_registry(&app.settings.nats_prefix).await;
+    let device: Value = app
+        .request(Method::POST, "/devices")
+        .json(&json!({"class_id": class["id"], "registry": app.settings.nats_prefix, "serial": "SN-1", "name": "Pole 1"}))
+        .send().await.unwrap().json().await.unwrap();
+    let device_id: Uuid = device["id"].as_str().unwrap().parse().unwrap();
+    (device_id, class_agency(app).await)
 }
 
 /// A batch of records on `TELEMETRY`, as the bridge publishes it, once JetStream has it.

@@ -53,8 +53,10 @@ pub enum Agg {
 impl Agg {
     pub const ALL: [Agg; 4] = [Agg::Avg, Agg::Min, Agg::Max, Agg::Last];
 
-    fn sql(self) -> &'static str {
+    /// `exact`: the average over numeric, which cannot overflow (see [`series`]).
+    fn sql(self, exact: bool) -> &'static str {
         match self {
+            Agg::Avg if exact => "to_jsonb(avg(value_double::numeric)::float8)",
             Agg::Avg => "to_jsonb(avg(value_double))",
             Agg::Min => "to_jsonb(min(value_double))",
             Agg::Max => "to_jsonb(max(value_double))",
@@ -126,7 +128,7 @@ async fn timescale(state: &AppState) -> Result<bool, ApiError> {
 ///
 /// Both databases bin from the same origin (a Monday, TimescaleDB's default), so both answer
 /// the same buckets for any bucket size.
-pub fn series_sql(timescale: bool, agg: Agg) -> String {
+pub fn series_sql(timescale: bool, agg: Agg, exact: bool) -> String {
     let bin = if timescale {
         "time_bucket(make_interval(secs => $1), time, TIMESTAMPTZ '2000-01-03')"
     } else {
@@ -138,7 +140,7 @@ pub fn series_sql(timescale: bool, agg: Agg) -> String {
           WHERE agency_id = $2::uuid AND device_id = $3 AND function_id = $4 AND attribute = $5
             AND time >= $6 AND time < $7
           GROUP BY 1 ORDER BY 1",
-        agg = agg.sql()
+        agg = agg.sql(exact)
     )
 }
 
@@ -169,18 +171,32 @@ pub async fn series(
             format!("{points} buckets in this range; at most {MAX_POINTS}: choose a larger bucket or a shorter range"),
         ));
     }
-    let (function_id, attribute) = split_attribute(&params.attribute);
-    let mut tx = scope.begin_telemetry().await?;
-    let rows: Vec<Point> = sqlx::query_as(&series_sql(timescale(&state).await?, params.agg))
-        .bind(bucket as f64)
-        .bind(scope.agency().to_string())
-        .bind(id)
-        .bind(function_id)
-        .bind(attribute)
-        .bind(params.from)
-        .bind(params.to)
-        .fetch_all(&mut *tx)
-        .await?;
+    let timescale = timescale(&state).await?;
+    // The average in float8 first (fast); a device's hostile values (1e308 twice) overflow
+    // its sum, which PostgreSQL answers with an error (22003), not a value: that series is
+    // then averaged over numeric, slower but exact, rather than answered with a 500.
+    let rows = match series_rows(
+        &scope,
+        &series_sql(timescale, params.agg, false),
+        &params,
+        id,
+        bucket,
+    )
+    .await
+    {
+        Err(e) if overflowed(&e) => {
+            tracing::info!(device_id = %id, "a series' float8 average overflowed: averaged over numeric");
+            series_rows(
+                &scope,
+                &series_sql(timescale, params.agg, true),
+                &params,
+                id,
+                bucket,
+            )
+            .await?
+        }
+        rows => rows?,
+    };
     let points: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|p| serde_json::json!({ "time": p.bucket, "value": p.value, "samples": p.samples }))
@@ -193,6 +209,37 @@ pub async fn series(
         "points": points,
     }))
     .into_response())
+}
+
+/// The rows of the series query `sql` (see [`series_sql`]), in a transaction of its own.
+async fn series_rows(
+    scope: &crate::http::scope::AgencyScope,
+    sql: &str,
+    params: &SeriesParams,
+    device: Uuid,
+    bucket: i64,
+) -> Result<Vec<Point>, ApiError> {
+    let (function_id, attribute) = split_attribute(&params.attribute);
+    let mut tx = scope.begin_telemetry().await?;
+    Ok(sqlx::query_as(sql)
+        .bind(bucket as f64)
+        .bind(scope.agency().to_string())
+        .bind(device)
+        .bind(function_id)
+        .bind(attribute)
+        .bind(params.from)
+        .bind(params.to)
+        .fetch_all(&mut *tx)
+        .await?)
+}
+
+/// A value out of float8's range (SQLSTATE 22003), as an overflowing sum raises.
+fn overflowed(e: &ApiError) -> bool {
+    matches!(e, ApiError::Internal(cause)
+        if cause.downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|d| d.code())
+            .is_some_and(|code| code == "22003"))
 }
 
 #[derive(Deserialize)]
