@@ -46,28 +46,6 @@ pub fn act_as(options: PgPoolOptions, role: &str) -> PgPoolOptions {
     })
 }
 
-/// A connection idle at least this long is pinged before it is handed out.
-pub const PING_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Pings a pooled connection before handing it out only when it sat idle for
-/// [`PING_IF_IDLE_FOR`] or longer (the pattern of sqlx's own `before_acquire` docs). sqlx's
-/// default pings on every acquire, and it also pings on every release: under load that was a
-/// round trip more per query for PostgreSQL and for the service (issue 13). A busy
-/// connection was just checked on release; one that sat idle, across a restart of the
-/// database say, is checked here, and a failed ping closes it and takes another.
-pub fn ping_if_idle(options: PgPoolOptions) -> PgPoolOptions {
-    options
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IF_IDLE_FOR {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
-}
-
 /// A pool that connects on first use (a service starts, and says it is not ready, while
 /// its database is down), acting as `role`: the one way every service builds its pools.
 pub fn lazy_pool(
@@ -77,7 +55,7 @@ pub fn lazy_pool(
     acquire_timeout: std::time::Duration,
 ) -> Result<PgPool, sqlx::Error> {
     let options: sqlx::postgres::PgConnectOptions = url.parse()?;
-    Ok(ping_if_idle(act_as(PgPoolOptions::new(), role))
+    Ok(act_as(PgPoolOptions::new(), role)
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .connect_lazy_with(options))
