@@ -8,18 +8,17 @@ use std::time::Duration;
 
 use crate::workers::supervisor::Supervisor;
 use axum::Router;
-use cqrs_es::persist::PersistedEventStore;
 use eriop_nats::{connect, Settings, Topology};
-use postgres_es::PostgresEventRepository;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::services::auth::{Auth, Clock, SystemClock};
+use crate::services::event_log::EventLog;
 use crate::state::{AppState, Inner};
 use crate::workers::relay::{Relay, RelayStatus};
 
-const USER_SNAPSHOT_EVERY: usize = 20;
-const AGENCY_SNAPSHOT_EVERY: usize = 20;
+pub(crate) const USER_SNAPSHOT_EVERY: usize = 20;
+pub(crate) const AGENCY_SNAPSHOT_EVERY: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -94,41 +93,27 @@ impl App {
             pool_of(settings.telemetry_database_url().expose_secret())?
         };
         let auth = Auth::from_settings(&settings, redis.clone(), clock)?;
+        // Users log in often: a snapshot every 20 events keeps loading them short.
+        let users = EventLog::with_snapshots(pool.clone(), USER_SNAPSHOT_EVERY);
         let state = AppState::new(Inner {
             // An agency is renamed, suspended, given quotas and retention over years: a
             // snapshot every 20 events keeps loading it short (its events stay the history).
-            agencies: postgres_es::postgres_snapshot_cqrs(
-                pool.clone(),
-                Vec::new(),
-                AGENCY_SNAPSHOT_EVERY,
-                (),
-            ),
-            // Users log in often: a snapshot every 20 events keeps loading them short.
-            users: postgres_es::postgres_snapshot_cqrs(
-                pool.clone(),
-                Vec::new(),
-                USER_SNAPSHOT_EVERY,
-                (),
-            ),
-            user_store: PersistedEventStore::new_snapshot_store(
-                PostgresEventRepository::new(pool.clone()),
-                USER_SNAPSHOT_EVERY,
-            ),
-            roles: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
+            agencies: EventLog::with_snapshots(pool.clone(), AGENCY_SNAPSHOT_EVERY),
+            user_store: users.clone(),
+            users,
+            roles: EventLog::new(pool.clone()),
             auth,
             pool: pool.clone(),
             nats,
             redis,
             redis_prefix: settings.redis_key_prefix.clone(),
             read_your_writes_timeout: Duration::from_millis(settings.read_your_writes_timeout_ms),
-            device_classes: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
-            devices: postgres_es::postgres_snapshot_cqrs(
+            device_classes: EventLog::new(pool.clone()),
+            devices: EventLog::with_snapshots(
                 pool.clone(),
-                Vec::new(),
                 crate::http::routes::devices::DEVICE_SNAPSHOT_EVERY,
-                (),
             ),
-            registries: postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ()),
+            registries: EventLog::new(pool.clone()),
             telemetry_pool,
             api_prefix: settings.api_v1_prefix.clone(),
             mqtt_max_silence: Duration::from_secs(settings.mqtt_max_silence_secs),

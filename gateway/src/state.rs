@@ -3,19 +3,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::CqrsFramework;
 use eriop_domain::agency::Agency;
 use eriop_domain::role::Role;
-use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
 use crate::http::routes::devices::{DeviceClassCqrs, DeviceCqrs, RegistryCqrs};
 use crate::services::auth::Auth;
+use crate::services::event_log::EventLog;
 use crate::services::identity::{Identity, UserCqrs, UserStore};
 
-pub type AgencyCqrs = CqrsFramework<Agency, PersistedEventStore<PostgresEventRepository, Agency>>;
-pub type RoleCqrs = CqrsFramework<Role, PersistedEventStore<PostgresEventRepository, Role>>;
+pub type AgencyCqrs = EventLog<Agency>;
+pub type RoleCqrs = EventLog<Role>;
 
 #[derive(Clone)]
 pub struct AppState {

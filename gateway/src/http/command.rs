@@ -17,7 +17,7 @@ use std::pin::Pin;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
+use cqrs_es::{Aggregate, AggregateError};
 use eriop_domain::{Named, Refusal};
 use serde::Serialize;
 use uuid::Uuid;
@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::http::error::{database_unreachable, ApiError};
 use crate::http::paging::{await_version, ReadModel};
 use crate::services::audit::Audit;
+use crate::services::event_log::EventLog;
 use crate::state::AppState;
 
 /// How often a command is decided again after a concurrent write to its aggregate (the
@@ -59,9 +60,9 @@ impl Stored {
 
 /// Runs `command` on aggregate `id` through `cqrs`, as `audit` says, and answers what it
 /// stored. `what` names the aggregate in a `404` ("device in your agency").
-pub async fn execute<A, ES>(
+pub async fn execute<A>(
     state: &AppState,
-    cqrs: &CqrsFramework<A, ES>,
+    cqrs: &EventLog<A>,
     model: ReadModel,
     id: Uuid,
     command: A::Command,
@@ -69,10 +70,9 @@ pub async fn execute<A, ES>(
     what: &str,
 ) -> Result<Stored, ApiError>
 where
-    A: Aggregate,
+    A: Aggregate<Services = ()>,
     A::Command: Clone + Named,
     A::Error: Refusal,
-    ES: EventStore<A>,
 {
     {
         // Held until the command is stored or refused, and released before its version is

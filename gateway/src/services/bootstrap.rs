@@ -3,18 +3,17 @@
 
 use std::sync::Arc;
 
-use cqrs_es::persist::PersistedEventStore;
 use eriop_domain::agency::{AgencyCommand, AgencyName};
 use eriop_domain::user::Email;
 use eriop_domain::{AgencyId, UserId};
 use eriop_nats::Settings;
-use postgres_es::PostgresEventRepository;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::services::audit::Audit;
 use crate::services::auth::{Auth, SystemClock};
+use crate::services::event_log::EventLog;
 use eriop_domain::BuiltInRole;
 
 const PLATFORM_ADMIN: &str = BuiltInRole::PlatformAdmin.as_str();
@@ -62,7 +61,7 @@ pub async fn bootstrap_admin(
         request_id: "bootstrap",
     };
     let agencies: crate::state::AgencyCqrs =
-        postgres_es::postgres_cqrs(pool.clone(), Vec::new(), ());
+        EventLog::with_snapshots(pool.clone(), crate::app::AGENCY_SNAPSHOT_EVERY);
     let name = AgencyName::parse("Platform operations").map_err(|e| e.to_string())?;
     let create = AgencyCommand::Create {
         id: agency_id,
@@ -72,9 +71,8 @@ pub async fn bootstrap_admin(
         .execute_with_metadata(&agency_text, create.clone(), audit.metadata(create.name()))
         .await
         .map_err(|e| format!("cannot create the platform agency: {e}"))?;
-    let users = postgres_es::postgres_snapshot_cqrs(pool.clone(), Vec::new(), 20, ());
-    let store =
-        PersistedEventStore::new_snapshot_store(PostgresEventRepository::new(pool.clone()), 20);
+    let users = EventLog::with_snapshots(pool.clone(), crate::app::USER_SNAPSHOT_EVERY);
+    let store = users.clone();
     let identity = Identity {
         pool: &pool,
         users: &users,

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod audit_cli;
 pub mod auth;
 pub mod bootstrap;
+pub mod event_log;
 pub mod export;
 pub mod identity;
 pub mod rotation;

@@ -1588,3 +1588,50 @@ async fn a_login_for_an_unknown_address_does_the_work_of_a_known_one() {
         .iter()
         .all(|(index, _)| !index.contains("nobody") && index.len() == 64));
 }
+
+/// A snapshot is the user after its events, whichever event lands on the snapshot boundary.
+/// cqrs-es 0.5 applies a command's events while deciding it and applied them again when
+/// making the snapshot: `MfaEnabled` (which takes the pending secret) applied twice left no
+/// secret, so a user who turned MFA on as their 20th event logged in with a password alone.
+#[tokio::test]
+async fn mfa_turned_on_at_a_snapshot_boundary_is_still_asked_for() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .create_user("boundary@laval.example", PASSWORD, &["viewer"])
+        .await;
+    let (db, user) = (&app.db, &id);
+    let last = move || async move {
+        db.count(&format!(
+                "SELECT max(sequence) FROM events WHERE aggregate_type = 'user' AND aggregate_id = '{user}'"
+        ))
+        .await
+    };
+    // Logins (one event each) until enrolment starts at a multiple of 20, less one: its
+    // confirmation (`MfaEnabled`, then the recovery codes) is the commit that crosses it.
+    let mut access = String::new();
+    while last().await % 20 != 18 {
+        access = tokens(&app, "boundary@laval.example").await.0;
+    }
+    let (secret, _) = app.enrol_totp(&access).await;
+    let snapshot: i64 = app
+        .db
+        .count(&format!(
+            "SELECT last_sequence FROM snapshots WHERE aggregate_type = 'user' AND aggregate_id = '{id}'"
+        ))
+        .await;
+    assert_eq!(
+        snapshot % 20,
+        1,
+        "the confirmation's commit made the snapshot"
+    );
+
+    let login = app.login("boundary@laval.example", PASSWORD).await;
+    assert_eq!(login["mfa_required"], true, "{login}");
+    assert!(login["access_token"].is_null());
+    app.clock.advance(Duration::from_secs(30));
+    let code = oathtool(&secret, app.clock_unix());
+    let verified = app
+        .mfa_verify(login["mfa_token"].as_str().unwrap(), &code)
+        .await;
+    assert_eq!(verified.status(), 200);
+}

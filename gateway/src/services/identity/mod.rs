@@ -4,10 +4,8 @@
 //! data key, kept outside the event store (`user_data_keys`), so deleting that key erases
 //! the person and leaves the history whole.
 
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{AggregateError, CqrsFramework, EventStore};
+use cqrs_es::AggregateError;
 use eriop_domain::user::{LoginCheck, User, UserCommand, UserError};
-use postgres_es::PostgresEventRepository;
 use secrecy::SecretString;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -16,6 +14,7 @@ use uuid::Uuid;
 use crate::http::error::ApiError;
 use crate::services::audit::Audit;
 use crate::services::auth::{crypto, Auth, TokenPair};
+use crate::services::event_log::EventLog;
 
 mod admin;
 mod login;
@@ -23,8 +22,8 @@ mod mfa;
 mod personal;
 mod sessions;
 
-pub type UserCqrs = CqrsFramework<User, PersistedEventStore<PostgresEventRepository, User>>;
-pub type UserStore = PersistedEventStore<PostgresEventRepository, User>;
+pub type UserCqrs = EventLog<User>;
+pub type UserStore = EventLog<User>;
 
 /// The one answer to every failed login, whatever the reason (RFC 6749 style): it never
 /// tells whether the account exists, is locked or deactivated.

@@ -9,10 +9,8 @@ pub mod registries;
 pub mod registry;
 mod view;
 
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{AggregateError, CqrsFramework};
+use cqrs_es::AggregateError;
 use eriop_domain::device::{Device, DeviceClass, DeviceCommand, DeviceError, Registry};
-use postgres_es::PostgresEventRepository;
 use uuid::Uuid;
 
 use crate::http::command::{self, Stored};
@@ -22,13 +20,12 @@ use crate::http::paging::ReadModel;
 use crate::http::AgencyScope;
 use crate::services::audit::Audit;
 use crate::services::auth::Caller;
+use crate::services::event_log::EventLog;
 use crate::state::AppState;
 
-pub type DeviceClassCqrs =
-    CqrsFramework<DeviceClass, PersistedEventStore<PostgresEventRepository, DeviceClass>>;
-pub type DeviceCqrs = CqrsFramework<Device, PersistedEventStore<PostgresEventRepository, Device>>;
-pub type RegistryCqrs =
-    CqrsFramework<Registry, PersistedEventStore<PostgresEventRepository, Registry>>;
+pub type DeviceClassCqrs = EventLog<DeviceClass>;
+pub type DeviceCqrs = EventLog<Device>;
+pub type RegistryCqrs = EventLog<Registry>;
 
 /// Devices record every command and status change: a snapshot every 50 events keeps their
 /// loading short.
