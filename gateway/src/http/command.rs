@@ -1,9 +1,10 @@
 //! The one command path (DESIGN.md rules 1 and 3). Every route that changes something runs
 //! its command here and answers here:
 //!
-//! 1. [`execute`]: the command on its aggregate, with the audit metadata, decided again on
-//!    fresh state after a concurrent write (optimistic concurrency), each refusal mapped to
-//!    HTTP in [`refusal`]; it returns what was [`Stored`].
+//! 1. [`execute`]: the command on its aggregate, with the audit metadata, in its turn and
+//!    together with the commands queued for the same aggregate ([`crate::http::turns`]),
+//!    decided again on fresh state after a concurrent write (optimistic concurrency), each
+//!    refusal mapped to HTTP in [`refusal`]; it returns what was [`Stored`].
 //! 2. [`respond`]: waits (bounded) until the read model shows the stored version, then
 //!    answers `201 Created` (with `Location`), `200 OK` with the resource, or `204`; if the
 //!    read model lags past `ERIOP_READ_YOUR_WRITES_TIMEOUT_MS`, the write is stored all the
@@ -24,13 +25,10 @@ use uuid::Uuid;
 
 use crate::http::error::{database_unreachable, ApiError};
 use crate::http::paging::{await_version, ReadModel};
+use crate::http::turns;
 use crate::services::audit::Audit;
 use crate::services::event_log::EventLog;
 use crate::state::AppState;
-
-/// How often a command is decided again after a concurrent write to its aggregate (the
-/// device supervisor, a login during an admin's change): the caller never sees that race.
-const MAX_CONFLICT_RETRIES: u32 = 8;
 
 /// A write in the event store: the read model that will show it, the row, the version.
 #[derive(Debug, Clone, Copy)]
@@ -70,49 +68,19 @@ pub async fn execute<A>(
     what: &str,
 ) -> Result<Stored, ApiError>
 where
-    A: Aggregate<Services = ()>,
-    A::Command: Clone + Named,
-    A::Error: Refusal,
+    A: Aggregate<Services = ()> + Clone + 'static,
+    A::Command: Clone + Named + Send + Sync + 'static,
+    A::Error: Refusal + Send,
 {
-    {
-        // Held until the command is stored or refused, and released before its version is
-        // read (issue 13: one round trip less in the turn that serializes a hot aggregate's
-        // commands). The version read may then be the next command's already; a read model
-        // showing that one shows this one too.
-        let _turn = turn(model, id).lock().await;
-        let mut attempts = 0;
-        loop {
-            let metadata = audit.metadata(command.name());
-            match cqrs
-                .execute_with_metadata(&id.to_string(), command.clone(), metadata)
-                .await
-            {
-                Err(AggregateError::AggregateConflict) if attempts < MAX_CONFLICT_RETRIES => {
-                    attempts += 1;
-                }
-                Err(e) => return Err(refusal(e, what)),
-                Ok(()) => break,
-            }
-        }
-    }
+    // Decided with the commands queued for the same aggregate, on one load and in one
+    // transaction (`http::turns`); the version is read after the turn (issue 13: one round
+    // trip less in what serializes a hot aggregate). It may then be a later command's
+    // already; a read model showing that one shows this one too.
+    let metadata = audit.metadata(command.name());
+    turns::run(cqrs, id, command, metadata)
+        .await
+        .map_err(|e| refusal(e, what))?;
     Stored::latest(state, model, id).await
-}
-
-/// Commands to one aggregate through this gateway take turns: with 16 renames of one device
-/// at once, deciding optimistically and again after each lost race made most of the work
-/// (and some answered `409` after `MAX_CONFLICT_RETRIES`); waiting for the one before costs
-/// one decision each. Writers elsewhere (another replica, the device supervisor) are still
-/// met by the optimistic check and its retries. Striped (a fixed set of locks, chosen by a
-/// hash of the aggregate): nothing to clean up, and two aggregates rarely share a turn.
-fn turn(model: ReadModel, id: Uuid) -> &'static tokio::sync::Mutex<()> {
-    use std::hash::{Hash, Hasher};
-    const STRIPES: usize = 1024;
-    static TURNS: std::sync::OnceLock<Vec<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
-    let turns = TURNS.get_or_init(|| (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (model.aggregate_type(), id).hash(&mut hasher);
-    #[allow(clippy::cast_possible_truncation)]
-    &turns[(hasher.finish() % STRIPES as u64) as usize]
 }
 
 /// An aggregate's refusal as HTTP, for every aggregate: not found `404`, a rule of the

@@ -17,6 +17,7 @@ pub mod permission;
 pub mod router;
 pub mod routes;
 pub mod scope;
+pub mod turns;
 pub mod whole;
 
 pub use permission::Allowed;

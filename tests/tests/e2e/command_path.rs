@@ -290,3 +290,108 @@ async fn a_backlog_is_applied_in_batches_and_every_change_shows() {
         "a backlog of 60 events was applied one transaction each"
     );
 }
+
+/// Commands sent at once to one device take turns, and those that queued during a turn are
+/// decided together and stored in one transaction (issue 13). Each is still decided on the
+/// state the ones before it left and recorded as its own event with its own request id; a
+/// refused one (after the decommission) changes nothing, and the others stand.
+#[tokio::test]
+async fn commands_sent_at_once_to_one_device_are_each_decided_and_recorded_on_their_own() {
+    let app = TestApp::spawn().await;
+    let class = create_class(&app, 300).await;
+    let device = register(&app, &class, "cp-hot", "hot-1").await;
+    let at_once = |requests: Vec<(Method, String, Option<Value>)>| {
+        let sent = requests.into_iter().map(|(method, request_id, body)| {
+            let request = app
+                .request(method, &format!("/devices/{device}"))
+                .header("x-request-id", &request_id);
+            let request = match body {
+                Some(body) => request.json(&body),
+                None => request,
+            };
+            async move { (request_id, request.send().await.unwrap().status().as_u16()) }
+        });
+        futures::future::join_all(sent)
+    };
+    let rename = |n: usize| {
+        (
+            Method::PATCH,
+            format!("rename-{n}"),
+            Some(json!({ "name": format!("Pole {n}") })),
+        )
+    };
+
+    // 40 renames at once: each accepted, each its own event, fewer transactions than events.
+    let answered = at_once((0..40).map(rename).collect()).await;
+    assert!(
+        answered.iter().all(|(_, status)| *status == 200),
+        "{answered:?}"
+    );
+    let events = device_events(&app, &device).await;
+    assert_eq!(events.len(), 41);
+    assert_eq!(recorded(&events[1..]), accepted(&answered));
+    let mut transactions: Vec<i64> = events[1..].iter().map(|e| e.3).collect();
+    transactions.dedup();
+    assert!(
+        transactions.len() < 40,
+        "40 renames in {} transactions",
+        transactions.len()
+    );
+
+    // Two decommissions among 20 more renames: one decommission stands, the other is
+    // refused, as is every rename decided after it; what was accepted is what is recorded.
+    let mut requests: Vec<_> = (40..60).map(rename).collect();
+    requests.insert(3, (Method::DELETE, "retire-a".into(), None));
+    requests.insert(10, (Method::DELETE, "retire-b".into(), None));
+    let answered = at_once(requests).await;
+    for (id, status) in &answered {
+        assert!(
+            matches!(status, 200 | 202 | 204 | 404 | 409),
+            "{id} answered {status}"
+        );
+    }
+    let retired = answered
+        .iter()
+        .filter(|(id, status)| id.starts_with("retire") && *status == 204)
+        .count();
+    assert_eq!(retired, 1, "{answered:?}");
+    let events = device_events(&app, &device).await;
+    assert_eq!(recorded(&events[41..]), accepted(&answered));
+    assert_eq!(
+        events.last().unwrap().1,
+        "DeviceDecommissioned",
+        "{events:?}"
+    );
+    let sequences: Vec<i64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
+}
+
+/// (sequence, event type, request id, transaction) of each event of `device`, in order.
+async fn device_events(app: &TestApp, device: &str) -> Vec<(i64, String, String, i64)> {
+    sqlx::query_as(
+        "SELECT sequence, event_type, metadata->>'request_id', xmin::text::bigint FROM events
+          WHERE aggregate_type = 'device' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(device)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap()
+}
+
+/// The request ids of `events`, sorted.
+fn recorded(events: &[(i64, String, String, i64)]) -> Vec<String> {
+    let mut ids: Vec<String> = events.iter().map(|e| e.2.clone()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The request ids answered as done (200, 202 or 204), sorted.
+fn accepted(answered: &[(String, u16)]) -> Vec<String> {
+    let mut ids: Vec<String> = answered
+        .iter()
+        .filter(|(_, status)| matches!(status, 200 | 202 | 204))
+        .map(|(id, _)| id.clone())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
