@@ -41,12 +41,17 @@ pub struct Stored {
 impl Stored {
     /// The aggregate's last stored version (after a write made elsewhere, as by `Identity`).
     pub async fn latest(state: &AppState, model: ReadModel, id: Uuid) -> Result<Self, ApiError> {
+        // The last entry of the aggregate's key, read backwards: one index page whatever
+        // the aggregate's length. `max(sequence)` was planned from the statistics, and with
+        // one event an aggregate on average it read every event of a hot one (6,000 heap
+        // fetches, 2.5 ms, for the agency of the command benchmark).
         let version: Option<i64> = sqlx::query_scalar(
-            "SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+            "SELECT sequence FROM events WHERE aggregate_type = $1 AND aggregate_id = $2
+              ORDER BY sequence DESC LIMIT 1",
         )
         .bind(model.aggregate_type())
         .bind(id.to_string())
-        .fetch_one(state.pool())
+        .fetch_optional(state.pool())
         .await?;
         Ok(Self {
             model,

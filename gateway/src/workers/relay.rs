@@ -143,12 +143,25 @@ impl Relay {
     async fn drain(&self) -> Result<u64, RelayError> {
         let mut total = 0;
         loop {
+            // The pending keys first, then each one's envelope by its key (a `LIMIT 1`
+            // subquery is not pulled up into a join): a plain join was planned as a merge
+            // join that walked the whole event store in key order to find the few pending
+            // events (4.7 ms a drain at 9,000 events, 2 ms in the command benchmark, and
+            // growing with the store). Now it reads the pending rows and one index entry each.
             let rows: Vec<Json<StoredEvent>> = sqlx::query_scalar(
                 "SELECT e.envelope
-                   FROM relay_pending p
-                   JOIN stored_events e USING (aggregate_type, aggregate_id, sequence)
-                  ORDER BY p.aggregate_type, p.aggregate_id, p.sequence
-                  LIMIT $1",
+                   FROM (SELECT aggregate_type, aggregate_id, sequence
+                           FROM relay_pending
+                          ORDER BY aggregate_type, aggregate_id, sequence
+                          LIMIT $1) p
+                  CROSS JOIN LATERAL
+                        (SELECT s.envelope
+                           FROM stored_events s
+                          WHERE s.aggregate_type = p.aggregate_type
+                            AND s.aggregate_id = p.aggregate_id
+                            AND s.sequence = p.sequence
+                          LIMIT 1) e
+                  ORDER BY p.aggregate_type, p.aggregate_id, p.sequence",
             )
             .bind(self.batch_size)
             .fetch_all(&self.pool)
