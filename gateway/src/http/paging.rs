@@ -7,7 +7,6 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
-use crate::tenancy::{self, Scope};
 
 const MAX_PAGE: i64 = 1_000;
 
@@ -81,17 +80,6 @@ impl ReadModel {
             Self::Registries => "registry",
         }
     }
-
-    fn version_query(self) -> &'static str {
-        match self {
-            Self::Agencies => "SELECT version FROM agencies WHERE id = $1",
-            Self::Users => "SELECT version FROM users WHERE id = $1",
-            Self::Roles => "SELECT version FROM roles WHERE id = $1",
-            Self::DeviceClasses => "SELECT version FROM device_classes WHERE id = $1",
-            Self::Devices => "SELECT version FROM devices WHERE id = $1",
-            Self::Registries => "SELECT version FROM registries WHERE id = $1",
-        }
-    }
 }
 
 /// Read your writes (DESIGN.md rule 3): waits, at most `timeout`, until the read model
@@ -109,13 +97,13 @@ pub async fn await_version(
     // path's p99 was these pauses; docs/BENCHMARKS.md). Each look is one indexed read.
     let mut pause = Duration::from_millis(1);
     loop {
-        // The row the caller just wrote, found by its id: no agency to filter on here.
-        let mut tx = tenancy::begin(pool, Scope::All).await?;
-        let current: Option<i64> = sqlx::query_scalar(model.version_query())
+        // The row the caller just wrote, found by its id: its version only, in one
+        // statement (migration 0027), not a transaction acting for every agency.
+        let current: Option<i64> = sqlx::query_scalar("SELECT eriop_read_model_version($1, $2)")
+            .bind(model.aggregate_type())
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_one(pool)
             .await?;
-        drop(tx);
         if current.is_some_and(|v| v >= version) {
             return Ok(true);
         }

@@ -138,7 +138,6 @@ mod tests {
             "http/scope.rs",       // PlatformScope
             "http/permission.rs",  // the caller's current roles, by its own id
             "services/identity/",  // authentication: suspension, before any caller exists
-            "http/paging.rs",      // read your writes: a row the caller just wrote, by id
             "workers/supervisor/", // a background worker, for every agency
         ];
         let mut files = Vec::new();

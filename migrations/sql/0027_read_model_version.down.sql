@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS eriop_read_model_version(text, uuid);
