@@ -23,6 +23,12 @@ pub enum RowError {
     Address,
     #[error("timestamp is not RFC 3339")]
     Timestamp,
+    /// PostgreSQL stores no NUL in `text` (22021) nor `\u0000` in `jsonb` (22P05): the
+    /// whole group's transaction would fail, and fail again at each redelivery, so one such
+    /// record from any publisher would stop the projection. The bridge refuses them at the
+    /// edge; this is the same rule where the rows are made.
+    #[error("a NUL character in the function id, the attribute name or the value")]
+    Nul,
 }
 
 impl Row {
@@ -46,6 +52,13 @@ impl Row {
             Value::String(s) => (None, Some(s.clone()), None),
             _ => (None, None, Some(value.clone())),
         };
+        let texts = [Some(function_id), Some(record.attribute_name.as_str())];
+        if texts.iter().flatten().any(|t| t.contains('\0'))
+            || value_text.as_deref().is_some_and(|t| t.contains('\0'))
+            || value_json.as_ref().is_some_and(holds_nul)
+        {
+            return Err(RowError::Nul);
+        }
         Ok(Self {
             time,
             agency_id,
@@ -56,6 +69,16 @@ impl Row {
             value_text,
             value_json,
         })
+    }
+}
+
+/// Whether any string or key inside `value` holds a NUL.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
@@ -87,5 +110,58 @@ mod tests {
         // Not the shape of a record at all: refused by the type, before any row.
         let shapeless = json!({"type": "AttributeLogData", "srcAddress": device});
         assert!(serde_json::from_value::<AttributeLogData>(shapeless).is_err());
+    }
+
+    fn record(function: &str, attribute: &str, value: Value) -> AttributeLogData {
+        serde_json::from_value(json!({
+            "type": "AttributeLogData",
+            "srcAddress": format!("{}/{function}", Uuid::from_u128(5)),
+            "timestamp": "2026-11-25T10:00:00Z",
+            "attributeName": attribute,
+            "attributeValue": {"type": "Attribute", "value": value},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_nul_anywhere_is_refused_not_sent_to_the_database() {
+        let refused = [
+            record("lamp\0", "activePower", json!(1)),
+            record("lamp", "active\0Power", json!(1)),
+            record("lamp", "mode", json!("on\0")),
+            record(
+                "lamp",
+                "state",
+                json!({"name": "LevelState", "value": 40, "note": "a\0"}),
+            ),
+            record("lamp", "state", json!({"k\0": true})),
+            record("lamp", "list", json!([1, ["x", "\0"]])),
+        ];
+        for r in &refused {
+            assert_eq!(
+                Row::from_record(Uuid::nil(), r),
+                Err(RowError::Nul),
+                "{r:?}"
+            );
+        }
+        assert!(Row::from_record(Uuid::nil(), &record("lamp", "mode", json!("on"))).is_ok());
+    }
+
+    proptest::proptest! {
+        /// Whatever the strings, a row holds no NUL, and a record is refused only for one.
+        #[test]
+        fn rows_never_hold_a_nul(function in "[a-z\\x00]{0,6}", attribute in "[a-z\\x00]{1,6}",
+                                 text in "[a-z\\x00]{0,6}", key in "[a-z\\x00]{1,4}") {
+            let value = json!({ key.clone(): [text.clone()] });
+            let has_nul = [&function, &attribute, &text, &key].iter().any(|s| s.contains('\0'));
+            match Row::from_record(Uuid::nil(), &record(&function, &attribute, value)) {
+                Ok(row) => {
+                    proptest::prop_assert!(!has_nul);
+                    proptest::prop_assert!(!row.function_id.contains('\0'));
+                    proptest::prop_assert!(!row.attribute.contains('\0'));
+                }
+                Err(e) => proptest::prop_assert_eq!((e, has_nul), (RowError::Nul, true)),
+            }
+        }
     }
 }

@@ -482,3 +482,68 @@ async fn class_agency(app: &TestApp) -> Uuid {
         .parse()
         .unwrap()
 }
+
+/// A batch on `TELEMETRY` holding a NUL (which PostgreSQL refuses in `text` and `jsonb`), from
+/// any publisher, not only the bridge (which refuses it at the edge): the record goes to the
+/// dead-letter stream with its reason, the batch's other records are stored, and so is
+/// everything after it. Before, the group's transaction failed at each redelivery and the
+/// projection stopped there.
+#[tokio::test]
+async fn a_nul_in_a_telemetry_batch_is_dead_lettered_and_ingestion_goes_on() {
+    let app = TestApp::spawn().await;
+    let agency = class_agency(&app).await;
+    let device = Uuid::new_v4();
+    let start = Utc::now() - chrono::Duration::hours(1);
+    let record = |second: i64, attribute: &str, value: talq::TypedValue| {
+        let time = (start + chrono::Duration::seconds(second)).to_rfc3339();
+        talq::attribute_log_data(device, "lampMonitor001", attribute, &value, &time)
+    };
+    let power = |v: f64| {
+        talq::typed_value(
+            talq::attribute_type("LampMonitorFunction", "activePower"),
+            &json!(v),
+        )
+    };
+    let text = |s: &str| talq::typed_value(None, &json!(s));
+    publish(
+        &app,
+        agency,
+        vec![
+            record(0, "activePower", power(1.0)),
+            record(1, "lampState", text("on\0off")),
+            record(2, "active\0Power", power(2.0)),
+        ],
+    )
+    .await;
+    publish(&app, agency, vec![record(3, "activePower", power(3.0))]).await;
+    wait::until_eq(
+        "the samples without a NUL",
+        Duration::from_secs(30),
+        vec![1.0, 3.0],
+        || async {
+            sqlx::query_scalar::<_, f64>(
+                "SELECT value_double FROM telemetry WHERE device_id = $1 ORDER BY time",
+            )
+            .bind(device)
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    // Each refused record on its own, with the reason (the row's rule).
+    wait::until(
+        "both records dead-lettered",
+        Duration::from_secs(30),
+        || async {
+            let reasons: Vec<String> = app
+                .dead_letter_reasons()
+                .await
+                .into_iter()
+                .filter(|r| r.contains("NUL"))
+                .collect();
+            (reasons.len() == 2).then_some(())
+        },
+    )
+    .await;
+}
