@@ -320,15 +320,7 @@ async fn repeated_and_redelivered_samples_are_stored_once_and_new_ones_beside_th
         talq::attribute_log_data(device, "lampMonitor001", "activePower", &typed, &time)
     };
     let js = app.jetstream().await;
-    let stored = || async {
-        sqlx::query_scalar::<_, f64>(
-            "SELECT value_double FROM telemetry WHERE device_id = $1 ORDER BY time",
-        )
-        .bind(device)
-        .fetch_all(&app.db.pool)
-        .await
-        .unwrap()
-    };
+    let stored = || stored_values(&app, device);
     for (records, expected, latest) in [
         // Second 1 twice in one batch: the first value is kept, in the history and as the
         // latest value.
@@ -447,6 +439,15 @@ async fn registered_device(app: &TestApp) -> (Uuid, Uuid) {
     (device_id, class_agency(app).await)
 }
 
+/// The numbers stored for `device`, in device time.
+async fn stored_values(app: &TestApp, device: Uuid) -> Vec<f64> {
+    sqlx::query_scalar("SELECT value_double FROM telemetry WHERE device_id = $1 ORDER BY time")
+        .bind(device)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+}
+
 /// A batch of records on `TELEMETRY`, as the bridge publishes it, once JetStream has it.
 async fn publish(app: &TestApp, agency: Uuid, records: Vec<talq::AttributeLogData>) {
     let batch = TelemetryBatch {
@@ -520,15 +521,7 @@ async fn a_nul_in_a_telemetry_batch_is_dead_lettered_and_ingestion_goes_on() {
         "the samples without a NUL",
         Duration::from_secs(30),
         vec![1.0, 3.0],
-        || async {
-            sqlx::query_scalar::<_, f64>(
-                "SELECT value_double FROM telemetry WHERE device_id = $1 ORDER BY time",
-            )
-            .bind(device)
-            .fetch_all(&app.db.pool)
-            .await
-            .unwrap()
-        },
+        || stored_values(&app, device),
     )
     .await;
     // Each refused record on its own, with the reason (the row's rule).
