@@ -58,8 +58,24 @@ pub fn lazy_pool(
     Ok(act_as(PgPoolOptions::new(), role)
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
+        // sqlx pings a connection when it goes back to the pool (so it was alive a moment
+        // ago) and, by default, again when it is taken out: a round trip for every query
+        // under load, a tenth of a read's (issue 13). Only a connection that sat idle long
+        // enough to have been cut (a database restarted, an idle timeout) is pinged now.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_WHEN_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options))
 }
+
+/// A pooled connection idle this long is pinged before it is used (see [`lazy_pool`]).
+pub const PING_WHEN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Waits until this process holds the session advisory lock `key`, on a connection of its
 /// own, and answers that connection: whoever holds it leads (one relay, one device
