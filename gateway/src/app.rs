@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::workers::progress::Progress;
 use crate::workers::supervisor::Supervisor;
 use axum::Router;
 use eriop_nats::{connect, Settings, Topology};
@@ -44,6 +45,8 @@ pub struct App {
     relay: Option<Relay>,
     supervisor: Option<Supervisor>,
     relay_status: Option<Arc<RelayStatus>>,
+    progress: Arc<Progress>,
+    nats: async_nats::Client,
 }
 
 impl App {
@@ -95,6 +98,7 @@ impl App {
         let auth = Auth::from_settings(&settings, redis.clone(), clock)?;
         // Users log in often: a snapshot every 20 events keeps loading them short.
         let users = EventLog::with_snapshots(pool.clone(), USER_SNAPSHOT_EVERY);
+        let progress = Progress::new(Topology::from_settings(&settings));
         let state = AppState::new(Inner {
             // An agency is renamed, suspended, given quotas and retention over years: a
             // snapshot every 20 events keeps loading it short (its events stay the history).
@@ -108,6 +112,7 @@ impl App {
             redis,
             redis_prefix: settings.redis_key_prefix.clone(),
             read_your_writes_timeout: Duration::from_millis(settings.read_your_writes_timeout_ms),
+            progress: progress.clone(),
             device_classes: EventLog::new(pool.clone()),
             devices: EventLog::with_snapshots(
                 pool.clone(),
@@ -137,6 +142,7 @@ impl App {
                 Topology::from_settings(&settings),
             )
         });
+        let nats = state.nats().clone();
         let router = crate::http::router::router(&settings, state)?;
         let listener =
             TcpListener::bind(settings.http_addr)
@@ -151,6 +157,8 @@ impl App {
             relay,
             supervisor,
             relay_status,
+            progress,
+            nats,
         })
     }
 
@@ -183,6 +191,7 @@ impl App {
             .relay
             .map(|relay| AbortOnDrop(tokio::spawn(relay.run())));
         let _supervisor = self.supervisor.map(|s| AbortOnDrop(tokio::spawn(s.run())));
+        let _progress = AbortOnDrop(tokio::spawn(self.progress.run(self.nats)));
         axum::serve(
             self.listener,
             self.router

@@ -31,6 +31,8 @@ pub(crate) struct Inner {
     pub user_store: UserStore,
     pub auth: Auth,
     pub read_your_writes_timeout: Duration,
+    /// What the read models show, as the projections say it (read your writes).
+    pub progress: std::sync::Arc<crate::workers::progress::Progress>,
     pub device_classes: DeviceClassCqrs,
     pub devices: DeviceCqrs,
     pub registries: RegistryCqrs,
@@ -137,6 +139,10 @@ impl AppState {
 
     pub fn topology(&self) -> &eriop_nats::Topology {
         &self.inner.topology
+    }
+
+    pub fn progress(&self) -> &std::sync::Arc<crate::workers::progress::Progress> {
+        &self.inner.progress
     }
 
     pub fn read_your_writes_timeout(&self) -> Duration {

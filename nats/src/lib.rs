@@ -17,6 +17,7 @@ pub mod links;
 pub mod logging;
 pub mod metrics;
 pub mod otel;
+pub mod progress;
 pub mod schemas;
 pub mod streams;
 pub mod traffic;

@@ -188,6 +188,17 @@ impl Topology {
         self.subject(&format!("events.{aggregate_type}.>"))
     }
 
+    /// `eriop.projected.{aggregate_type}.{id}`: a read model shows a write (core NATS, no
+    /// stream; [`crate::progress`]).
+    pub fn projected_subject(&self, aggregate_type: &str, id: &str) -> String {
+        self.subject(&format!("projected.{aggregate_type}.{id}"))
+    }
+
+    /// Every progress hint: `eriop.projected.>`
+    pub fn projected_all(&self) -> String {
+        self.subject("projected.>")
+    }
+
     /// `eriop.dlq.{source}`
     pub fn dlq_subject(&self, source: &str) -> String {
         self.subject(&format!("dlq.{source}"))

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
+use eriop_nats::progress::Hint;
 use eriop_nats::streams::durable_messages;
 use eriop_nats::{StoredEvent, Stream, Topology};
 use futures::{FutureExt, StreamExt};
@@ -145,6 +146,7 @@ impl Consumer {
         }
         crate::checkpoint::save(&mut tx, self.model.name(), last_sequence).await?;
         tx.commit().await?;
+        self.hint(&events).await;
         for ((message, event), (span, outcome)) in batch.iter().zip(&events).zip(applied) {
             message.ack().await.map_err(nats)?;
             span.in_scope(|| {
@@ -235,6 +237,7 @@ impl Consumer {
         }
         crate::checkpoint::save(&mut tx, self.model.name(), stream_sequence).await?;
         tx.commit().await?;
+        self.hint(std::slice::from_ref(&event)).await;
         message.ack().await.map_err(nats)?;
         tracing::info!(
             event_type = %event.event_type,
@@ -244,6 +247,36 @@ impl Consumer {
             "applied"
         );
         Ok(())
+    }
+
+    /// Says on core NATS that the read model shows `events` now, for a gateway waiting to
+    /// answer their commands ([`eriop_nats::progress`]): one hint an aggregate, its last
+    /// version. After the commit, fire and forget: a hint that is lost only makes a waiter
+    /// look later, so a failure here is no reason to redeliver what is committed.
+    async fn hint(&self, events: &[StoredEvent]) {
+        let mut last: Vec<&StoredEvent> = Vec::with_capacity(events.len());
+        for event in events {
+            match last.iter_mut().find(|e| {
+                e.aggregate_id == event.aggregate_id && e.aggregate_type == event.aggregate_type
+            }) {
+                Some(seen) if seen.sequence < event.sequence => *seen = event,
+                Some(_) => {}
+                None => last.push(event),
+            }
+        }
+        let client = self.js.client();
+        for event in last {
+            let Some(hint) = Hint::of(&event.aggregate_type, &event.aggregate_id, event.sequence)
+            else {
+                continue;
+            };
+            if let Err(e) = client
+                .publish(hint.subject(&self.topology), hint.payload())
+                .await
+            {
+                tracing::debug!(error = %e, "progress hint not sent");
+            }
+        }
     }
 
     /// Publishes the message to `DLQ` with the reason, then terminates it.

@@ -165,7 +165,7 @@ pub async fn respond(
     body: Body<'_>,
 ) -> Result<Response, ApiError> {
     let shown = await_version(
-        state.pool(),
+        state,
         stored.model,
         stored.id,
         stored.version,

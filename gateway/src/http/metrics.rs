@@ -36,6 +36,12 @@ pub struct LimitLabels {
     pub limit: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookLabels {
+    /// `first`, `hint` or `pause`: what made a waiting command look at the read model.
+    pub woken_by: &'static str,
+}
+
 fn latency_buckets() -> Histogram {
     // 1 ms to about 16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -47,6 +53,7 @@ pub struct GatewayMetrics {
     refusals: Family<LimitLabels, Counter>,
     relay_backlog: Gauge,
     relay_oldest_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    looks: Family<LookLabels, Counter>,
     registry: Registry,
 }
 
@@ -87,12 +94,20 @@ impl Default for GatewayMetrics {
             prometheus_client::registry::Unit::Seconds,
             relay_oldest_seconds.clone(),
         );
+        let looks = Family::<LookLabels, Counter>::default();
+        registry.register(
+            "read_your_writes_looks",
+            "Looks at the read model by commands waiting to answer, by what woke them \
+             (first, hint, pause; many pauses mean progress hints do not arrive)",
+            looks.clone(),
+        );
         Self {
             requests,
             latency,
             refusals,
             relay_backlog,
             relay_oldest_seconds,
+            looks,
             registry,
         }
     }
@@ -114,6 +129,11 @@ impl GatewayMetrics {
                 route: route.to_owned(),
             })
             .observe(seconds);
+    }
+
+    /// A waiting command looked at the read model, woken by `woken_by`.
+    pub fn looked(&self, woken_by: &'static str) {
+        self.looks.get_or_create(&LookLabels { woken_by }).inc();
     }
 
     /// One request refused by the limit `limit`.

@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
+use crate::state::AppState;
 
 const MAX_PAGE: i64 = 1_000;
 
@@ -83,19 +83,28 @@ impl ReadModel {
 }
 
 /// Read your writes (DESIGN.md rule 3): waits, at most `timeout`, until the read model
-/// shows row `id` at `version` or later. Polls with a short, growing pause.
+/// shows row `id` at `version` or later.
+///
+/// The read model is the only judge: the version is read from it, at once, then whenever a
+/// projection's hint says the row reached `version` (`workers::progress`), and otherwise
+/// after a fallback pause. While hints arrive the fallback is long (it only covers a hint
+/// lost between a projection's commit and its publish); while they do not (NATS
+/// reconnecting), it is the short, growing pause of before (1, 2, 4, then every 8 ms).
 pub async fn await_version(
-    pool: &PgPool,
+    state: &AppState,
     model: ReadModel,
     id: Uuid,
     version: i64,
     timeout: Duration,
 ) -> Result<bool, ApiError> {
+    let (pool, progress, metrics) = (state.pool(), state.progress(), state.metrics());
     let deadline = Instant::now() + timeout;
-    // Short pauses, capped low: the read model is usually there within tens of milliseconds,
-    // and a pause that doubles up to 50 ms answered up to 50 ms after it was (the command
-    // path's p99 was these pauses; docs/BENCHMARKS.md). Each look is one indexed read.
-    let mut pause = Duration::from_millis(1);
+    let mut watch = progress.watch(model.aggregate_type(), id);
+    let mut woken_by = "first";
+    let mut polls = Duration::from_millis(1);
+    // A hint that said `version` while the read model did not (a forged one, say) is not
+    // waited on again: only the pauses are.
+    let mut hinted = false;
     loop {
         // The row the caller just wrote, found by its id: its version only, in one
         // statement (migration 0027), not a transaction acting for every agency.
@@ -104,13 +113,31 @@ pub async fn await_version(
             .bind(id)
             .fetch_one(pool)
             .await?;
+        metrics.looked(woken_by);
         if current.is_some_and(|v| v >= version) {
             return Ok(true);
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return Ok(false);
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(8));
+        let pause = if progress.live() {
+            HINTED_FALLBACK
+        } else {
+            let pause = polls;
+            polls = (polls * 2).min(Duration::from_millis(8));
+            pause
+        };
+        let wake = deadline.min(now + pause);
+        tokio::select! {
+            () = watch.reached(version), if !hinted => {
+                hinted = true;
+                woken_by = "hint";
+            }
+            () = tokio::time::sleep_until(wake.into()) => woken_by = "pause",
+        }
     }
 }
+
+/// How long a waiter goes without looking while hints arrive: a lost hint costs this much.
+const HINTED_FALLBACK: Duration = Duration::from_millis(50);

@@ -395,3 +395,114 @@ fn accepted(answered: &[(String, u16)]) -> Vec<String> {
     ids.sort_unstable();
     ids
 }
+
+/// Read your writes without polling (issue 13): each projection says on core NATS which
+/// version of which row it committed, and a command waiting for its row looks at the read
+/// model when that hint comes, not only after a pause.
+#[tokio::test]
+async fn a_projected_write_is_hinted_on_nats_and_wakes_the_waiting_command() {
+    use futures::StreamExt;
+    let app = TestApp::spawn().await;
+    let client = async_nats::connect(eriop_tests::nats_url()).await.unwrap();
+    let mut hints = client
+        .subscribe(app.topology.projected_subject("agency", "*"))
+        .await
+        .unwrap();
+    // A round trip: the server has the subscription before any command (a flush only
+    // sends it).
+    async_nats::jetstream::new(client.clone())
+        .query_account()
+        .await
+        .unwrap();
+
+    let agency = app.created_agency("Magog").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let renamed = app
+        .patch_agency(&agency, json!({ "name": "Magog-Orford" }))
+        .await;
+    assert_eq!(renamed.status(), 200);
+
+    // The agency's hints, in order: version 1 (created), then 2 (renamed). Other agencies'
+    // hints (the harness's own) may come between.
+    let mut versions = Vec::new();
+    while versions.last() != Some(&2) {
+        let hint = tokio::time::timeout(Duration::from_secs(10), hints.next())
+            .await
+            .expect("a hint for each projected write")
+            .unwrap();
+        if hint.subject.ends_with(&agency) {
+            versions.push(
+                std::str::from_utf8(&hint.payload)
+                    .unwrap()
+                    .parse::<i64>()
+                    .unwrap(),
+            );
+        }
+    }
+    assert_eq!(versions, [1, 2]);
+
+    // The gateway counts its looks by what woke them: the hints did wake some. Without
+    // hints, every look after the first would be a pause's.
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let looks = |woken_by: &str| -> f64 {
+        let key = format!("eriop_gateway_read_your_writes_looks_total{{woken_by=\"{woken_by}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key)?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(looks("first") >= 2.0, "{metrics}");
+    assert!(looks("hint") >= 1.0, "{metrics}");
+}
+
+/// A hint is a wake-up, never the truth: one forged for a write the read model does not
+/// show yet does not make the command answer as if it did.
+#[tokio::test]
+async fn a_forged_hint_does_not_answer_a_command_early() {
+    let mut app = TestApp::spawn_with(TestDb::migrated().await, |s| {
+        s.read_your_writes_timeout_ms = 1_500;
+    })
+    .await;
+    let agency = app.created_agency("Coaticook").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.stop_projections();
+    let client = async_nats::connect(eriop_tests::nats_url()).await.unwrap();
+    let subject = app.topology.projected_subject("agency", &agency);
+    let forger = tokio::spawn(async move {
+        // Says every version up to 1,000 is projected, again and again, while it waits.
+        loop {
+            client
+                .publish(subject.clone(), "1000".into())
+                .await
+                .unwrap();
+            client.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let renamed = app
+        .patch_agency(&agency, json!({ "name": "Coaticook-Nord" }))
+        .await;
+    forger.abort();
+    assert_eq!(
+        renamed.status(),
+        202,
+        "the read model does not show the rename"
+    );
+    app.start_projections().await;
+    wait::until("the rename shows", Duration::from_secs(30), || async {
+        (app.agency(&agency).await["name"] == "Coaticook-Nord").then_some(())
+    })
+    .await;
+}

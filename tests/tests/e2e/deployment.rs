@@ -34,6 +34,32 @@ async fn connect(server: &NatsServer, user: &str, password: &str) -> jetstream::
     eriop_nats::connect::jetstream(client, Duration::from_secs(2))
 }
 
+/// A connection as `user`, and the errors the server sends it (a permissions violation is
+/// one: the server refuses a subject asynchronously).
+async fn with_server_errors(
+    server: &NatsServer,
+    user: &str,
+    password: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (errors, received) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .event_callback(move |event| {
+            let errors = errors.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = errors.send(e.to_string());
+                }
+            }
+        })
+        .connect(server.url())
+        .await
+        .unwrap();
+    (client, received)
+}
+
 /// Publishes to `subject` and waits for JetStream's ack: whether the user may write there.
 async fn can_publish(js: &jetstream::Context, subject: String) -> bool {
     match js.publish(subject, "{}".into()).await {
@@ -77,6 +103,44 @@ async fn each_service_has_its_own_nats_user_and_the_bridge_cannot_write_events()
     assert!(can_publish(&projections, topology.dlq_subject("projections.x")).await);
     assert!(!can_publish(&projections, topology.event_subject("agency", "a1")).await);
 
+    // Progress hints: the projections say what they committed, the gateway hears it; the
+    // bridge, which faces devices, cannot say it (a forged hint would only cost a look, but
+    // it has no business there).
+    let hint = topology.projected_subject("agency", "0192a000-0000-7000-8000-000000000001");
+    let mut heard = gateway
+        .client()
+        .subscribe(topology.projected_all())
+        .await
+        .unwrap();
+    // A round trip on the gateway's connection: the server has its subscription (a flush
+    // only sends it).
+    gateway.query_account().await.unwrap();
+    projections
+        .client()
+        .publish(hint.clone(), "1".into())
+        .await
+        .unwrap();
+    projections.client().flush().await.unwrap();
+    let said = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut heard))
+        .await
+        .expect("the gateway hears the projections' hint")
+        .unwrap();
+    assert_eq!(
+        (said.subject.as_str(), &said.payload[..]),
+        (hint.as_str(), &b"1"[..])
+    );
+    let (forger, mut refused) = with_server_errors(&server, "bridge", "bridge-secret").await;
+    forger.publish(hint.clone(), "9".into()).await.unwrap();
+    forger.flush().await.unwrap();
+    let refusal = tokio::time::timeout(Duration::from_secs(5), refused.recv())
+        .await
+        .expect("the server refuses the bridge's hint")
+        .unwrap();
+    assert!(
+        refusal.to_lowercase().contains("permissions violation"),
+        "{refusal}"
+    );
+
     // An auditor reads EVENTS, and nothing else; writes nothing.
     let auditor = connect(&server, "auditor", "auditor-secret").await;
     let events = auditor
@@ -90,22 +154,7 @@ async fn each_service_has_its_own_nats_user_and_the_bridge_cannot_write_events()
         .is_err());
     assert!(!can_publish(&auditor, topology.event_subject("agency", "a1")).await);
     // ... not even what other services receive on their inboxes (pull consumers' messages).
-    let (violations, mut refused) = tokio::sync::mpsc::unbounded_channel();
-    let snooper = async_nats::ConnectOptions::with_user_and_password(
-        "auditor".into(),
-        "auditor-secret".into(),
-    )
-    .event_callback(move |event| {
-        let violations = violations.clone();
-        async move {
-            if let async_nats::Event::ServerError(e) = event {
-                let _ = violations.send(e.to_string());
-            }
-        }
-    })
-    .connect(server.url())
-    .await
-    .unwrap();
+    let (snooper, mut refused) = with_server_errors(&server, "auditor", "auditor-secret").await;
     let _sniff = snooper.subscribe("_INBOX.>").await.unwrap();
     let refusal = tokio::time::timeout(Duration::from_secs(5), refused.recv())
         .await
