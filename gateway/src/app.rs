@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::services::auth::{Auth, Clock, SystemClock};
-use crate::services::event_log::EventLog;
+use crate::services::event_log::{EventLog, StoredSignal};
 use crate::state::{AppState, Inner};
 use crate::workers::relay::{Relay, RelayStatus};
 
@@ -97,15 +97,23 @@ impl App {
         };
         let auth = Auth::from_settings(&settings, redis.clone(), clock)?;
         // Users log in often: a snapshot every 20 events keeps loading them short.
-        let users = EventLog::with_snapshots(pool.clone(), USER_SNAPSHOT_EVERY);
+        // Every commit of events tells the relay (wherever it runs) at once.
+        let stored = StoredSignal::new(nats.clone(), &Topology::from_settings(&settings));
+        let users = signalling(
+            EventLog::with_snapshots(pool.clone(), USER_SNAPSHOT_EVERY),
+            &stored,
+        );
         let progress = Progress::new(Topology::from_settings(&settings));
         let state = AppState::new(Inner {
             // An agency is renamed, suspended, given quotas and retention over years: a
             // snapshot every 20 events keeps loading it short (its events stay the history).
-            agencies: EventLog::with_snapshots(pool.clone(), AGENCY_SNAPSHOT_EVERY),
+            agencies: signalling(
+                EventLog::with_snapshots(pool.clone(), AGENCY_SNAPSHOT_EVERY),
+                &stored,
+            ),
             user_store: users.clone(),
             users,
-            roles: EventLog::new(pool.clone()),
+            roles: signalling(EventLog::new(pool.clone()), &stored),
             auth,
             pool: pool.clone(),
             nats,
@@ -113,12 +121,15 @@ impl App {
             redis_prefix: settings.redis_key_prefix.clone(),
             read_your_writes_timeout: Duration::from_millis(settings.read_your_writes_timeout_ms),
             progress: progress.clone(),
-            device_classes: EventLog::new(pool.clone()),
-            devices: EventLog::with_snapshots(
-                pool.clone(),
-                crate::http::routes::devices::DEVICE_SNAPSHOT_EVERY,
+            device_classes: signalling(EventLog::new(pool.clone()), &stored),
+            devices: signalling(
+                EventLog::with_snapshots(
+                    pool.clone(),
+                    crate::http::routes::devices::DEVICE_SNAPSHOT_EVERY,
+                ),
+                &stored,
             ),
-            registries: EventLog::new(pool.clone()),
+            registries: signalling(EventLog::new(pool.clone()), &stored),
             telemetry_pool,
             api_prefix: settings.api_v1_prefix.clone(),
             mqtt_max_silence: Duration::from_secs(settings.mqtt_max_silence_secs),
@@ -208,6 +219,15 @@ impl App {
 }
 
 /// A background task that ends with its owner.
+/// `log`, telling `signal` after each commit.
+fn signalling<A>(log: EventLog<A>, signal: &StoredSignal) -> EventLog<A>
+where
+    A: cqrs_es::Aggregate<Services = ()>,
+{
+    log.signal_stored(signal.clone());
+    log
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

@@ -194,6 +194,11 @@ impl Topology {
         self.subject(&format!("projected.{aggregate_type}.{id}"))
     }
 
+    /// `eriop.stored`: events were stored; wakes the relay (core NATS, no stream).
+    pub fn stored_subject(&self) -> String {
+        self.subject("stored")
+    }
+
     /// Every progress hint: `eriop.projected.>`
     pub fn projected_all(&self) -> String {
         self.subject("projected.>")

@@ -37,7 +37,41 @@ pub struct EventLog<A: Aggregate> {
     inner: Arc<Inner<A>>,
 }
 
+/// Tells the relay, in whichever gateway it runs, that events were stored: an empty core
+/// NATS message on `eriop.stored`, sent after the commit. Not `NOTIFY` in the storing
+/// transaction (as before, migration 0028): PostgreSQL holds a database-wide lock from a
+/// notifying transaction's commit until its WAL is on disk, so every command's commit
+/// waited for the one before it. A lost signal costs the relay's poll (a second), nothing
+/// more: what to publish is in `relay_pending`, written in the same transaction.
+#[derive(Clone)]
+pub struct StoredSignal {
+    client: async_nats::Client,
+    subject: String,
+}
+
+impl StoredSignal {
+    pub fn new(client: async_nats::Client, topology: &eriop_nats::Topology) -> Self {
+        Self {
+            client,
+            subject: topology.stored_subject(),
+        }
+    }
+
+    async fn send(&self) {
+        if let Err(e) = self
+            .client
+            .publish(self.subject.clone(), bytes::Bytes::new())
+            .await
+        {
+            tracing::debug!(error = %e, "the relay was not signalled (it polls)");
+        }
+    }
+}
+
 struct Inner<A: Aggregate> {
+    /// Whom to tell that events were stored (the relay); no one if never set (tools that
+    /// store an event or two leave it to the relay's poll).
+    stored: std::sync::OnceLock<StoredSignal>,
     /// Reads: cqrs-es's loading from the snapshot and the events after it.
     loads: PersistedEventStore<PostgresEventRepository, A>,
     /// Writes: the events and the snapshot in one transaction (postgres-es).
@@ -84,11 +118,17 @@ where
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                stored: std::sync::OnceLock::new(),
                 loads,
                 writes: repository(pool),
                 snapshot_every,
             }),
         }
+    }
+
+    /// Signals `signal` after each commit from now on (the first signal set stays).
+    pub fn signal_stored(&self, signal: StoredSignal) {
+        let _ = self.inner.stored.set(signal);
     }
 
     /// The aggregate as stored, with its sequence and snapshot version.
@@ -155,6 +195,9 @@ where
             _ => None,
         };
         self.inner.writes.persist::<A>(&events, snapshot).await?;
+        if let Some(signal) = self.inner.stored.get() {
+            signal.send().await;
+        }
         Ok(())
     }
 }

@@ -10,8 +10,11 @@
 //! * Any number of relays may run (one per gateway replica): a PostgreSQL advisory lock, held
 //!   by a dedicated connection, elects one. If its process or connection dies the lock is
 //!   released and a standby takes over within a second.
-//! * Woken at commit by `NOTIFY eriop_events`, with a slow poll as a safety net; while NATS is
-//!   down it retries with backoff and catches up when NATS returns.
+//! * Woken after a commit by the gateway that stored the events (`eriop.stored` on core NATS,
+//!   [`crate::services::event_log::StoredSignal`]), with a slow poll as a safety net; while
+//!   NATS is down it retries with backoff and catches up when NATS returns. (It was
+//!   `NOTIFY` in the storing transaction until migration 0028: that serialized every
+//!   command's commit behind the one before it, WAL flush included.)
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,13 +26,14 @@ use eriop_nats::backoff::Backoff;
 use eriop_nats::streams::ensure_streams;
 use eriop_nats::NatsError;
 use eriop_nats::{StoredEvent, Topology};
-use sqlx::postgres::{PgConnectOptions, PgListener};
+use futures::{FutureExt, StreamExt};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::types::Json;
 use sqlx::{Connection, PgPool};
 
 /// The advisory lock key of the relay ("ERIOPRLY" as a big-endian i64).
 const LOCK_KEY: i64 = 0x4552_494f_5052_4c59;
-/// How often a standby asks for the lock, and how often the leader polls without a NOTIFY.
+/// How often a standby asks for the lock, and how often the leader polls without a signal.
 const POLL: Duration = Duration::from_secs(1);
 
 /// What the relay is doing, for health and tests.
@@ -106,8 +110,12 @@ impl Relay {
         self.status.leader.store(true, Ordering::SeqCst);
         tracing::info!("relay: active (holds the relay lock)");
 
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen("eriop_events").await?;
+        let mut stored = self
+            .js
+            .client()
+            .subscribe(self.topology.stored_subject())
+            .await
+            .map_err(NatsError::client)?;
         let mut nats_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut streams_ready = false;
         loop {
@@ -131,7 +139,13 @@ impl Relay {
                 Err(e) => return Err(e),
             }
             tokio::select! {
-                notified = listener.recv() => { notified?; }
+                signal = stored.next() => {
+                    if signal.is_none() {
+                        return Err(NatsError::Ended("the stored-events signal").into());
+                    }
+                    // One drain answers every signal already here.
+                    while let Some(Some(_)) = stored.next().now_or_never() {}
+                }
                 _ = tokio::time::sleep(POLL) => {}
             }
             // The lock lives exactly as long as this connection: check it is still there.

@@ -129,17 +129,35 @@ async fn each_service_has_its_own_nats_user_and_the_bridge_cannot_write_events()
         (said.subject.as_str(), &said.payload[..]),
         (hint.as_str(), &b"1"[..])
     );
-    let (forger, mut refused) = with_server_errors(&server, "bridge", "bridge-secret").await;
-    forger.publish(hint.clone(), "9".into()).await.unwrap();
-    forger.flush().await.unwrap();
-    let refusal = tokio::time::timeout(Duration::from_secs(5), refused.recv())
+    // A gateway's stored signal reaches the relay, in whichever gateway it runs.
+    let mut relay = gateway
+        .client()
+        .subscribe(topology.stored_subject())
         .await
-        .expect("the server refuses the bridge's hint")
         .unwrap();
-    assert!(
-        refusal.to_lowercase().contains("permissions violation"),
-        "{refusal}"
-    );
+    gateway.query_account().await.unwrap();
+    gateway
+        .client()
+        .publish(topology.stored_subject(), "".into())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut relay))
+        .await
+        .expect("the relay hears a gateway's stored signal")
+        .unwrap();
+    let (forger, mut refused) = with_server_errors(&server, "bridge", "bridge-secret").await;
+    for subject in [hint.clone(), topology.stored_subject()] {
+        forger.publish(subject.clone(), "9".into()).await.unwrap();
+        forger.flush().await.unwrap();
+        let refusal = tokio::time::timeout(Duration::from_secs(5), refused.recv())
+            .await
+            .expect("the server refuses the bridge's publish")
+            .unwrap();
+        assert!(
+            refusal.to_lowercase().contains("permissions violation") && refusal.contains(&subject),
+            "{refusal}"
+        );
+    }
 
     // An auditor reads EVENTS, and nothing else; writes nothing.
     let auditor = connect(&server, "auditor", "auditor-secret").await;

@@ -65,3 +65,60 @@ async fn of_two_relays_one_wins_and_the_other_takes_over() {
     assert_eq!(ids.len() as u64, stored + 3, "each event once");
     assert_eq!(standby.published(), 3);
 }
+
+/// The relay is woken by the gateway that stored events (`eriop.stored` on core NATS, sent
+/// after the commit), no longer by `NOTIFY` in the storing transaction, which serialized
+/// every commit (migration 0028). An event stored by anything else, without a signal, is
+/// relayed all the same by the relay's poll.
+#[tokio::test]
+async fn a_gateway_signals_what_it_stored_and_an_event_stored_by_sql_is_relayed_too() {
+    use futures::StreamExt;
+    let app = TestApp::spawn().await;
+    let client = connect::nats(&eriop_tests::nats_url(), "test-signal")
+        .await
+        .unwrap();
+    let mut signals = client
+        .subscribe(app.topology.stored_subject())
+        .await
+        .unwrap();
+    // A round trip: the server has the subscription before the command.
+    async_nats::jetstream::new(client.clone())
+        .query_account()
+        .await
+        .unwrap();
+    let agency = app.created_agency("Granby").await;
+    tokio::time::timeout(Duration::from_secs(10), signals.next())
+        .await
+        .expect("the gateway signals the relay after storing")
+        .unwrap();
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM pg_trigger WHERE tgname = 'events_relay_notify'")
+            .await,
+        0,
+        "no NOTIFY from the storing transaction"
+    );
+
+    // Stored by SQL, as a tool would: no signal, and still relayed.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'agency', aggregate_id, 2, 'AgencyRenamed', '1.0',
+                jsonb_build_object('AgencyRenamed', jsonb_build_object('name', 'Granby-Est')),
+                metadata - 'previous_hash'
+           FROM events WHERE aggregate_type = 'agency' AND aggregate_id = $1",
+    )
+    .bind(agency["id"].as_str().unwrap())
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let stored = app.db.count("SELECT count(*) FROM events").await as u64;
+    app.await_stream_len(stored).await;
+    wait::until(
+        "the read model shows it",
+        Duration::from_secs(30),
+        || async {
+            (app.agency(agency["id"].as_str().unwrap()).await["name"] == "Granby-Est").then_some(())
+        },
+    )
+    .await;
+}
