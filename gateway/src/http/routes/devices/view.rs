@@ -31,14 +31,26 @@ pub(crate) struct DeviceRow {
     pub uptime_secs: Option<i64>,
 }
 
-pub(crate) const SELECT: &str =
-    "SELECT d.id, d.class_id, c.name AS class_name, d.registry, d.serial, d.name,
+/// The columns of a [`DeviceRow`] and their joins, over devices aliased `d`: `$from` is
+/// `devices` or a subquery of it (a page, `registry::list`).
+macro_rules! device_view {
+    ($from:literal) => {
+        concat!(
+            "SELECT d.id, d.class_id, c.name AS class_name, d.registry, d.serial, d.name,
         d.functions, d.offline_after_secs, c.offline_after_secs AS class_offline_after_secs,
         d.online, d.status_changed_at, d.created_at,
         a.last_activity, a.last_heartbeat, a.uptime_secs
-   FROM devices d
+   FROM ",
+            $from,
+            " d
    JOIN device_classes c ON c.id = d.class_id
-   LEFT JOIN device_activity a ON a.device_id = d.id";
+   LEFT JOIN device_activity a ON a.device_id = d.id"
+        )
+    };
+}
+pub(crate) use device_view;
+
+pub(crate) const SELECT: &str = device_view!("devices");
 
 /// A live device of the caller's agency, or 404 (another agency's device is not found).
 pub(crate) async fn find(scope: &AgencyScope, id: Uuid) -> Result<DeviceRow, ApiError> {
