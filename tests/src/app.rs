@@ -325,6 +325,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A subscription to `subject` on the test's NATS server (core NATS), in place on the
+    /// server when this returns: a round trip follows the subscribe (a flush only sends it).
+    pub async fn subscribed(&self, subject: String) -> async_nats::Subscriber {
+        let client = async_nats::connect(crate::nats_url()).await.unwrap();
+        let subscriber = client.subscribe(subject).await.unwrap();
+        jetstream::new(client).query_account().await.unwrap();
+        subscriber
+    }
+
     pub async fn jetstream(&self) -> jetstream::Context {
         let client = async_nats::connect(self.settings.nats_url_for_tests())
             .await

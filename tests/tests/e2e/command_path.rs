@@ -403,17 +403,9 @@ fn accepted(answered: &[(String, u16)]) -> Vec<String> {
 async fn a_projected_write_is_hinted_on_nats_and_wakes_the_waiting_command() {
     use futures::StreamExt;
     let app = TestApp::spawn().await;
-    let client = async_nats::connect(eriop_tests::nats_url()).await.unwrap();
-    let mut hints = client
-        .subscribe(app.topology.projected_subject("agency", "*"))
-        .await
-        .unwrap();
-    // A round trip: the server has the subscription before any command (a flush only
-    // sends it).
-    async_nats::jetstream::new(client.clone())
-        .query_account()
-        .await
-        .unwrap();
+    let mut hints = app
+        .subscribed(app.topology.projected_subject("agency", "*"))
+        .await;
 
     let agency = app.created_agency("Magog").await["id"]
         .as_str()

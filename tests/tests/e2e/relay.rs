@@ -74,18 +74,7 @@ async fn of_two_relays_one_wins_and_the_other_takes_over() {
 async fn a_gateway_signals_what_it_stored_and_an_event_stored_by_sql_is_relayed_too() {
     use futures::StreamExt;
     let app = TestApp::spawn().await;
-    let client = connect::nats(&eriop_tests::nats_url(), "test-signal")
-        .await
-        .unwrap();
-    let mut signals = client
-        .subscribe(app.topology.stored_subject())
-        .await
-        .unwrap();
-    // A round trip: the server has the subscription before the command.
-    async_nats::jetstream::new(client.clone())
-        .query_account()
-        .await
-        .unwrap();
+    let mut signals = app.subscribed(app.topology.stored_subject()).await;
     let agency = app.created_agency("Granby").await;
     tokio::time::timeout(Duration::from_secs(10), signals.next())
         .await
