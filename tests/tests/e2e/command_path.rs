@@ -437,21 +437,14 @@ async fn a_projected_write_is_hinted_on_nats_and_wakes_the_waiting_command() {
 
     // The gateway counts its looks by what woke them: the hints did wake some. Without
     // hints, every look after the first would be a pause's.
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let looks = |woken_by: &str| -> f64 {
-        let key = format!("eriop_gateway_read_your_writes_looks_total{{woken_by=\"{woken_by}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&key)?.parse().ok())
-            .unwrap_or(0.0)
+    let metrics = crate::metrics::scrape(&app, &app.base).await;
+    let looks = |woken_by: &str| {
+        crate::metrics::sample(
+            &metrics,
+            "eriop_gateway_read_your_writes_looks_total",
+            &format!("woken_by=\"{woken_by}\""),
+        )
+        .unwrap_or(0.0)
     };
     assert!(looks("first") >= 2.0, "{metrics}");
     assert!(looks("hint") >= 1.0, "{metrics}");

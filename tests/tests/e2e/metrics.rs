@@ -12,7 +12,7 @@ use crate::devices::{app_on, create_class, light, register, rows};
 
 /// The value of the sample `name{labels}` in an exposition (labels exactly as written,
 /// in their order), or `None` when it is not there.
-fn sample(exposition: &str, name: &str, labels: &str) -> Option<f64> {
+pub(crate) fn sample(exposition: &str, name: &str, labels: &str) -> Option<f64> {
     let key = if labels.is_empty() {
         name.to_owned()
     } else {
@@ -45,7 +45,8 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     names
 }
 
-async fn scrape(app: &TestApp, base: &str) -> String {
+/// `/metrics` of the service at `base`, checked to be OpenMetrics text.
+pub(crate) async fn scrape(app: &TestApp, base: &str) -> String {
     let response = app
         .http
         .get(format!("{base}/metrics"))
