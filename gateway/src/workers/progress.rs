@@ -26,8 +26,10 @@ type Key = (String, Uuid);
 pub struct Progress {
     topology: Topology,
     watched: Mutex<HashMap<Key, Watched>>,
-    /// Subscribed, on a connected client: hints arrive, so waiters may look seldom.
-    live: AtomicBool,
+    /// Subscribed (the client given to [`Progress::run`] follows the hints)...
+    subscribed: AtomicBool,
+    /// ... on this client, which must be connected for hints to arrive.
+    client: std::sync::OnceLock<async_nats::Client>,
 }
 
 struct Watched {
@@ -40,13 +42,21 @@ impl Progress {
         Arc::new(Self {
             topology,
             watched: Mutex::new(HashMap::new()),
-            live: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            client: std::sync::OnceLock::new(),
         })
     }
 
-    /// Whether hints are arriving (as far as this gateway can tell).
+    /// Whether hints are arriving, as far as this gateway can tell: it is subscribed, and
+    /// its NATS connection is up now (asked at each wait, not at the last hint).
     pub fn live(&self) -> bool {
-        self.live.load(Ordering::Relaxed)
+        self.subscribed.load(Ordering::Relaxed)
+            && self.client.get().is_some_and(|c| {
+                matches!(
+                    c.connection_state(),
+                    async_nats::connection::State::Connected
+                )
+            })
     }
 
     /// Starts following one row; what is projected of it from now on wakes the watch.
@@ -101,19 +111,14 @@ impl Progress {
     /// Follows the hints until the task is aborted. A subscription that ends (the client
     /// closed) is made again after a backoff; while there is none, waiters look often.
     pub async fn run(self: Arc<Self>, client: async_nats::Client) {
+        let client = self.client.get_or_init(|| client).clone();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match client.subscribe(self.topology.projected_all()).await {
                 Ok(mut hints) => {
                     backoff.reset();
-                    let mut state = client.connection_state();
-                    self.set_live(&state);
+                    self.subscribed.store(true, Ordering::Relaxed);
                     while let Some(message) = hints.next().await {
-                        let now = client.connection_state();
-                        if now != state {
-                            self.set_live(&now);
-                            state = now;
-                        }
                         if let Some(hint) =
                             Hint::parse(&self.topology, &message.subject, &message.payload)
                         {
@@ -123,16 +128,9 @@ impl Progress {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot follow the read models' progress"),
             }
-            self.live.store(false, Ordering::Relaxed);
+            self.subscribed.store(false, Ordering::Relaxed);
             tokio::time::sleep(backoff.next_delay()).await;
         }
-    }
-
-    fn set_live(&self, state: &async_nats::connection::State) {
-        self.live.store(
-            matches!(state, async_nats::connection::State::Connected),
-            Ordering::Relaxed,
-        );
     }
 }
 
@@ -193,6 +191,10 @@ mod tests {
     #[tokio::test]
     async fn rows_nobody_watches_are_not_kept() {
         let progress = Progress::new(Topology::new("t"));
+        assert!(
+            !progress.live(),
+            "not following anything: waiters must poll"
+        );
         let id = Uuid::now_v7();
         progress.saw(hint(id, 1));
         assert_eq!(progress.watched(), 0);
