@@ -11,6 +11,7 @@ pub mod metadata;
 pub mod permission;
 pub mod refusal;
 pub mod role;
+pub mod telemetry;
 pub mod time;
 pub mod trace;
 pub mod user;

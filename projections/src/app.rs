@@ -171,9 +171,14 @@ impl App {
             self.telemetry_pool.clone(),
             self.retention_interval,
         );
+        let rollup = crate::telemetry::rollup::run(
+            self.telemetry_pool.clone(),
+            self.metrics.telemetry_minutes.clone(),
+        );
         tokio::select! {
             _ = consumers => {}
             _ = telemetry => {}
+            _ = rollup => {}
             _ = partitions => {}
             _ = retention => {}
             _ = ops => {}

@@ -24,6 +24,8 @@ pub struct ProjectionMetrics {
     up: Family<Projection, Gauge>,
     /// Telemetry rows committed (new rows: a redelivered sample is not counted twice).
     pub telemetry_rows: Counter,
+    /// Minutes of the telemetry rollup written (an agency's device attribute's minute each).
+    pub telemetry_minutes: Counter,
 }
 
 impl ProjectionMetrics {
@@ -43,6 +45,11 @@ impl ProjectionMetrics {
             "telemetry_rows",
             "Telemetry rows committed by this process (a redelivered sample counts once)",
             self.telemetry_rows.clone(),
+        );
+        registry.register(
+            "telemetry_minutes",
+            "Minutes of the telemetry rollup (one device attribute's each) written by this process",
+            self.telemetry_minutes.clone(),
         );
         registry.register(
             "consumer_up",

@@ -2,7 +2,10 @@
 //! agency's `telemetry_retention_days` (the event AgencyTelemetryRetentionSet, so each change
 //! is in the trail); this job deletes the agency's samples older than that, every
 //! `ERIOP_TELEMETRY_RETENTION_INTERVAL_SECS`. Agencies without one keep the platform's
-//! retention (on TimescaleDB, the hypertable's 400-day policy).
+//! retention (on TimescaleDB, the hypertable's 400-day policy). The cutoff is a whole minute:
+//! the rollup's minutes before it (`telemetry_minutes`, and their marks) go with the samples,
+//! and none stays rolled up from samples half deleted. (TimescaleDB's own policy drops raw
+//! chunks only: their minutes stay in the rollup, as a continuous aggregate's would.)
 //!
 //! Each agency's deletion runs in transactions scoped to that agency (row-level security
 //! lets it touch nothing else), in batches of [`BATCH`] rows so no transaction grows with the
@@ -38,7 +41,9 @@ pub async fn purge(
     tx.commit().await?;
     let mut purged = Vec::new();
     for (agency, days) in agencies {
-        let cutoff = now - chrono::Duration::days(days);
+        // A whole minute: the rollup's minutes before it go with their raw rows, and none
+        // is left rolled up from rows half deleted.
+        let cutoff = crate::telemetry::rollup::minute_of(now - chrono::Duration::days(days));
         let mut deleted = 0u64;
         loop {
             let mut tx = begin(telemetry, Scope::Agency(agency)).await?;
@@ -61,6 +66,17 @@ pub async fn purge(
                 break;
             }
         }
+        let mut tx = begin(telemetry, Scope::Agency(agency)).await?;
+        for table in ["telemetry_minutes", "telemetry_touched"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE agency_id = $1 AND minute < $2"
+            ))
+            .bind(agency)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         if deleted > 0 {
             tracing::info!(agency_id = %agency, deleted, retention_days = days, "telemetry past its agency's retention deleted");
             purged.push((agency, deleted));

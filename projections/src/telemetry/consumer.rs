@@ -269,7 +269,8 @@ impl TelemetryConsumer {
             }
             // A key repeated within the group (an MQTT redelivery in the same group) is
             // written once, the first time, as ON CONFLICT DO NOTHING would keep it.
-            copy_into(&mut tx, "telemetry_staging", &first_of_each_key(rows)).await?;
+            let firsts = first_of_each_key(rows);
+            copy_into(&mut tx, "telemetry_staging", &firsts).await?;
             written = sqlx::query(&format!(
                 "INSERT INTO telemetry ({cols}) SELECT {cols} FROM telemetry_staging{skip}",
                 cols = copy::COLUMNS,
@@ -282,6 +283,8 @@ impl TelemetryConsumer {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            // Which minutes the rollup must take again, committed with the rows.
+            super::rollup::mark(&mut tx, &firsts).await?;
             // The latest value only moves forward in device time: a late sample is stored
             // above, but does not replace a newer value here. The latest of each attribute
             // is picked here (a few hundred rows for a group of many thousands), in key order

@@ -1,6 +1,6 @@
 //! The telemetry model: a durable consumer of `TELEMETRY` that writes the telemetry table in
 //! batches with binary COPY (DESIGN.md, "Telemetry model"), and keeps each attribute's
-//! latest value.
+//! latest value and a rollup by minute ([`rollup`]).
 //!
 //! Exactly once, by construction: rows go through a staging table and one insert that skips
 //! every natural key (device, function, attribute, device time) already stored; rows and the
@@ -10,6 +10,7 @@
 mod consumer;
 mod copy;
 mod record;
+pub mod rollup;
 
 pub use consumer::TelemetryConsumer;
 pub use record::{Row, RowError};

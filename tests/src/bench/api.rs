@@ -8,7 +8,7 @@
 //! lagged past its bound and is counted apart).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 use reqwest::Method;
@@ -134,6 +134,47 @@ fn redact(args: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// Waits until a day's read of `device` takes every minute of its samples from the rollup:
+/// the minute of its last sample rolled up (no marks left before its end) and at least
+/// [`ROLLED_AFTER`] past it. Right after the ingest section that is up to about a minute;
+/// before it, the read's recent end is raw samples (a hundred a second for this device).
+///
+/// [`ROLLED_AFTER`]: eriop_gateway::telemetry::rollup::ROLLED_AFTER
+pub async fn rolled_up(stack: &Stack, device: &str) {
+    let Ok(device) = device.parse::<uuid::Uuid>() else {
+        return;
+    };
+    let last: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT max(time) FROM telemetry WHERE device_id = $1")
+            .bind(device)
+            .fetch_one(&stack.db)
+            .await
+            .unwrap_or(None);
+    let Some(last) = last else { return };
+    let minute_end = chrono::DateTime::from_timestamp(
+        eriop_domain::telemetry::minute_start(last.timestamp()) + 60,
+        0,
+    )
+    .unwrap_or(last);
+    let ready = minute_end + eriop_gateway::telemetry::rollup::ROLLED_AFTER;
+    eprintln!(
+        "api: waiting for the telemetry rollup to take the ingest's last minute (about {} s)...",
+        (ready - chrono::Utc::now()).num_seconds().max(0)
+    );
+    loop {
+        let marks: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM telemetry_touched WHERE minute < $1")
+                .bind(minute_end)
+                .fetch_one(&stack.db)
+                .await
+                .unwrap_or(1);
+        if marks == 0 && chrono::Utc::now() >= ready {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Authenticated reads: the device list, one device's telemetry over a day, one device.

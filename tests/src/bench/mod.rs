@@ -282,6 +282,7 @@ pub async fn run(options: &Options) -> Results {
 
     if options.runs(Section::Api) {
         let device = device.as_deref().unwrap_or_default();
+        api::rolled_up(&stack, device).await;
         results.reads = api::reads(&stack, device, options.api_seconds, options.connections).await;
         let (email, password) = bench_user(&stack).await;
         results.logins = Some(api::logins(&stack, &email, &password, options.logins).await);

@@ -132,11 +132,37 @@ async fn the_retention_cutoff_is_exclusive_and_time_is_an_input() {
         .await
         .unwrap();
     }
+    // Rolled up, as the projections would have: the rollup's minutes go with their samples.
+    sqlx::query(
+        "INSERT INTO telemetry_touched (agency_id, minute, device_ids)
+         SELECT agency_id, date_bin('1 minute', time, TIMESTAMPTZ '2000-01-03'), array_agg(device_id)
+           FROM telemetry WHERE agency_id = $1::uuid GROUP BY 1, 2",
+    )
+    .bind(&agency)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        eriop_projections::telemetry::rollup::roll(&app.db.pool, now)
+            .await
+            .unwrap(),
+        3
+    );
     let purged = eriop_projections::retention::purge(&app.db.pool, &app.db.pool, now)
         .await
         .unwrap();
     assert_eq!(purged.len(), 1);
     assert_eq!(purged[0].1, 1, "only the sample before the cutoff");
+    let rolled_up = app
+        .db
+        .count(&format!(
+            "SELECT sum(samples)::bigint FROM telemetry_minutes WHERE agency_id = '{agency}'"
+        ))
+        .await;
+    assert_eq!(
+        rolled_up, 2,
+        "the rollup keeps the minutes of the samples kept"
+    );
     let left = app
         .db
         .count(&format!(

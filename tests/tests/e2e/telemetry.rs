@@ -7,6 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use eriop_domain::device::talq;
 use eriop_gateway::telemetry::{series_sql, Agg};
 use eriop_nats::traffic::TelemetryBatch;
+use eriop_projections::telemetry::{rollup, Row};
 use eriop_tests::{wait, TestApp, TestDb};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -97,19 +98,60 @@ async fn query(
 }
 
 async fn insert(pool: &PgPool, agency: Uuid, device: Uuid, samples: &[(DateTime<Utc>, f64)]) {
-    for (t, v) in samples {
+    let rows: Vec<Row> = samples
+        .iter()
+        .map(|(t, v)| row(agency, device, "activePower", *t, Some(*v), None, None))
+        .collect();
+    store(pool, &rows).await;
+}
+
+fn row(
+    agency: Uuid,
+    device: Uuid,
+    attribute: &str,
+    time: DateTime<Utc>,
+    value_double: Option<f64>,
+    value_text: Option<&str>,
+    value_json: Option<Value>,
+) -> Row {
+    Row {
+        time,
+        agency_id: agency,
+        device_id: device,
+        function_id: "lampMonitor001".into(),
+        attribute: attribute.into(),
+        value_double,
+        value_text: value_text.map(str::to_owned),
+        value_json,
+    }
+}
+
+/// Rows stored as the projector stores them: the rows, and the rollup's marks of the
+/// minutes they touched, in one transaction.
+async fn store(pool: &PgPool, rows: &[Row]) {
+    let mut tx = pool.begin().await.unwrap();
+    for r in rows {
         sqlx::query(
-            "INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_double)
-             VALUES ($1, $2, $3, 'lampMonitor001', 'activePower', $4)",
+            "INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute,
+                                    value_double, value_text, value_json)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(t)
-        .bind(agency)
-        .bind(device)
-        .bind(v)
-        .execute(pool)
+        .bind(r.time)
+        .bind(r.agency_id)
+        .bind(r.device_id)
+        .bind(&r.function_id)
+        .bind(&r.attribute)
+        .bind(r.value_double)
+        .bind(&r.value_text)
+        .bind(&r.value_json)
+        .execute(&mut *tx)
         .await
         .unwrap();
     }
+    rollup::mark(&mut tx, &rows.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
 }
 
 #[tokio::test]
@@ -166,7 +208,234 @@ async fn telemetry_buckets_are_the_same_on_postgresql_and_timescaledb() {
             &format!("TimescaleDB {agg:?} exact={exact}"),
         );
     }
+    // Through the rollup: first with every minute still marked (read raw), then rolled up.
+    let now = start + chrono::Duration::days(1);
+    for rolled_up in [false, true] {
+        if rolled_up {
+            for pool in [&pg.pool, &timescale] {
+                assert!(rollup::roll(pool, now).await.unwrap() > 0);
+            }
+        }
+        for agg in Agg::ALL {
+            let want = expected(&data, agg);
+            for (pool, timescale, name) in [
+                (&pg.pool, false, "PostgreSQL"),
+                (&timescale, true, "TimescaleDB"),
+            ] {
+                let what = format!("{name} {agg:?} through the rollup (rolled up: {rolled_up})");
+                let (start, end) = eriop_gateway::telemetry::rollup::split(from, to, now);
+                let seen = query_rolled(
+                    pool,
+                    timescale,
+                    agg,
+                    agency,
+                    device,
+                    (from, to),
+                    (start, end),
+                )
+                .await;
+                assert_series(&seen, &want, &what);
+            }
+        }
+    }
     eriop_migrations::down(&timescale, 0).await.unwrap();
+}
+
+/// The series through the rollup ([`eriop_gateway::telemetry::rollup::series_sql`]).
+async fn query_rolled(
+    pool: &PgPool,
+    timescale: bool,
+    agg: Agg,
+    agency: Uuid,
+    device: Uuid,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+) -> Vec<(DateTime<Utc>, f64, i64)> {
+    let rows: Vec<(DateTime<Utc>, Option<Value>, i64)> = sqlx::query_as(
+        &eriop_gateway::telemetry::rollup::series_sql(timescale, agg),
+    )
+    .bind(BUCKET_SECS as f64)
+    .bind(agency.to_string())
+    .bind(device)
+    .bind("lampMonitor001")
+    .bind("activePower")
+    .bind(from)
+    .bind(to)
+    .bind(start)
+    .bind(end)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(b, v, n)| (b, v.and_then(|v| v.as_f64()).unwrap(), n))
+        .collect()
+}
+
+/// A small deterministic generator (xorshift64*): the same samples on every run.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The rollup answers what the raw samples answer. Samples of every kind (numbers, huge
+/// ones, texts, booleans, JSON, none), on two attributes, at random times over six hours,
+/// beside another agency's under the same device id; part of them rolled up, then late
+/// samples into rolled-up minutes (marked again). Every aggregate, bucket sizes of 1 min to
+/// 1 day, ranges cut anywhere: the series through the rollup is the series of the raw rows
+/// (the exact one, whose average is over numeric as the rollup's is).
+#[tokio::test]
+async fn a_series_through_the_rollup_is_the_series_of_its_raw_samples() {
+    let db = TestDb::migrated().await;
+    let (agency, other, device) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let start = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
+    let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
+    let sample = |rng: &mut Xorshift, agency: Uuid, at: DateTime<Utc>| {
+        let attribute = ["activePower", "lampOn"][rng.below(2) as usize];
+        match rng.below(8) {
+            0 => row(agency, device, attribute, at, None, Some("=text"), None),
+            1 => row(
+                agency,
+                device,
+                attribute,
+                at,
+                None,
+                None,
+                Some(json!(rng.below(2) == 0)),
+            ),
+            2 => row(
+                agency,
+                device,
+                attribute,
+                at,
+                None,
+                None,
+                Some(json!({"k": rng.below(9)})),
+            ),
+            3 => row(agency, device, attribute, at, Some(1.7e308), None, None),
+            4 => row(agency, device, attribute, at, None, None, None),
+            _ => {
+                let v = (rng.below(2_000_001) as f64 - 1_000_000.0) / 1_000.0;
+                row(agency, device, attribute, at, Some(v), None, None)
+            }
+        }
+    };
+    // Distinct times (the natural key), at the microsecond.
+    let mut times: Vec<i64> = (0..600)
+        .map(|_| rng.below(6 * 3_600_000_000) as i64)
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    let at = |micros: i64| start + chrono::Duration::microseconds(micros);
+    let (first, late): (Vec<i64>, Vec<i64>) =
+        times.iter().copied().partition(|_| rng.below(5) != 0);
+    let rows: Vec<Row> = first
+        .iter()
+        .map(|t| {
+            let owner = if rng.below(10) == 0 { other } else { agency };
+            sample(&mut rng, owner, at(*t))
+        })
+        .collect();
+    store(&db.pool, &rows).await;
+    // The first four hours rolled up; the rest still marked.
+    let rolled = rollup::roll(&db.pool, start + chrono::Duration::hours(4))
+        .await
+        .unwrap();
+    assert!(rolled > 0);
+    let late: Vec<Row> = late
+        .iter()
+        .map(|t| sample(&mut rng, agency, at(*t)))
+        .collect();
+    store(&db.pool, &late).await;
+    let marked = db.count("SELECT count(*) FROM telemetry_touched").await;
+    assert!(marked > 0, "late samples marked their minutes again");
+
+    let mut compared = 0;
+    for round in 0..60 {
+        let bucket = [60, 120, 300, 900, 3_600, 86_400][round % 6];
+        let from = at(rng.below(5 * 3_600_000_000) as i64 - 1_800_000_000);
+        let to = from + chrono::Duration::seconds(rng.below(5 * 3_600) as i64 + 1);
+        // "Now" anywhere from the data's start to after its end: the recent end read raw.
+        let now = start + chrono::Duration::seconds(rng.below(8 * 3_600) as i64);
+        let (cut_start, cut_end) = eriop_gateway::telemetry::rollup::split(from, to, now);
+        for attribute in ["activePower", "lampOn"] {
+            for agg in Agg::ALL {
+                let through_rollup = series_rows(
+                    &db.pool,
+                    &eriop_gateway::telemetry::rollup::series_sql(false, agg),
+                    bucket,
+                    (agency, device, attribute),
+                    (from, to),
+                    Some((cut_start, cut_end)),
+                )
+                .await;
+                let raw = series_rows(
+                    &db.pool,
+                    &series_sql(false, agg, true),
+                    bucket,
+                    (agency, device, attribute),
+                    (from, to),
+                    None,
+                )
+                .await;
+                assert_eq!(
+                    through_rollup.len(),
+                    raw.len(),
+                    "{agg:?} {bucket}s {from}..{to} now {now}"
+                );
+                for (r, w) in through_rollup.iter().zip(&raw) {
+                    assert_eq!((r.0, r.2), (w.0, w.2), "{agg:?} {bucket}s {from}..{to}");
+                    match (&r.1, &w.1) {
+                        (Some(Value::Number(a)), Some(Value::Number(b))) => {
+                            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+                            assert!(
+                                (a - b).abs() <= 1e-12 * a.abs().max(b.abs()),
+                                "{agg:?}: {a} vs {b}"
+                            );
+                        }
+                        (a, b) => assert_eq!(a, b, "{agg:?} {bucket}s {from}..{to}"),
+                    }
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        compared > 500,
+        "the ranges held data: {compared} buckets compared"
+    );
+}
+
+/// (bucket, value, samples) of a series query, either kind.
+async fn series_rows(
+    pool: &PgPool,
+    sql: &str,
+    bucket: i64,
+    (agency, device, attribute): (Uuid, Uuid, &str),
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    cut: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> Vec<(DateTime<Utc>, Option<Value>, i64)> {
+    let mut query = sqlx::query_as(sql)
+        .bind(bucket as f64)
+        .bind(agency.to_string())
+        .bind(device)
+        .bind("lampMonitor001")
+        .bind(attribute)
+        .bind(from)
+        .bind(to);
+    if let Some((start, end)) = cut {
+        query = query.bind(start).bind(end);
+    }
+    query.fetch_all(pool).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -207,37 +476,43 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
         (start - chrono::Duration::hours(1)).to_rfc3339(),
         (start + chrono::Duration::hours(1)).to_rfc3339(),
     );
-    for agg in Agg::ALL {
-        let body: Value = app
-            .http
-            .get(app.api(&format!("/devices/{device_id}/telemetry")))
-            .query(&[
-                ("attribute", "lampMonitor001.activePower"),
-                ("from", &from),
-                ("to", &to),
-                ("bucket", "5m"),
-                ("agg", agg.name()),
-            ])
-            .bearer_auth(&app.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let seen: Vec<(DateTime<Utc>, f64, i64)> = body["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["time"].as_str().unwrap().parse().unwrap(),
-                    p["value"].as_f64().unwrap(),
-                    p["samples"].as_i64().unwrap(),
-                )
+    // Rolled up (the samples are two hours old: their minutes closed long ago), then a
+    // late sample into a rolled-up minute: in the series at once (its minute marked, so read
+    // raw), and still once rolled up again.
+    let mut data = data;
+    for late in [false, true] {
+        if late {
+            let at = start + chrono::Duration::seconds(41);
+            let value = talq::typed_value(
+                talq::attribute_type("LampMonitorFunction", "activePower"),
+                &json!(1000.0),
+            );
+            let record = talq::attribute_log_data(
+                device_id,
+                "lampMonitor001",
+                "activePower",
+                &value,
+                &at.to_rfc3339(),
+            );
+            publish(&app, agency, vec![record]).await;
+            let stored = format!("SELECT count(*) FROM telemetry WHERE value_double = 1000 AND device_id = '{device_id}'");
+            wait::until_eq("the late sample", Duration::from_secs(30), 1, || {
+                app.db.count(&stored)
             })
-            .collect();
-        assert_series(&seen, &expected(&data, agg), agg.name());
+            .await;
+            data.push((at, 1000.0));
+            assert_api_series(&app, device_id, &data, &from, &to).await;
+        }
+        let marks = format!("SELECT count(*) FROM telemetry_touched WHERE agency_id = '{agency}'");
+        wait::until_eq("the rollup", Duration::from_secs(30), 0, || {
+            app.db.count(&marks)
+        })
+        .await;
+        assert_eq!(
+            app.db.count(&format!("SELECT sum(samples)::bigint FROM telemetry_minutes WHERE device_id = '{device_id}'")).await,
+            data.len() as i64
+        );
+        assert_api_series(&app, device_id, &data, &from, &to).await;
     }
     let csv = app
         .http
@@ -252,8 +527,8 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
         .unwrap();
     assert_eq!(
         csv.lines().count(),
-        1 + 30,
-        "header and this agency's 30 samples"
+        1 + 31,
+        "header and this agency's 31 samples"
     );
     assert!(!csv.contains("1000000"));
 
@@ -399,28 +674,76 @@ async fn a_series_of_values_near_the_largest_float_is_averaged_not_a_server_erro
         ],
     )
     .await;
-    let series = |agg: Agg| {
+    let series = |agg: Agg, bucket: &'static str| {
         app.http
             .get(app.api(&format!("/devices/{device}/telemetry")))
             .query(&[
                 ("attribute", "lampMonitor001.activePower"),
                 ("from", "2026-03-01T09:00:00Z"),
                 ("to", "2026-03-01T11:00:00Z"),
-                ("bucket", "1h"),
+                ("bucket", bucket),
                 ("agg", agg.name()),
             ])
             .bearer_auth(&app.token)
             .send()
     };
-    for agg in [Agg::Avg, Agg::Max] {
-        let response = series(agg).await.unwrap();
-        assert_eq!(response.status(), 200, "{agg:?}");
+    // Whole minutes (through the rollup, its sums exact) and 30 s (the raw samples, whose
+    // float8 average overflows and is taken again over numeric).
+    for (agg, bucket) in [Agg::Avg, Agg::Max]
+        .into_iter()
+        .flat_map(|agg| [(agg, "1h"), (agg, "30s")])
+    {
+        let response = series(agg, bucket).await.unwrap();
+        assert_eq!(response.status(), 200, "{agg:?} {bucket}");
         let body: Value = response.json().await.unwrap();
         let points = body["points"].as_array().unwrap();
         assert_eq!(points.len(), 1, "{agg:?}: {body}");
         assert_eq!(points[0]["samples"], 2);
         let value = points[0]["value"].as_f64().unwrap();
         assert!((value / 1.7e308 - 1.0).abs() < 1e-12, "{agg:?}: {value}");
+    }
+}
+
+/// The API's series of the device's `lampMonitor001.activePower`, in 5 min buckets, for
+/// each aggregate, is the one computed from `data`.
+async fn assert_api_series(
+    app: &TestApp,
+    device_id: Uuid,
+    data: &[(DateTime<Utc>, f64)],
+    from: &str,
+    to: &str,
+) {
+    for agg in Agg::ALL {
+        let body: Value = app
+            .http
+            .get(app.api(&format!("/devices/{device_id}/telemetry")))
+            .query(&[
+                ("attribute", "lampMonitor001.activePower"),
+                ("from", from),
+                ("to", to),
+                ("bucket", "5m"),
+                ("agg", agg.name()),
+            ])
+            .bearer_auth(&app.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let seen: Vec<(DateTime<Utc>, f64, i64)> = body["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["time"].as_str().unwrap().parse().unwrap(),
+                    p["value"].as_f64().unwrap(),
+                    p["samples"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_series(&seen, &expected(data, agg), agg.name());
     }
 }
 

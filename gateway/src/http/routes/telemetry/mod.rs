@@ -1,6 +1,10 @@
 //! `GET /api/v1/devices/{id}/telemetry` (a bucketed series) and `.../telemetry/export` (raw
 //! CSV, streamed). Both act for the caller's agency: the query filters by agency, and on
-//! plain PostgreSQL row-level security filters again (DESIGN.md rule 7).
+//! plain PostgreSQL row-level security filters again (DESIGN.md rule 7). A series whose
+//! buckets are whole minutes is read through the rollup ([`rollup`]), any other from the raw
+//! samples.
+
+pub mod rollup;
 
 use std::sync::OnceLock;
 
@@ -172,6 +176,12 @@ pub async fn series(
         ));
     }
     let timescale = timescale(&state).await?;
+    if eriop_domain::telemetry::whole_minutes(bucket) {
+        let (start, end) = rollup::split(params.from, params.to, Utc::now());
+        let sql = rollup::series_sql(timescale, params.agg);
+        let rows = series_rows(&scope, &sql, &params, id, bucket, Some((start, end))).await?;
+        return Ok(answer(id, &params, bucket, rows));
+    }
     // The average in float8 first (fast); a device's hostile values (1e308 twice) overflow
     // its sum, which PostgreSQL answers with an error (22003), not a value: that series is
     // then averaged over numeric, slower but exact, rather than answered with a 500.
@@ -181,6 +191,7 @@ pub async fn series(
         &params,
         id,
         bucket,
+        None,
     )
     .await
     {
@@ -192,45 +203,54 @@ pub async fn series(
                 &params,
                 id,
                 bucket,
+                None,
             )
             .await?
         }
         rows => rows?,
     };
+    Ok(answer(id, &params, bucket, rows))
+}
+
+fn answer(device: Uuid, params: &SeriesParams, bucket: i64, rows: Vec<Point>) -> Response {
     let points: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|p| serde_json::json!({ "time": p.bucket, "value": p.value, "samples": p.samples }))
         .collect();
-    Ok(Json(serde_json::json!({
-        "device_id": id,
+    Json(serde_json::json!({
+        "device_id": device,
         "attribute": params.attribute,
         "agg": params.agg.name(),
         "bucket_seconds": bucket,
         "points": points,
     }))
-    .into_response())
+    .into_response()
 }
 
-/// The rows of the series query `sql` (see [`series_sql`]), in a transaction of its own.
+/// The rows of the series query `sql` (see [`series_sql`]), in a transaction of its own;
+/// `rolled`: the rollup's part of the range ([`rollup::series_sql`]'s `$8` and `$9`).
 async fn series_rows(
     scope: &crate::http::scope::AgencyScope,
     sql: &str,
     params: &SeriesParams,
     device: Uuid,
     bucket: i64,
+    rolled: Option<(DateTime<Utc>, DateTime<Utc>)>,
 ) -> Result<Vec<Point>, ApiError> {
     let (function_id, attribute) = split_attribute(&params.attribute);
     let mut tx = scope.begin_telemetry().await?;
-    Ok(sqlx::query_as(sql)
+    let mut query = sqlx::query_as(sql)
         .bind(bucket as f64)
         .bind(scope.agency().to_string())
         .bind(device)
         .bind(function_id)
         .bind(attribute)
         .bind(params.from)
-        .bind(params.to)
-        .fetch_all(&mut *tx)
-        .await?)
+        .bind(params.to);
+    if let Some((start, end)) = rolled {
+        query = query.bind(start).bind(end);
+    }
+    Ok(query.fetch_all(&mut *tx).await?)
 }
 
 /// A value out of float8's range (SQLSTATE 22003), as an overflowing sum raises.

@@ -1,0 +1,2 @@
+DROP TABLE telemetry_touched;
+DROP TABLE telemetry_minutes;
