@@ -115,16 +115,21 @@ impl App {
         let (metrics, js, topology) =
             (self.metrics.clone(), self.js.clone(), self.topology.clone());
         let (nats, pool) = (self.nats.clone(), self.pool.clone());
+        let telemetry = self.telemetry_pool.clone();
         eriop_nats::metrics::router(
             Arc::new(self.metrics.registry()),
             Arc::new(move || {
-                let (metrics, js, topology, projections) = (
+                let (metrics, js, topology, projections, telemetry) = (
                     metrics.clone(),
                     js.clone(),
                     topology.clone(),
                     projections.clone(),
+                    telemetry.clone(),
                 );
-                Box::pin(async move { metrics.refresh(&js, &topology, &projections).await })
+                Box::pin(async move {
+                    metrics.refresh(&js, &topology, &projections).await;
+                    metrics.refresh_rollup(&telemetry).await;
+                })
             }),
             Arc::new(move || {
                 let (nats, pool) = (nats.clone(), pool.clone());

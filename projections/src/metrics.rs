@@ -26,6 +26,8 @@ pub struct ProjectionMetrics {
     pub telemetry_rows: Counter,
     /// Minutes of the telemetry rollup written (an agency's device attribute's minute each).
     pub telemetry_minutes: Counter,
+    /// How long the oldest closed minute has waited for the rollup (0: none waits).
+    rollup_behind: Gauge<f64, AtomicU64>,
 }
 
 impl ProjectionMetrics {
@@ -52,11 +54,44 @@ impl ProjectionMetrics {
             self.telemetry_minutes.clone(),
         );
         registry.register(
+            "telemetry_rollup_behind_seconds",
+            "How long the oldest closed minute has waited for the telemetry rollup, read at each scrape (0 when none waits)",
+            self.rollup_behind.clone(),
+        );
+        registry.register(
             "consumer_up",
             "1 when the projection's durable consumer answered at the last scrape, else 0",
             self.up.clone(),
         );
         registry
+    }
+
+    /// Reads how far the telemetry rollup is behind: the age of the oldest mark of a minute
+    /// it should have taken (closed for more than its grace and a turn). Unknown (the
+    /// database away) leaves the last value.
+    pub async fn refresh_rollup(&self, telemetry: &sqlx::PgPool) {
+        let due = crate::telemetry::rollup::GRACE + crate::telemetry::rollup::EVERY;
+        // Marks are the agencies' rows: read across agencies, as the rollup does.
+        let behind = async {
+            let mut tx = eriop_nats::db::begin(telemetry, eriop_nats::db::Scope::All).await?;
+            let seconds: Option<f64> = sqlx::query_scalar(
+                "SELECT extract(epoch FROM now() - INTERVAL '1 minute' - $1 * INTERVAL '1 second' - min(minute))::float8
+                   FROM telemetry_touched
+                  WHERE minute < now() - INTERVAL '1 minute' - $1 * INTERVAL '1 second'",
+            )
+            .bind(due.as_secs_f64())
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(seconds)
+        }
+        .await;
+        match behind {
+            Ok(seconds) => {
+                self.rollup_behind.set(seconds.unwrap_or(0.0).max(0.0));
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the telemetry rollup's backlog"),
+        }
     }
 
     /// Reads each projection's durable consumer: what is pending, and how old the first of

@@ -9,7 +9,7 @@
 //! not in ingest's transaction: an upsert a sample costs ingest 60-80% more database time
 //! (docs/BENCHMARKS.md), and ingest is what agencies cannot lose.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -77,45 +77,36 @@ pub async fn mark(
     Ok(())
 }
 
-/// One step: takes up to [`MARKS_A_STEP`] marks of minutes before `closed`, and rolls those
-/// minutes up again from the raw rows. `$1` closed, `$2` marks a step. Answers the minutes
-/// written (one per agency, device, attribute and minute).
-///
-/// The raw rows of an agency's minute are read once, from `telemetry_agency_time_idx`, for
-/// all its marked devices together: at the end of a minute, that is every device reporting.
-const STEP: &str = "
-WITH marks AS (
-    DELETE FROM telemetry_touched
-     WHERE ctid = ANY (ARRAY(SELECT ctid FROM telemetry_touched WHERE minute < $1
-                              ORDER BY minute LIMIT $2))
-    RETURNING agency_id, minute, device_ids
-), pending AS (
-    SELECT agency_id, minute, array_agg(DISTINCT device_id) AS device_ids
-      FROM marks, unnest(device_ids) AS device_id
-     GROUP BY agency_id, minute
-), minutes AS (
-    SELECT t.agency_id, t.device_id, t.function_id, t.attribute, p.minute,
-           count(*) AS samples, count(t.value_double) AS numeric_samples,
-           sum(t.value_double::numeric) AS sum_value,
-           min(t.value_double) AS min_value, max(t.value_double) AS max_value,
-           max(t.time) AS last_time
-      FROM pending p
-      JOIN telemetry t ON t.agency_id = p.agency_id
-                      AND t.time >= p.minute AND t.time < p.minute + INTERVAL '1 minute'
-                      AND t.device_id = ANY (p.device_ids)
-     GROUP BY t.agency_id, t.device_id, t.function_id, t.attribute, p.minute
-)
+/// Takes (deletes and answers) up to `$2` marks of minutes before `$1`, oldest first.
+const TAKE: &str = "
+DELETE FROM telemetry_touched
+ WHERE ctid = ANY (ARRAY(SELECT ctid FROM telemetry_touched WHERE minute < $1
+                          ORDER BY minute LIMIT $2))
+RETURNING agency_id, minute, device_ids";
+
+/// Rolls up one agency's minute (`$1` agency, `$2` minute) for the devices `$3`, from the
+/// raw rows: read once, from `telemetry_agency_time_idx`, for all those devices together (at
+/// the end of a minute, every device reporting). Planned with the values (see [`roll`]):
+/// only that day's partition, and the devices looked up in a hash.
+const ROLL_MINUTE: &str = "
 INSERT INTO telemetry_minutes (agency_id, device_id, function_id, attribute, minute, samples,
                                numeric_samples, sum_value, min_value, max_value, last_time, last_value)
 -- The latest sample's value, whatever its type (the series' `last`), by its key: one index
--- lookup a minute, not a sort of the minute's samples.
+-- lookup a rolled-up row, not a sort of the minute's samples.
 SELECT m.*, (SELECT CASE WHEN jsonb_typeof(l.value_json) = 'boolean' THEN l.value_json
                          ELSE coalesce(to_jsonb(l.value_double), to_jsonb(l.value_text), l.value_json) END
                FROM telemetry l
               WHERE l.device_id = m.device_id AND l.function_id = m.function_id
                 AND l.attribute = m.attribute AND l.time = m.last_time AND l.agency_id = m.agency_id)
-  FROM minutes m
- ORDER BY m.agency_id, m.device_id, m.function_id, m.attribute, m.minute
+  FROM (SELECT t.agency_id, t.device_id, t.function_id, t.attribute, $2::timestamptz AS minute,
+               count(*) AS samples, count(t.value_double) AS numeric_samples,
+               sum(t.value_double::numeric) AS sum_value,
+               min(t.value_double) AS min_value, max(t.value_double) AS max_value,
+               max(t.time) AS last_time
+          FROM telemetry t
+         WHERE t.agency_id = $1 AND t.time >= $2 AND t.time < $2 + INTERVAL '1 minute'
+           AND t.device_id = ANY ($3)
+         GROUP BY t.agency_id, t.device_id, t.function_id, t.attribute) m
 ON CONFLICT (agency_id, device_id, function_id, attribute, minute) DO UPDATE
    SET samples = excluded.samples, numeric_samples = excluded.numeric_samples,
        sum_value = excluded.sum_value, min_value = excluded.min_value,
@@ -125,10 +116,15 @@ ON CONFLICT (agency_id, device_id, function_id, attribute, minute) DO UPDATE
 /// Whoever holds this (transaction-scoped) advisory lock rolls up; another projections
 /// replica skips its turn. One at a time, so that a minute rolled up from an older snapshot
 /// never overwrites one rolled up from a newer.
-const LOCK: i64 = 0x6572_696f_705f_726f; // "eriop_ro"
+pub const LOCK: i64 = 0x6572_696f_705f_726f; // "eriop_ro"
 
 /// Rolls up every minute marked and closed at `now` (less [`GRACE`]). Answers the minutes
 /// written; 0 also when another replica holds the turn.
+///
+/// Why it is exact: the marks are taken (deleted) first, and each minute is then computed
+/// by a later statement, whose snapshot holds every row committed with those marks (and
+/// maybe rows committed since, whose own marks stay and bring the minute back). All of it
+/// commits together: a minute is never unmarked and not yet recomputed.
 pub async fn roll(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     // Marks of minutes that ended at least GRACE ago.
     let closed =
@@ -143,21 +139,32 @@ pub async fn roll(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error>
         if !turn {
             return Ok(written);
         }
-        let marks_left: bool = sqlx::query_scalar(
-            "SELECT count(*) > $2 FROM (SELECT 1 FROM telemetry_touched WHERE minute < $1 LIMIT $2 + 1) m",
-        )
-        .bind(closed)
-        .bind(MARKS_A_STEP)
-        .fetch_one(&mut *tx)
-        .await?;
-        written += sqlx::query(STEP)
+        // Each minute's statement planned with its values: a generic plan would keep every
+        // partition and compare each row with every device of the list.
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+            .execute(&mut *tx)
+            .await?;
+        let marks: Vec<(Uuid, DateTime<Utc>, Vec<Uuid>)> = sqlx::query_as(TAKE)
             .bind(closed)
             .bind(MARKS_A_STEP)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .fetch_all(&mut *tx)
+            .await?;
+        let taken = marks.len();
+        let mut pending: BTreeMap<(Uuid, DateTime<Utc>), BTreeSet<Uuid>> = BTreeMap::new();
+        for (agency, minute, devices) in marks {
+            pending.entry((agency, minute)).or_default().extend(devices);
+        }
+        for ((agency, minute), devices) in pending {
+            written += sqlx::query(ROLL_MINUTE)
+                .bind(agency)
+                .bind(minute)
+                .bind(devices.into_iter().collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
         tx.commit().await?;
-        if !marks_left {
+        if (taken as i64) < MARKS_A_STEP {
             return Ok(written);
         }
     }

@@ -320,3 +320,51 @@ async fn a_projection_held_up_shows_its_lag_and_an_unready_bridge_says_why() {
         "{text}"
     );
 }
+
+/// While another replica holds the rollup's turn, a closed minute's mark waits: the
+/// projections show how long, and take it (and show 0) once the turn is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_telemetry_rollup_waiting_for_its_turn_shows_how_far_behind_it_is() {
+    use sqlx::Connection;
+    let app = TestApp::spawn().await;
+    let mut other_replica = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(eriop_projections::telemetry::rollup::LOCK)
+        .execute(&mut other_replica)
+        .await
+        .unwrap();
+    // A device's minute ten minutes ago, marked and not rolled up.
+    sqlx::query(
+        "INSERT INTO telemetry_touched (agency_id, minute, device_ids)
+         VALUES (gen_random_uuid(), date_trunc('minute', now()) - INTERVAL '10 minutes', ARRAY[gen_random_uuid()])",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let behind = || async {
+        let text = scrape(&app, &app.projections_ops).await;
+        sample(
+            &text,
+            "eriop_projection_telemetry_rollup_behind_seconds",
+            "",
+        )
+    };
+    let waited = behind().await.unwrap();
+    assert!(
+        (400.0..700.0).contains(&waited),
+        "about ten minutes less the grace: {waited}"
+    );
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(eriop_projections::telemetry::rollup::LOCK)
+        .execute(&mut other_replica)
+        .await
+        .unwrap();
+    wait::until("the rollup caught up", Duration::from_secs(30), || async {
+        (behind().await == Some(0.0)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM telemetry_touched").await,
+        0
+    );
+}
