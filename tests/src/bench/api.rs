@@ -139,7 +139,7 @@ fn redact(args: &[String]) -> Vec<String> {
 /// Waits until a day's read of `device` takes every minute of its samples from the rollup:
 /// the minute of its last sample rolled up (no marks left before its end) and at least
 /// [`ROLLED_AFTER`] past it. Right after the ingest section that is up to about a minute;
-/// before it, the read's recent end is raw samples (a hundred a second for this device).
+/// before it, the read's recent end is raw samples (tens a second for this device).
 ///
 /// [`ROLLED_AFTER`]: eriop_gateway::telemetry::rollup::ROLLED_AFTER
 pub async fn rolled_up(stack: &Stack, device: &str) {
