@@ -80,18 +80,13 @@ async fn query(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Vec<(DateTime<Utc>, f64, i64)> {
-    let rows: Vec<(DateTime<Utc>, Option<Value>, i64)> =
-        sqlx::query_as(&series_sql(timescale, agg, exact))
-            .bind(BUCKET_SECS as f64)
-            .bind(agency.to_string())
-            .bind(device)
-            .bind("lampMonitor001")
-            .bind("activePower")
-            .bind(from)
-            .bind(to)
-            .fetch_all(pool)
-            .await
-            .unwrap();
+    let key = (agency, device, "activePower");
+    let sql = series_sql(timescale, agg, exact);
+    numbers(series_rows(pool, &sql, BUCKET_SECS, key, (from, to), None).await)
+}
+
+/// A series' points as numbers (each value a number).
+fn numbers(rows: Vec<(DateTime<Utc>, Option<Value>, i64)>) -> Vec<(DateTime<Utc>, f64, i64)> {
     rows.into_iter()
         .map(|(b, v, n)| (b, v.and_then(|v| v.as_f64()).unwrap(), n))
         .collect()
@@ -248,27 +243,12 @@ async fn query_rolled(
     agg: Agg,
     agency: Uuid,
     device: Uuid,
-    (from, to): (DateTime<Utc>, DateTime<Utc>),
-    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    range: (DateTime<Utc>, DateTime<Utc>),
+    cut: (DateTime<Utc>, DateTime<Utc>),
 ) -> Vec<(DateTime<Utc>, f64, i64)> {
-    let rows: Vec<(DateTime<Utc>, Option<Value>, i64)> = sqlx::query_as(
-        &eriop_gateway::telemetry::rollup::series_sql(timescale, agg),
-    )
-    .bind(BUCKET_SECS as f64)
-    .bind(agency.to_string())
-    .bind(device)
-    .bind("lampMonitor001")
-    .bind("activePower")
-    .bind(from)
-    .bind(to)
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(b, v, n)| (b, v.and_then(|v| v.as_f64()).unwrap(), n))
-        .collect()
+    let key = (agency, device, "activePower");
+    let sql = eriop_gateway::telemetry::rollup::series_sql(timescale, agg);
+    numbers(series_rows(pool, &sql, BUCKET_SECS, key, range, Some(cut)).await)
 }
 
 /// A small deterministic generator (xorshift64*): the same samples on every run.
