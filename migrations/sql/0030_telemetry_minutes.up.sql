@@ -6,8 +6,9 @@
 -- * Whoever stores telemetry (the projector) records in the same transaction which devices'
 --   minutes it touched (`telemetry_touched`), a few rows a group, plain inserts: nothing
 --   waits on a lock, and ingest does no aggregation.
--- * The rollup worker takes the touched minutes that have closed, and in one statement (one
---   snapshot) deletes their marks and recomputes those minutes from the raw rows.
+-- * The rollup worker takes (deletes) the marks of minutes that have closed and, in the same
+--   transaction, recomputes those minutes from the raw rows, after the marks were taken (so
+--   with every row committed with them).
 -- * So a minute is either rolled up from every raw row committed with the marks it deleted,
 --   or still marked: a series reads a marked minute from the raw rows, and the others from
 --   here. A late sample (a device's buffer after a power cut) marks its old minute again.

@@ -2,9 +2,9 @@
 //! (`telemetry_minutes`, migration 0030), kept apart from ingest.
 //!
 //! Ingest only marks which devices' minutes a group touched ([`mark`], a few rows a group,
-//! plain inserts in the group's transaction). The worker ([`run`]) takes the marks of closed
-//! minutes and, in one statement (so one snapshot), deletes them and recomputes those minutes
-//! from the raw rows. A minute is then either rolled up from every raw row committed with the
+//! plain inserts in the group's transaction). The worker ([`run`]) takes (deletes) the marks
+//! of closed minutes and, in the same transaction, recomputes those minutes from the raw rows
+//! with statements that run after the marks were taken (see [`roll`]). A minute is then either rolled up from every raw row committed with the
 //! marks it took, or still marked, and a series reads a marked minute from the raw rows. Why
 //! not in ingest's transaction: an upsert a sample costs ingest 60-80% more database time
 //! (docs/BENCHMARKS.md), and ingest is what agencies cannot lose.

@@ -6,7 +6,7 @@
 //! minutes in between, except the minutes still marked for the rollup (samples stored since
 //! that minute was rolled up, a device's late ones), which are read raw too. Marks and raw
 //! rows commit together, and the rollup takes marks and recomputes their minutes in one
-//! statement, so every minute is read from exactly one place, whatever the rollup's progress.
+//! transaction, so every minute is read from exactly one place, whatever the rollup's progress.
 
 use chrono::{DateTime, Duration, Utc};
 use eriop_domain::telemetry::minute_start;
