@@ -8,7 +8,7 @@ use eriop_domain::device::{DeviceCommand, DeviceName, FundamentumId, OfflineAfte
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::view::{self, DeviceRow};
+use super::view;
 use crate::http::command::{self, Body, Done, Stored};
 use crate::http::edge::RequestId;
 use crate::http::error::ApiError;
@@ -221,8 +221,9 @@ pub async fn list(
     // its own rows whatever the agency's size (joined before, every live device of the
     // agency was joined, then sorted, then all but a page thrown away: 3 ms for 200
     // devices, docs/BENCHMARKS.md). Read in order from `devices_agency_page_idx` (0029).
-    let rows: Vec<DeviceRow> = sqlx::query_as(concat!(
-        view::device_view!(
+    let items: Vec<view::Summary> = sqlx::query_as(concat!(
+        view::summary_columns!(),
+        view::joined!(
             "(SELECT * FROM devices
                WHERE agency_id = $1::uuid AND NOT decommissioned
                  AND ($2::boolean IS NULL OR online = $2)
@@ -236,7 +237,6 @@ pub async fn list(
     .bind(offset)
     .fetch_all(&mut *tx)
     .await?;
-    let items: Vec<view::Summary> = rows.iter().map(view::summary).collect();
     Ok(page(&items, limit, offset))
 }
 

@@ -31,16 +31,12 @@ pub(crate) struct DeviceRow {
     pub uptime_secs: Option<i64>,
 }
 
-/// The columns of a [`DeviceRow`] and their joins, over devices aliased `d`: `$from` is
+/// A device's joins, over devices aliased `d`: its class `c` and its activity `a`. `$from` is
 /// `devices` or a subquery of it (a page, `registry::list`).
-macro_rules! device_view {
+macro_rules! joined {
     ($from:literal) => {
         concat!(
-            "SELECT d.id, d.class_id, c.name AS class_name, d.registry, d.serial, d.name,
-        d.functions, d.offline_after_secs, c.offline_after_secs AS class_offline_after_secs,
-        d.online, d.status_changed_at, d.created_at,
-        a.last_activity, a.last_heartbeat, a.uptime_secs
-   FROM ",
+            " FROM ",
             $from,
             " d
    JOIN device_classes c ON c.id = d.class_id
@@ -48,9 +44,15 @@ macro_rules! device_view {
         )
     };
 }
-pub(crate) use device_view;
+pub(crate) use joined;
 
-pub(crate) const SELECT: &str = device_view!("devices");
+pub(crate) const SELECT: &str = concat!(
+    "SELECT d.id, d.class_id, c.name AS class_name, d.registry, d.serial, d.name,
+        d.functions, d.offline_after_secs, c.offline_after_secs AS class_offline_after_secs,
+        d.online, d.status_changed_at, d.created_at,
+        a.last_activity, a.last_heartbeat, a.uptime_secs",
+    joined!("devices")
+);
 
 /// A live device of the caller's agency, or 404 (another agency's device is not found).
 pub(crate) async fn find(scope: &AgencyScope, id: Uuid) -> Result<DeviceRow, ApiError> {
@@ -117,15 +119,17 @@ async fn latest(scope: &AgencyScope, id: Uuid) -> Result<Value, ApiError> {
     Ok(Value::Object(out))
 }
 
-/// A device as lists show it: serialized straight from its row (issue 13: a page of devices
-/// built a JSON tree of each first).
-#[derive(Serialize)]
-pub(crate) struct Summary<'a> {
+/// A device as lists show it, read with its own columns and nothing more: not the device's
+/// functions (JSON, sent as text and decoded again for every row) nor its class's name
+/// (issue 13: a fifth of PostgreSQL's work on `GET /api/v1/devices`, docs/BENCHMARKS.md).
+/// Serialized straight from its row.
+#[derive(Serialize, sqlx::FromRow)]
+pub(crate) struct Summary {
     id: Uuid,
-    name: &'a str,
+    name: String,
     class_id: Uuid,
-    registry: &'a str,
-    serial: &'a str,
+    registry: String,
+    serial: String,
     offline_after_secs: i32,
     online: bool,
     status_changed_at: Option<DateTime<Utc>>,
@@ -135,13 +139,24 @@ pub(crate) struct Summary<'a> {
     created_at: DateTime<Utc>,
 }
 
-pub(crate) fn summary(row: &DeviceRow) -> Summary<'_> {
+/// The columns of a [`Summary`], over devices aliased `d` and their [`joined`] tables.
+macro_rules! summary_columns {
+    () => {
+        "SELECT d.id, d.name, d.class_id, d.registry, d.serial,
+        coalesce(d.offline_after_secs, c.offline_after_secs) AS offline_after_secs,
+        d.online, d.status_changed_at, a.last_activity, a.last_heartbeat, a.uptime_secs,
+        d.created_at"
+    };
+}
+pub(crate) use summary_columns;
+
+pub(crate) fn summary(row: &DeviceRow) -> Summary {
     Summary {
         id: row.id,
-        name: &row.name,
+        name: row.name.clone(),
         class_id: row.class_id,
-        registry: &row.registry,
-        serial: &row.serial,
+        registry: row.registry.clone(),
+        serial: row.serial.clone(),
         offline_after_secs: row
             .offline_after_secs
             .unwrap_or(row.class_offline_after_secs),
