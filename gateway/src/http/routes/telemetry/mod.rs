@@ -239,6 +239,15 @@ async fn series_rows(
 ) -> Result<Vec<Point>, ApiError> {
     let (function_id, attribute) = split_attribute(&params.attribute);
     let mut tx = scope.begin_telemetry().await?;
+    if rolled.is_some() {
+        // Planned once a connection, not once a request: the query through the rollup reads
+        // a few keyed rows, and planning it (its parts over every partition) was more than
+        // half of PostgreSQL's work for a day's read (issue 13, docs/BENCHMARKS.md). Its
+        // generic plan prunes the partitions when it starts, from the bound range.
+        sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
+            .execute(&mut *tx)
+            .await?;
+    }
     let mut query = sqlx::query_as(sql)
         .bind(bucket as f64)
         .bind(scope.agency().to_string())
