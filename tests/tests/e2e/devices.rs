@@ -1104,17 +1104,8 @@ async fn the_device_list_pages_through_live_devices_in_name_order() {
     // A list shows each device as its own view does, less its latest values and TALQ object
     // (the list reads its own columns: issue 13).
     for item in list("limit=10".into()).await {
-        let mut view: Value = app
-            .request(
-                Method::GET,
-                &format!("/devices/{}", item["id"].as_str().unwrap()),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let path = format!("/devices/{}", item["id"].as_str().unwrap());
+        let mut view: Value = app.get_as(&app.token, &path).await.json().await.unwrap();
         let fields = view.as_object_mut().unwrap();
         assert!(fields.remove("latest").is_some() && fields.remove("talq").is_some());
         assert_eq!(view, item);
