@@ -121,7 +121,7 @@ async fn latest(scope: &AgencyScope, id: Uuid) -> Result<Value, ApiError> {
 
 /// A device as lists show it, read with its own columns and nothing more: not the device's
 /// functions (JSON, sent as text and decoded again for every row) nor its class's name
-/// (issue 13: a fifth of PostgreSQL's work on `GET /api/v1/devices`, docs/BENCHMARKS.md).
+/// (issue 13: about a tenth of PostgreSQL's CPU on `GET /api/v1/devices`, docs/BENCHMARKS.md).
 /// Serialized straight from its row.
 #[derive(Serialize, sqlx::FromRow)]
 pub(crate) struct Summary {
