@@ -18,7 +18,6 @@
 //! ([`CAREFUL_FOR`]), so a device that keeps resending old samples costs one failed insert
 //! every ten seconds, not one a group.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,7 +32,8 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
-use super::{copy, Row, NAME};
+use super::store::{self, Insert};
+use super::{Row, NAME};
 use crate::consumer::{nats, ConsumerError};
 
 pub struct TelemetryConsumer {
@@ -77,15 +77,6 @@ impl Careful {
     fn for_a_while(&self) {
         *self.until() = Some(Instant::now() + CAREFUL_FOR);
     }
-}
-
-/// How a group's rows go from the staging table into `telemetry`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Insert {
-    /// A plain insert: fails with a unique violation if any key is stored already.
-    New,
-    /// Skips every key stored already (a speculative insertion per row).
-    SkippingStored,
 }
 
 /// One transaction's worth: its messages (acked after the commit), their rows, and the
@@ -253,57 +244,7 @@ impl TelemetryConsumer {
         insert: Insert,
     ) -> Result<u64, ConsumerError> {
         let mut tx = crate::begin_all_agencies(&self.pool).await?;
-        let mut written = 0;
-        if !rows.is_empty() {
-            // Temporary tables live as long as the pooled connection; their rows as long as
-            // the transaction. Not WAL-logged: staging costs no disk write.
-            for table in ["telemetry_staging", "telemetry_latest_staging"] {
-                sqlx::query(&format!(
-                    "CREATE TEMP TABLE IF NOT EXISTS {table}
-                       (time timestamptz, agency_id uuid, device_id uuid, function_id text,
-                        attribute text, value_double double precision, value_text text, value_json jsonb)
-                       ON COMMIT DELETE ROWS"
-                ))
-                .execute(&mut *tx)
-                .await?;
-            }
-            // A key repeated within the group (an MQTT redelivery in the same group) is
-            // written once, the first time, as ON CONFLICT DO NOTHING would keep it.
-            let firsts = first_of_each_key(rows);
-            copy_into(&mut tx, "telemetry_staging", &firsts).await?;
-            written = sqlx::query(&format!(
-                "INSERT INTO telemetry ({cols}) SELECT {cols} FROM telemetry_staging{skip}",
-                cols = copy::COLUMNS,
-                skip = match insert {
-                    Insert::New => "",
-                    Insert::SkippingStored =>
-                        " ON CONFLICT (device_id, function_id, attribute, time) DO NOTHING",
-                }
-            ))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            // Which minutes the rollup must take again, committed with the rows.
-            super::rollup::mark(&mut tx, &firsts).await?;
-            // The latest value only moves forward in device time: a late sample is stored
-            // above, but does not replace a newer value here. The latest of each attribute
-            // is picked here (a few hundred rows for a group of many thousands), in key order
-            // so that concurrent groups lock rows in the same order.
-            copy_into(&mut tx, "telemetry_latest_staging", &latest(rows)).await?;
-            sqlx::query(
-                "INSERT INTO device_latest (device_id, function_id, attribute, agency_id, time,
-                                            value_double, value_text, value_json)
-                 SELECT device_id, function_id, attribute, agency_id, time, value_double, value_text, value_json
-                   FROM telemetry_latest_staging
-                  ORDER BY device_id, function_id, attribute
-                 ON CONFLICT (device_id, function_id, attribute) DO UPDATE
-                    SET time = excluded.time, value_double = excluded.value_double,
-                        value_text = excluded.value_text, value_json = excluded.value_json
-                  WHERE excluded.time > device_latest.time",
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
+        let written = store::rows(&mut tx, rows, insert).await?;
         crate::checkpoint::save(&mut tx, NAME, last_sequence).await?;
         tx.commit().await?;
         Ok(written)
@@ -334,164 +275,9 @@ fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
-/// The rows in their order, each natural key (device, function, attribute, time) once: the
-/// first row of a key is kept. Times are compared to the microsecond, as PostgreSQL stores
-/// them; a key that still meets itself there (sub-microsecond times before 2000, which it
-/// rounds the other way) only sends its group down the skipping path.
-fn first_of_each_key(rows: &[Row]) -> Vec<&Row> {
-    let mut seen = HashSet::with_capacity(rows.len());
-    rows.iter()
-        .filter(|row| {
-            seen.insert((
-                row.device_id,
-                row.function_id.as_str(),
-                row.attribute.as_str(),
-                row.time.timestamp_micros(),
-            ))
-        })
-        .collect()
-}
-
-async fn copy_into(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    table: &str,
-    rows: &[&Row],
-) -> Result<(), ConsumerError> {
-    let data = copy::encode(rows).map_err(|e| ConsumerError::Encode(e.to_string()))?;
-    let mut sink = tx
-        .copy_in_raw(&format!(
-            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
-            copy::COLUMNS
-        ))
-        .await?;
-    sink.send(data.freeze()).await?;
-    sink.finish().await?;
-    Ok(())
-}
-
-/// The newest row of each (device, function, attribute), in key order. Of two rows at the
-/// same device time, the first in the stream wins: the one `telemetry` keeps (see
-/// [`first_of_each_key`]), as `device_latest` keeps the first across groups (`time >`).
-fn latest(rows: &[Row]) -> Vec<&Row> {
-    let mut newest: HashMap<(uuid::Uuid, &str, &str), &Row> = HashMap::new();
-    for row in rows {
-        let key = (
-            row.device_id,
-            row.function_id.as_str(),
-            row.attribute.as_str(),
-        );
-        match newest.get(&key) {
-            Some(kept) if kept.time >= row.time => {}
-            _ => {
-                newest.insert(key, row);
-            }
-        }
-    }
-    let mut latest: Vec<&Row> = newest.into_values().collect();
-    latest.sort_by(|a, b| {
-        (a.device_id, &a.function_id, &a.attribute).cmp(&(
-            b.device_id,
-            &b.function_id,
-            &b.attribute,
-        ))
-    });
-    latest
-}
-
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::{TimeZone, Utc};
-
-    fn row(device: u128, attribute: &str, second: i64, value: f64) -> Row {
-        Row {
-            time: Utc.timestamp_opt(1_795_600_800 + second, 0).unwrap(),
-            agency_id: uuid::Uuid::from_u128(1),
-            device_id: uuid::Uuid::from_u128(device),
-            function_id: "lampMonitor001".to_owned(),
-            attribute: attribute.to_owned(),
-            value_double: Some(value),
-            value_text: None,
-            value_json: None,
-        }
-    }
-
-    #[test]
-    fn the_latest_of_each_attribute_in_key_order_late_and_repeated_samples_do_not_win() {
-        let rows = vec![
-            row(2, "activePower", 10, 1.0),
-            row(1, "activePower", 5, 2.0),
-            row(2, "activePower", 3, 3.0), // late: older than the first row
-            row(2, "lampVoltage", 7, 4.0),
-            row(1, "activePower", 9, 5.0),
-            row(2, "activePower", 10, 6.0), // same time: the first one stays, as in telemetry
-        ];
-        let latest = latest(&rows);
-        let got: Vec<_> = latest
-            .iter()
-            .map(|r| (r.device_id.as_u128(), r.attribute.as_str(), r.value_double))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (1, "activePower", Some(5.0)),
-                (2, "activePower", Some(1.0)),
-                (2, "lampVoltage", Some(4.0)),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_key_repeated_in_a_group_is_kept_once_the_first_time() {
-        let rows = vec![
-            row(1, "activePower", 5, 1.0),
-            row(2, "activePower", 5, 2.0),
-            row(1, "activePower", 5, 3.0), // the same key again (a redelivery)
-            row(1, "lampVoltage", 5, 4.0),
-            row(1, "activePower", 6, 5.0),
-        ];
-        let kept: Vec<_> = first_of_each_key(&rows)
-            .iter()
-            .map(|r| r.value_double)
-            .collect();
-        assert_eq!(kept, vec![Some(1.0), Some(2.0), Some(4.0), Some(5.0)]);
-    }
-
-    proptest::proptest! {
-        /// Whatever the repeats, the rows kept are the input's first row of each key, in the
-        /// input's order: nothing new is dropped, nothing is written twice.
-        #[test]
-        fn each_key_is_kept_once_in_order(
-            picks in proptest::collection::vec((0u128..4, 0usize..3, 0i64..4), 0..200)
-        ) {
-            let rows: Vec<Row> = picks
-                .iter()
-                .enumerate()
-                .map(|(i, &(device, attribute, second))| {
-                    row(device, ["a", "b", "c"][attribute], second, i as f64)
-                })
-                .collect();
-            let kept: Vec<usize> = first_of_each_key(&rows)
-                .iter()
-                .map(|r| r.value_double.unwrap_or(-1.0) as usize)
-                .collect();
-            let key = |i: usize| (rows[i].device_id, &rows[i].attribute, rows[i].time);
-            // In the input's order, each one the first of its key...
-            proptest::prop_assert!(kept.windows(2).all(|w| w[0] < w[1]));
-            for &i in &kept {
-                proptest::prop_assert!((0..i).all(|j| key(j) != key(i)));
-            }
-            // ...and no key left out.
-            for i in 0..rows.len() {
-                proptest::prop_assert!(kept.iter().any(|&k| key(k) == key(i)));
-            }
-        }
     }
 }

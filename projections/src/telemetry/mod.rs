@@ -11,6 +11,7 @@ mod consumer;
 mod copy;
 mod record;
 pub mod rollup;
+pub mod store;
 
 pub use consumer::TelemetryConsumer;
 pub use record::{Row, RowError};

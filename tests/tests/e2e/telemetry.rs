@@ -7,6 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use eriop_domain::device::talq;
 use eriop_gateway::telemetry::{series_sql, Agg};
 use eriop_nats::traffic::TelemetryBatch;
+use eriop_projections::telemetry::store::{self, Insert};
 use eriop_projections::telemetry::{rollup, Row};
 use eriop_tests::{wait, TestApp, TestDb};
 use reqwest::Method;
@@ -97,7 +98,7 @@ async fn insert(pool: &PgPool, agency: Uuid, device: Uuid, samples: &[(DateTime<
         .iter()
         .map(|(t, v)| row(agency, device, "activePower", *t, Some(*v), None, None))
         .collect();
-    store(pool, &rows).await;
+    insert_and_mark(pool, &rows).await;
 }
 
 fn row(
@@ -121,9 +122,10 @@ fn row(
     }
 }
 
-/// Rows stored as the projector stores them: the rows, and the rollup's marks of the
-/// minutes they touched, in one transaction.
-async fn store(pool: &PgPool, rows: &[Row]) {
+/// Rows stored as SQL written by hand must store them (README, "Telemetry rollup"): the
+/// rows, and the rollup's marks of the minutes they touched, in one transaction. Row by row:
+/// the TimescaleDB served for tests does not take COPY.
+async fn insert_and_mark(pool: &PgPool, rows: &[Row]) {
     let mut tx = pool.begin().await.unwrap();
     for r in rows {
         sqlx::query(
@@ -146,6 +148,18 @@ async fn store(pool: &PgPool, rows: &[Row]) {
     rollup::mark(&mut tx, &rows.iter().collect::<Vec<_>>())
         .await
         .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Rows stored as the projector stores a group (`store::rows`): the rows, what the rollup
+/// must take of them (partials or marks), the latest values, in one transaction.
+async fn store(pool: &PgPool, rows: &[Row]) {
+    store_as(pool, rows, Insert::New).await;
+}
+
+async fn store_as(pool: &PgPool, rows: &[Row], insert: Insert) {
+    let mut tx = eriop_projections::begin_all_agencies(pool).await.unwrap();
+    store::rows(&mut tx, rows, insert).await.unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -267,78 +281,170 @@ impl Xorshift {
     }
 }
 
-/// The rollup answers what the raw samples answer. Samples of every kind (numbers, huge
-/// ones, texts, booleans, JSON, none), on two attributes, at random times over six hours,
-/// beside another agency's under the same device id; part of them rolled up, then late
-/// samples into rolled-up minutes (marked again). Every aggregate, bucket sizes of 1 min to
-/// 1 day, ranges cut anywhere: the series through the rollup is the series of the raw rows
-/// (the exact one, whose average is over numeric as the rollup's is).
+/// A sample of any kind (numbers, huge ones, texts, booleans, JSON, none) on one of two
+/// attributes.
+fn any_sample(rng: &mut Xorshift, agency: Uuid, device: Uuid, at: DateTime<Utc>) -> Row {
+    let attribute = ["activePower", "lampOn"][rng.below(2) as usize];
+    match rng.below(8) {
+        0 => row(agency, device, attribute, at, None, Some("=text"), None),
+        1 => row(
+            agency,
+            device,
+            attribute,
+            at,
+            None,
+            None,
+            Some(json!(rng.below(2) == 0)),
+        ),
+        2 => row(
+            agency,
+            device,
+            attribute,
+            at,
+            None,
+            None,
+            Some(json!({"k": rng.below(9)})),
+        ),
+        3 => row(agency, device, attribute, at, Some(1.7e308), None, None),
+        4 => row(agency, device, attribute, at, None, None, None),
+        _ => {
+            let v = (rng.below(2_000_001) as f64 - 1_000_000.0) / 1_000.0;
+            row(agency, device, attribute, at, Some(v), None, None)
+        }
+    }
+}
+
+/// The rollup answers what the raw samples answer. Samples of every kind, at random times
+/// over six hours, beside another agency's under the same device id, stored as ingest
+/// stores them: sparse ones (the rollup's marks) and bursts of a sample a second (the
+/// rollup's partials). Then part of them rolled up; then late samples, a burst over rolled-up
+/// and open minutes, and a redelivery (written skipping stored keys: marks again, over
+/// minutes holding partials). Every aggregate, bucket sizes of 1 min to 1 day, ranges cut
+/// anywhere, before and after each roll: the series through the rollup is the series of the
+/// raw rows (the exact one, whose average is over numeric as the rollup's is).
 #[tokio::test]
 async fn a_series_through_the_rollup_is_the_series_of_its_raw_samples() {
     let db = TestDb::migrated().await;
     let (agency, other, device) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let start = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
     let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
-    let sample = |rng: &mut Xorshift, agency: Uuid, at: DateTime<Utc>| {
-        let attribute = ["activePower", "lampOn"][rng.below(2) as usize];
-        match rng.below(8) {
-            0 => row(agency, device, attribute, at, None, Some("=text"), None),
-            1 => row(
-                agency,
-                device,
-                attribute,
-                at,
-                None,
-                None,
-                Some(json!(rng.below(2) == 0)),
-            ),
-            2 => row(
-                agency,
-                device,
-                attribute,
-                at,
-                None,
-                None,
-                Some(json!({"k": rng.below(9)})),
-            ),
-            3 => row(agency, device, attribute, at, Some(1.7e308), None, None),
-            4 => row(agency, device, attribute, at, None, None, None),
-            _ => {
-                let v = (rng.below(2_000_001) as f64 - 1_000_000.0) / 1_000.0;
-                row(agency, device, attribute, at, Some(v), None, None)
-            }
-        }
-    };
-    // Distinct times (the natural key), at the microsecond.
+    let at = |micros: i64| start + chrono::Duration::microseconds(micros);
+    const HOUR: i64 = 3_600_000_000;
+    // Distinct times (the natural key), at the microsecond: sparse ones anywhere, and the
+    // bursts' (a sample a second, off the whole second) where no sparse one is.
     let mut times: Vec<i64> = (0..600)
-        .map(|_| rng.below(6 * 3_600_000_000) as i64)
+        .map(|_| rng.below(6 * HOUR as u64) as i64)
         .collect();
     times.sort_unstable();
     times.dedup();
-    let at = |micros: i64| start + chrono::Duration::microseconds(micros);
+    let sparse: std::collections::HashSet<i64> = times.iter().copied().collect();
+    let burst = |rng: &mut Xorshift, from: i64, minutes: i64| -> Vec<Row> {
+        let times: Vec<i64> = (0..minutes * 60)
+            .map(|s| from + s * 1_000_000 + 1 + rng.below(999_998) as i64)
+            .filter(|t| !sparse.contains(t))
+            .collect();
+        times
+            .into_iter()
+            .map(|t| {
+                let owner = if rng.below(10) == 0 { other } else { agency };
+                any_sample(rng, owner, device, at(t))
+            })
+            .collect()
+    };
     let (first, late): (Vec<i64>, Vec<i64>) =
         times.iter().copied().partition(|_| rng.below(5) != 0);
     let rows: Vec<Row> = first
         .iter()
         .map(|t| {
             let owner = if rng.below(10) == 0 { other } else { agency };
-            sample(&mut rng, owner, at(*t))
+            any_sample(&mut rng, owner, device, at(*t))
         })
         .collect();
     store(&db.pool, &rows).await;
-    // The first four hours rolled up; the rest still marked.
+    let marked = db.count("SELECT count(*) FROM telemetry_touched").await;
+    assert!(marked > 0, "sparse samples marked their minutes");
+    // A burst from 1:00 to 1:20, in groups of five minutes: partials, no marks.
+    for group in 0..4 {
+        store(&db.pool, &burst(&mut rng, HOUR + group * 300_000_000, 5)).await;
+    }
+    assert!(db.count("SELECT count(*) FROM telemetry_partials").await > 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM telemetry_touched").await,
+        marked,
+        "a burst's group marks nothing"
+    );
+    let mut compared = compare_with_raw(&db.pool, (agency, device), start, &mut rng).await;
+
+    // The first four hours rolled up (marks and partials); the rest still pending.
     let rolled = rollup::roll(&db.pool, start + chrono::Duration::hours(4))
         .await
         .unwrap();
     assert!(rolled > 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM telemetry_partials").await,
+        0,
+        "every partial of the closed minutes added"
+    );
+    compared += compare_with_raw(&db.pool, (agency, device), start, &mut rng).await;
+
+    // Late samples (marks) into rolled-up minutes; a burst from 3:50 to 4:10 (partials over
+    // rolled-up minutes and open ones); a redelivery of part of it with new samples beside
+    // (written skipping stored keys, as the projector does after a conflict: marks).
     let late: Vec<Row> = late
         .iter()
-        .map(|t| sample(&mut rng, agency, at(*t)))
+        .map(|t| any_sample(&mut rng, agency, device, at(*t)))
         .collect();
     store(&db.pool, &late).await;
-    let marked = db.count("SELECT count(*) FROM telemetry_touched").await;
-    assert!(marked > 0, "late samples marked their minutes again");
+    let second = burst(&mut rng, 4 * HOUR - 600_000_000, 20);
+    store(&db.pool, &second).await;
+    let mut again: Vec<Row> = second.iter().step_by(3).cloned().collect();
+    again.extend(burst(&mut rng, 4 * HOUR - 300_000_000, 1));
+    assert!(
+        store::rows(
+            &mut eriop_projections::begin_all_agencies(&db.pool)
+                .await
+                .unwrap(),
+            &again,
+            Insert::New
+        )
+        .await
+        .is_err(),
+        "a plain insert of stored keys fails (and the projector writes the group again)"
+    );
+    store_as(&db.pool, &again, Insert::SkippingStored).await;
+    assert!(db.count("SELECT count(*) FROM telemetry_touched").await > 0);
+    assert!(db.count("SELECT count(*) FROM telemetry_partials").await > 0);
+    compared += compare_with_raw(&db.pool, (agency, device), start, &mut rng).await;
+    for hours in [4, 7] {
+        rollup::roll(
+            &db.pool,
+            start + chrono::Duration::hours(hours) + chrono::Duration::minutes(5),
+        )
+        .await
+        .unwrap();
+        compared += compare_with_raw(&db.pool, (agency, device), start, &mut rng).await;
+    }
+    assert_eq!(
+        db.count("SELECT (SELECT count(*) FROM telemetry_touched) + (SELECT count(*) FROM telemetry_partials)")
+            .await,
+        0,
+        "everything rolled up"
+    );
+    assert!(
+        compared > 2_500,
+        "the ranges held data: {compared} buckets compared"
+    );
+}
 
+/// Random ranges, bucket sizes and "now"s: every aggregate of each attribute through the
+/// rollup equals the raw series. Answers the buckets compared.
+async fn compare_with_raw(
+    pool: &PgPool,
+    (agency, device): (Uuid, Uuid),
+    start: DateTime<Utc>,
+    rng: &mut Xorshift,
+) -> usize {
+    let at = |micros: i64| start + chrono::Duration::microseconds(micros);
     let mut compared = 0;
     for round in 0..60 {
         let bucket = [60, 120, 300, 900, 3_600, 86_400][round % 6];
@@ -350,7 +456,7 @@ async fn a_series_through_the_rollup_is_the_series_of_its_raw_samples() {
         for attribute in ["activePower", "lampOn"] {
             for agg in Agg::ALL {
                 let through_rollup = series_rows(
-                    &db.pool,
+                    pool,
                     &eriop_gateway::telemetry::rollup::series_sql(false, agg),
                     bucket,
                     (agency, device, attribute),
@@ -359,7 +465,7 @@ async fn a_series_through_the_rollup_is_the_series_of_its_raw_samples() {
                 )
                 .await;
                 let raw = series_rows(
-                    &db.pool,
+                    pool,
                     &series_sql(false, agg, true),
                     bucket,
                     (agency, device, attribute),
@@ -389,10 +495,7 @@ async fn a_series_through_the_rollup_is_the_series_of_its_raw_samples() {
             }
         }
     }
-    assert!(
-        compared > 500,
-        "the ranges held data: {compared} buckets compared"
-    );
+    compared
 }
 
 /// (bucket, value, samples) of a series query, either kind.
@@ -458,10 +561,58 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
     );
     // Rolled up (the samples are two hours old: their minutes closed long ago), then a
     // late sample into a rolled-up minute: in the series at once (its minute marked, so read
-    // raw), and still once rolled up again.
+    // raw), and still once rolled up again. Then a burst into another: 30 samples of one
+    // minute in one message, which the projector sums up into a partial that the rollup adds.
     let mut data = data;
-    for late in [false, true] {
-        if late {
+    for phase in ["rolled up", "late", "burst"] {
+        if phase == "burst" {
+            let burst: Vec<(DateTime<Utc>, f64)> = (0..30)
+                .map(|i| {
+                    (
+                        start + chrono::Duration::milliseconds(300_250 + 1_500 * i),
+                        (i * 13 % 7) as f64,
+                    )
+                })
+                .collect();
+            let records = burst
+                .iter()
+                .map(|(t, v)| {
+                    let value = talq::typed_value(
+                        talq::attribute_type("LampMonitorFunction", "activePower"),
+                        &json!(v),
+                    );
+                    talq::attribute_log_data(
+                        device_id,
+                        "lampMonitor001",
+                        "activePower",
+                        &value,
+                        &t.to_rfc3339(),
+                    )
+                })
+                .collect();
+            publish(&app, agency, records).await;
+            data.extend(burst);
+            let stored = format!("SELECT count(*) FROM telemetry WHERE agency_id = '{agency}'");
+            wait::until_eq(
+                "the burst",
+                Duration::from_secs(30),
+                data.len() as i64,
+                || app.db.count(&stored),
+            )
+            .await;
+            // Summed up by the projector into partials (this database's only ones), not
+            // marked: PostgreSQL's statistics show the inserts within seconds.
+            wait::until("the burst's partials", Duration::from_secs(30), || async {
+                let inserted = app
+                    .db
+                    .count("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'telemetry_partials'")
+                    .await;
+                (inserted > 0).then_some(())
+            })
+            .await;
+            assert_api_series(&app, device_id, &data, &from, &to).await;
+        }
+        if phase == "late" {
             let at = start + chrono::Duration::seconds(41);
             let value = talq::typed_value(
                 talq::attribute_type("LampMonitorFunction", "activePower"),
@@ -483,7 +634,10 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
             data.push((at, 1000.0));
             assert_api_series(&app, device_id, &data, &from, &to).await;
         }
-        let marks = format!("SELECT count(*) FROM telemetry_touched WHERE agency_id = '{agency}'");
+        let marks = format!(
+            "SELECT (SELECT count(*) FROM telemetry_touched WHERE agency_id = '{agency}')
+                  + (SELECT count(*) FROM telemetry_partials WHERE agency_id = '{agency}')"
+        );
         wait::until_eq("the rollup", Duration::from_secs(30), 0, || {
             app.db.count(&marks)
         })
@@ -507,8 +661,9 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
         .unwrap();
     assert_eq!(
         csv.lines().count(),
-        1 + 31,
-        "header and this agency's 31 samples"
+        1 + data.len(),
+        "header and this agency's {} samples",
+        data.len()
     );
     assert!(!csv.contains("1000000"));
 
