@@ -186,6 +186,29 @@ async fn every_relation_the_app_role_reads_is_protected() {
             "{name} is readable by {role} without row-level security"
         );
     }
+    // Every policy reads the settings once a statement (migration 0031's form: each in a
+    // scalar subquery, an initplan), not once a row: a new table whose policy copied 0012's
+    // text would bring back what was about 15% of PostgreSQL's CPU on a page of devices.
+    let policies: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT tablename::text, qual, with_check FROM pg_policies WHERE schemaname = 'public'",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert!(policies.len() > 10);
+    for (table, using, check) in &policies {
+        assert_eq!(Some(using), check.as_ref(), "{table}: reads as it writes");
+        assert_eq!(
+            using.matches("current_setting(").count(),
+            2,
+            "{table}: {using}"
+        );
+        assert_eq!(
+            using.matches("( SELECT (").count(),
+            2,
+            "{table} reads its settings once a row: {using}"
+        );
+    }
     let partitions: i64 = app
         .db
         .count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'telemetry'::regclass")
