@@ -66,8 +66,8 @@ impl ProjectionMetrics {
         registry
     }
 
-    /// Reads how far the telemetry rollup is behind: the age of the oldest mark or partial of
-    /// a minute it should have taken (closed for more than its grace and a turn). Unknown (the
+    /// Reads how far the telemetry rollup is behind: the age of the oldest mark of a minute
+    /// it should have taken (closed for more than its grace and a turn). Unknown (the
     /// database away) leaves the last value.
     pub async fn refresh_rollup(&self, telemetry: &sqlx::PgPool) {
         let due = crate::telemetry::rollup::GRACE + crate::telemetry::rollup::EVERY;
@@ -75,9 +75,9 @@ impl ProjectionMetrics {
         let behind = async {
             let mut tx = eriop_nats::db::begin(telemetry, eriop_nats::db::Scope::All).await?;
             let seconds: Option<f64> = sqlx::query_scalar(
-                "SELECT extract(epoch FROM now() - INTERVAL '1 minute' - $1 * INTERVAL '1 second'
-                                     - least((SELECT min(minute) FROM telemetry_touched),
-                                             (SELECT min(minute) FROM telemetry_partials)))::float8",
+                "SELECT extract(epoch FROM now() - INTERVAL '1 minute' - $1 * INTERVAL '1 second' - min(minute))::float8
+                   FROM telemetry_touched
+                  WHERE minute < now() - INTERVAL '1 minute' - $1 * INTERVAL '1 second'",
             )
             .bind(due.as_secs_f64())
             .fetch_one(&mut *tx)

@@ -3,7 +3,7 @@
 //! is in the trail); this job deletes the agency's samples older than that, every
 //! `ERIOP_TELEMETRY_RETENTION_INTERVAL_SECS`. Agencies without one keep the platform's
 //! retention (on TimescaleDB, the hypertable's 400-day policy). The cutoff is a whole minute:
-//! the rollup's minutes before it (`telemetry_minutes`, their marks and partials) go with the samples,
+//! the rollup's minutes before it (`telemetry_minutes`, and their marks) go with the samples,
 //! and none stays rolled up from samples half deleted. (TimescaleDB's own policy drops raw
 //! chunks only: their minutes stay in the rollup, as a continuous aggregate's would.)
 //!
@@ -67,11 +67,7 @@ pub async fn purge(
             }
         }
         let mut tx = begin(telemetry, Scope::Agency(agency)).await?;
-        for table in [
-            "telemetry_minutes",
-            "telemetry_touched",
-            "telemetry_partials",
-        ] {
+        for table in ["telemetry_minutes", "telemetry_touched"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE agency_id = $1 AND minute < $2"
             ))

@@ -1,23 +1,13 @@
 //! The telemetry rollup: one row per agency, device, attribute and minute
 //! (`telemetry_minutes`, migration 0030), kept apart from ingest.
 //!
-//! Ingest tells the rollup what it stored, in the group's transaction, one of two ways:
-//! * **partials** ([`add_partials`], migration 0032): when the group's samples repeat their
-//!   keys within a minute (a device reporting several times a minute, as in a burst), the
-//!   group aggregates them by device, attribute and minute from its staging table, and the
-//!   worker later adds them to the minutes. Nobody re-reads those samples.
-//! * **marks** ([`mark`]): which devices' minutes the rows touched, a few rows a group. For
-//!   groups whose keys hardly repeat (a city's lights reporting once a minute: a partial a
-//!   sample would double ingest's writes) and for groups written skipping stored keys (only
-//!   some rows were new). The worker recomputes a marked minute from the raw rows.
-//!
-//! The worker ([`run`]) takes (deletes) the marks of closed minutes and recomputes those
-//! minutes, dropping their partials in the same statement (see [`roll`]); then it takes the
-//! partials of closed minutes and adds them. For any device's minute, at any snapshot, it is
-//! either marked (a series reads it raw) or its row plus its pending partials sum up exactly
-//! its raw rows (a series reads both). Why not in ingest's transaction: an upsert a sample
-//! costs ingest 60-80% more database time (docs/BENCHMARKS.md), and ingest is what agencies
-//! cannot lose; a partial is a plain insert, a few hundred a group.
+//! Ingest only marks which devices' minutes a group touched ([`mark`], a few rows a group,
+//! plain inserts in the group's transaction). The worker ([`run`]) takes (deletes) the marks
+//! of closed minutes and, in the same transaction, recomputes those minutes from the raw rows
+//! with statements that run after the marks were taken (see [`roll`]). A minute is then either rolled up from every raw row committed with the
+//! marks it took, or still marked, and a series reads a marked minute from the raw rows. Why
+//! not in ingest's transaction: an upsert a sample costs ingest 60-80% more database time
+//! (docs/BENCHMARKS.md), and ingest is what agencies cannot lose.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -40,16 +30,6 @@ pub const EVERY: Duration = Duration::from_secs(1);
 /// Marks taken a statement: a backlog (after an outage) is rolled up in bounded steps. A
 /// minute of saturated ingest leaves a few hundred (one per group), taken in one step.
 const MARKS_A_STEP: i64 = 5_000;
-
-/// Partials taken a statement: a minute of saturated ingest leaves a few hundred thousand
-/// (a group's devices times their attributes, a few hundred groups), taken in a few steps.
-const PARTIALS_A_STEP: i64 = 50_000;
-
-/// A group writes partials when its samples are at least this many times its partials
-/// (device, attribute and minute). Measured: inserting a partial costs PostgreSQL a few
-/// times what recomputing one sample from the raw rows does (about 2.7 µs a sample at
-/// saturation, docs/BENCHMARKS.md), so below this marks are cheaper in all.
-pub const SAMPLES_A_PARTIAL: usize = 4;
 
 /// The minute (UTC, whole) of a time ([`eriop_domain::telemetry::minute_start`]).
 pub fn minute_of(time: DateTime<Utc>) -> DateTime<Utc> {
@@ -97,66 +77,6 @@ pub async fn mark(
     Ok(())
 }
 
-/// Whether a group's rows (each key once) are worth aggregating into partials: at least
-/// [`SAMPLES_A_PARTIAL`] samples a partial.
-pub fn worth_partials(rows: &[&Row]) -> bool {
-    let mut partials = std::collections::HashSet::new();
-    for row in rows {
-        partials.insert((
-            row.device_id,
-            row.function_id.as_str(),
-            row.attribute.as_str(),
-            minute_of(row.time),
-        ));
-        if partials.len().saturating_mul(SAMPLES_A_PARTIAL) > rows.len() {
-            return false;
-        }
-    }
-    !partials.is_empty()
-}
-
-/// A sample's value as the series' `last` shows it, whatever its type (the gateway's
-/// `RAW_PART` says the same).
-macro_rules! last_value {
-    ($t:literal) => {
-        concat!(
-            "CASE WHEN jsonb_typeof(",
-            $t,
-            ".value_json) = 'boolean' THEN ",
-            $t,
-            ".value_json ",
-            "ELSE coalesce(to_jsonb(",
-            $t,
-            ".value_double), to_jsonb(",
-            $t,
-            ".value_text), ",
-            $t,
-            ".value_json) END"
-        )
-    };
-}
-
-/// The staging table's rows (each written to `telemetry` by this transaction) as partials.
-const ADD_PARTIALS: &str = concat!(
-    "INSERT INTO telemetry_partials (agency_id, device_id, function_id, attribute, minute, samples,
-                                numeric_samples, sum_value, min_value, max_value, last_time, last_value)
-SELECT s.agency_id, s.device_id, s.function_id, s.attribute, date_trunc('minute', s.time, 'UTC'),
-       count(*), count(s.value_double), sum(s.value_double::numeric),
-       min(s.value_double), max(s.value_double), max(s.time),
-       (array_agg(",
-    last_value!("s"),
-    " ORDER BY s.time DESC))[1]
-  FROM telemetry_staging s
- GROUP BY s.agency_id, s.device_id, s.function_id, s.attribute, date_trunc('minute', s.time, 'UTC')"
-);
-
-/// Records, in the group's transaction, its staged rows as partials (see the module's
-/// comment). Only when every staged row was written: partials are added, never recomputed.
-pub async fn add_partials(tx: &mut Transaction<'static, Postgres>) -> Result<(), sqlx::Error> {
-    sqlx::query(ADD_PARTIALS).execute(&mut **tx).await?;
-    Ok(())
-}
-
 /// Takes (deletes and answers) up to `$2` marks of minutes before `$1`, oldest first.
 const TAKE: &str = "
 DELETE FROM telemetry_touched
@@ -167,11 +87,8 @@ RETURNING agency_id, minute, device_ids";
 /// Rolls up one agency's minute (`$1` agency, `$2` minute) for the devices `$3`, from the
 /// raw rows: read once, from `telemetry_agency_time_idx`, for all those devices together (at
 /// the end of a minute, every device reporting). Planned with the values (see [`roll`]):
-/// only that day's partition, and the devices looked up in a hash. The same statement (one
-/// snapshot) drops those devices' partials of the minute: their rows are among those read.
+/// only that day's partition, and the devices looked up in a hash.
 const ROLL_MINUTE: &str = "
-WITH dropped AS (DELETE FROM telemetry_partials
-                  WHERE agency_id = $1 AND minute = $2 AND device_id = ANY ($3))
 INSERT INTO telemetry_minutes (agency_id, device_id, function_id, attribute, minute, samples,
                                numeric_samples, sum_value, min_value, max_value, last_time, last_value)
 -- The latest sample's value, whatever its type (the series' `last`), by its key: one index
@@ -196,59 +113,18 @@ ON CONFLICT (agency_id, device_id, function_id, attribute, minute) DO UPDATE
        max_value = excluded.max_value, last_time = excluded.last_time,
        last_value = excluded.last_value";
 
-/// Takes (deletes) up to `$2` partials of minutes before `$1`, oldest first, and adds them to
-/// their minutes, in one statement; answers the partials taken and the minutes written.
-const ADD_TO_MINUTES: &str = "
-WITH taken AS (
-    DELETE FROM telemetry_partials
-     WHERE ctid = ANY (ARRAY(SELECT ctid FROM telemetry_partials WHERE minute < $1
-                              ORDER BY minute LIMIT $2))
-    RETURNING *
-), merged AS (
-    SELECT agency_id, device_id, function_id, attribute, minute,
-           sum(samples)::bigint AS samples, sum(numeric_samples)::bigint AS numeric_samples,
-           sum(sum_value) AS sum_value, min(min_value) AS min_value, max(max_value) AS max_value,
-           max(last_time) AS last_time, (array_agg(last_value ORDER BY last_time DESC))[1] AS last_value
-      FROM taken
-     GROUP BY agency_id, device_id, function_id, attribute, minute
-), written AS (
-    INSERT INTO telemetry_minutes AS m (agency_id, device_id, function_id, attribute, minute,
-                                        samples, numeric_samples, sum_value, min_value,
-                                        max_value, last_time, last_value)
-    SELECT * FROM merged
-    ON CONFLICT (agency_id, device_id, function_id, attribute, minute) DO UPDATE
-       SET samples = m.samples + excluded.samples,
-           numeric_samples = m.numeric_samples + excluded.numeric_samples,
-           -- Null when neither side has a number (as sum() of none).
-           sum_value = CASE WHEN m.sum_value IS NULL THEN excluded.sum_value
-                            WHEN excluded.sum_value IS NULL THEN m.sum_value
-                            ELSE m.sum_value + excluded.sum_value END,
-           -- least() and greatest() skip nulls.
-           min_value = least(m.min_value, excluded.min_value),
-           max_value = greatest(m.max_value, excluded.max_value),
-           -- Two partials never share a last time: it is part of the samples' unique key.
-           last_value = CASE WHEN excluded.last_time > m.last_time THEN excluded.last_value
-                             ELSE m.last_value END,
-           last_time = greatest(m.last_time, excluded.last_time)
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM written)";
-
 /// Whoever holds this (transaction-scoped) advisory lock rolls up; another projections
 /// replica skips its turn. One at a time, so that a minute rolled up from an older snapshot
 /// never overwrites one rolled up from a newer.
 pub const LOCK: i64 = 0x6572_696f_705f_726f; // "eriop_ro"
 
-/// Rolls up every minute marked and closed at `now` (less [`GRACE`]), then adds every
-/// partial of such minutes. Answers the minutes written; 0 also when another replica holds
-/// the turn.
+/// Rolls up every minute marked and closed at `now` (less [`GRACE`]). Answers the minutes
+/// written; 0 also when another replica holds the turn.
 ///
 /// Why it is exact: the marks are taken (deleted) first, and each minute is then computed
 /// by a later statement, whose snapshot holds every row committed with those marks (and
-/// maybe rows committed since, whose own marks stay and bring the minute back); that
-/// statement drops the partials of the rows it read, and only those (same snapshot). All of
-/// it commits together: a minute is never unmarked and not yet recomputed. Partials are
-/// taken and added in one statement: each is added exactly once.
+/// maybe rows committed since, whose own marks stay and bring the minute back). All of it
+/// commits together: a minute is never unmarked and not yet recomputed.
 pub async fn roll(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     // Marks of minutes that ended at least GRACE ago.
     let closed =
@@ -289,28 +165,6 @@ pub async fn roll(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error>
         }
         tx.commit().await?;
         if (taken as i64) < MARKS_A_STEP {
-            break;
-        }
-    }
-    // Then the partials, after the marks: a marked minute recomputed above has dropped the
-    // partials its rows made; those committed since are added to it here.
-    loop {
-        let mut tx = eriop_nats::db::begin(pool, eriop_nats::db::Scope::All).await?;
-        let turn: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(LOCK)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !turn {
-            return Ok(written);
-        }
-        let (taken, minutes): (i64, i64) = sqlx::query_as(ADD_TO_MINUTES)
-            .bind(closed)
-            .bind(PARTIALS_A_STEP)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        written += u64::try_from(minutes).unwrap_or(0);
-        if taken < PARTIALS_A_STEP {
             return Ok(written);
         }
     }

@@ -1,5 +1,5 @@
-//! A group's rows into `telemetry`, in the group's transaction: the rows, what the rollup must
-//! take of them ([`super::rollup`]), and each attribute's latest value. The consumer calls it
+//! A group's rows into `telemetry`, in the group's transaction: the rows, the rollup's marks
+//! of the minutes they touched ([`super::rollup`]), and each attribute's latest value. The consumer calls it
 //! once a group; tests store rows the same way.
 
 use std::collections::{HashMap, HashSet};
@@ -56,12 +56,8 @@ pub async fn rows(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    // What the rollup must take, committed with the rows: the staged rows' partials when
-    // every staged row was written and they sum up enough samples, else marks.
-    match insert {
-        Insert::New if rollup::worth_partials(&firsts) => rollup::add_partials(tx).await?,
-        _ => rollup::mark(tx, &firsts).await?,
-    }
+    // Which minutes the rollup must take again, committed with the rows.
+    rollup::mark(tx, &firsts).await?;
     // The latest value only moves forward in device time: a late sample is stored above,
     // but does not replace a newer value here. The latest of each attribute is picked here
     // (a few hundred rows for a group of many thousands), in key order so that concurrent

@@ -164,14 +164,12 @@ pub async fn rolled_up(stack: &Stack, device: &str) {
         (ready - chrono::Utc::now()).num_seconds().max(0)
     );
     loop {
-        let marks: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM telemetry_touched WHERE minute < $1)
-                      + (SELECT count(*) FROM telemetry_partials WHERE minute < $1)",
-        )
-        .bind(minute_end)
-        .fetch_one(&stack.db)
-        .await
-        .unwrap_or(1);
+        let marks: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM telemetry_touched WHERE minute < $1")
+                .bind(minute_end)
+                .fetch_one(&stack.db)
+                .await
+                .unwrap_or(1);
         if marks == 0 && chrono::Utc::now() >= ready {
             return;
         }

@@ -151,8 +151,8 @@ async fn insert_and_mark(pool: &PgPool, rows: &[Row]) {
     tx.commit().await.unwrap();
 }
 
-/// Rows stored as the projector stores a group (`store::rows`): the rows, what the rollup
-/// must take of them (partials or marks), the latest values, in one transaction.
+/// Rows stored as the projector stores a group (`store::rows`): the rows, the rollup's marks,
+/// the latest values, in one transaction.
 async fn store(pool: &PgPool, rows: &[Row]) {
     store_as(pool, rows, Insert::New).await;
 }
@@ -316,10 +316,9 @@ fn any_sample(rng: &mut Xorshift, agency: Uuid, device: Uuid, at: DateTime<Utc>)
 
 /// The rollup answers what the raw samples answer. Samples of every kind, at random times
 /// over six hours, beside another agency's under the same device id, stored as ingest
-/// stores them: sparse ones (the rollup's marks) and bursts of a sample a second (the
-/// rollup's partials). Then part of them rolled up; then late samples, a burst over rolled-up
-/// and open minutes, and a redelivery (written skipping stored keys: marks again, over
-/// minutes holding partials). Every aggregate, bucket sizes of 1 min to 1 day, ranges cut
+/// stores them: sparse ones and bursts of a sample a second. Then part of them rolled up;
+/// then late samples, a burst over rolled-up and open minutes, and a redelivery (written
+/// skipping stored keys, as the projector does after a conflict). Every aggregate, bucket sizes of 1 min to 1 day, ranges cut
 /// anywhere, before and after each roll: the series through the rollup is the series of the
 /// raw rows (the exact one, whose average is over numeric as the rollup's is).
 #[tokio::test]
@@ -361,35 +360,23 @@ async fn a_series_through_the_rollup_is_the_series_of_its_raw_samples() {
         })
         .collect();
     store(&db.pool, &rows).await;
-    let marked = db.count("SELECT count(*) FROM telemetry_touched").await;
-    assert!(marked > 0, "sparse samples marked their minutes");
-    // A burst from 1:00 to 1:20, in groups of five minutes: partials, no marks.
+    // A burst from 1:00 to 1:20, in groups of five minutes.
     for group in 0..4 {
         store(&db.pool, &burst(&mut rng, HOUR + group * 300_000_000, 5)).await;
     }
-    assert!(db.count("SELECT count(*) FROM telemetry_partials").await > 0);
-    assert_eq!(
-        db.count("SELECT count(*) FROM telemetry_touched").await,
-        marked,
-        "a burst's group marks nothing"
-    );
+    assert!(db.count("SELECT count(*) FROM telemetry_touched").await > 0);
     let mut compared = compare_with_raw(&db.pool, (agency, device), start, &mut rng).await;
 
-    // The first four hours rolled up (marks and partials); the rest still pending.
+    // The first four hours rolled up; the rest still marked.
     let rolled = rollup::roll(&db.pool, start + chrono::Duration::hours(4))
         .await
         .unwrap();
     assert!(rolled > 0);
-    assert_eq!(
-        db.count("SELECT count(*) FROM telemetry_partials").await,
-        0,
-        "every partial of the closed minutes added"
-    );
     compared += compare_with_raw(&db.pool, (agency, device), start, &mut rng).await;
 
-    // Late samples (marks) into rolled-up minutes; a burst from 3:50 to 4:10 (partials over
-    // rolled-up minutes and open ones); a redelivery of part of it with new samples beside
-    // (written skipping stored keys, as the projector does after a conflict: marks).
+    // Late samples into rolled-up minutes; a burst from 3:50 to 4:10 (over rolled-up minutes
+    // and open ones); a redelivery of part of it with new samples beside (written skipping
+    // stored keys, as the projector does after a conflict).
     let late: Vec<Row> = late
         .iter()
         .map(|t| any_sample(&mut rng, agency, device, at(*t)))
@@ -413,7 +400,6 @@ async fn a_series_through_the_rollup_is_the_series_of_its_raw_samples() {
     );
     store_as(&db.pool, &again, Insert::SkippingStored).await;
     assert!(db.count("SELECT count(*) FROM telemetry_touched").await > 0);
-    assert!(db.count("SELECT count(*) FROM telemetry_partials").await > 0);
     compared += compare_with_raw(&db.pool, (agency, device), start, &mut rng).await;
     for hours in [4, 7] {
         rollup::roll(
@@ -425,8 +411,7 @@ async fn a_series_through_the_rollup_is_the_series_of_its_raw_samples() {
         compared += compare_with_raw(&db.pool, (agency, device), start, &mut rng).await;
     }
     assert_eq!(
-        db.count("SELECT (SELECT count(*) FROM telemetry_touched) + (SELECT count(*) FROM telemetry_partials)")
-            .await,
+        db.count("SELECT count(*) FROM telemetry_touched").await,
         0,
         "everything rolled up"
     );
@@ -561,8 +546,8 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
     );
     // Rolled up (the samples are two hours old: their minutes closed long ago), then a
     // late sample into a rolled-up minute: in the series at once (its minute marked, so read
-    // raw), and still once rolled up again. Then a burst into another: 30 samples of one
-    // minute in one message, which the projector sums up into a partial that the rollup adds.
+    // raw), and still once rolled up again. Then a burst into another: 30 samples of two
+    // minutes in one message, as a device's buffer after a power cut arrives.
     let mut data = data;
     for phase in ["rolled up", "late", "burst"] {
         if phase == "burst" {
@@ -600,16 +585,6 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
                 || app.db.count(&stored),
             )
             .await;
-            // Summed up by the projector into partials (this database's only ones), not
-            // marked: PostgreSQL's statistics show the inserts within seconds.
-            wait::until("the burst's partials", Duration::from_secs(30), || async {
-                let inserted = app
-                    .db
-                    .count("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'telemetry_partials'")
-                    .await;
-                (inserted > 0).then_some(())
-            })
-            .await;
             assert_api_series(&app, device_id, &data, &from, &to).await;
         }
         if phase == "late" {
@@ -634,10 +609,7 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
             data.push((at, 1000.0));
             assert_api_series(&app, device_id, &data, &from, &to).await;
         }
-        let marks = format!(
-            "SELECT (SELECT count(*) FROM telemetry_touched WHERE agency_id = '{agency}')
-                  + (SELECT count(*) FROM telemetry_partials WHERE agency_id = '{agency}')"
-        );
+        let marks = format!("SELECT count(*) FROM telemetry_touched WHERE agency_id = '{agency}'");
         wait::until_eq("the rollup", Duration::from_secs(30), 0, || {
             app.db.count(&marks)
         })

@@ -3,12 +3,10 @@
 //!
 //! When buckets are whole minutes, a series is the sum of three parts: the raw samples of the
 //! range's partial first minute and of its recent end (not rolled up yet), and the rollup's
-//! minutes in between with the partials not yet added to them (migration 0032), except the
-//! minutes still marked for the rollup (samples stored since that minute was rolled up, a
-//! device's late ones), which are read raw too. Marks and partials commit with their raw
-//! rows, and the rollup takes marks and recomputes their minutes (dropping their partials),
-//! or takes partials and adds them, in one transaction each: every sample is counted once,
-//! whatever the rollup's progress.
+//! minutes in between, except the minutes still marked for the rollup (samples stored since
+//! that minute was rolled up, a device's late ones), which are read raw too. Marks and raw
+//! rows commit together, and the rollup takes marks and recomputes their minutes in one
+//! transaction, so every minute is read from exactly one place, whatever the rollup's progress.
 
 use chrono::{DateTime, Duration, Utc};
 use eriop_domain::telemetry::minute_start;
@@ -86,11 +84,6 @@ pub fn series_sql(timescale: bool, agg: Agg) -> String {
          ), parts (time, samples, numeric_samples, sum_value, min_value, max_value, last_time, last_value) AS (
              SELECT minute, samples, numeric_samples, sum_value, min_value, max_value, last_time, last_value
                FROM telemetry_minutes t
-              WHERE {KEY} AND minute >= $8 AND minute < $9
-                AND minute NOT IN (SELECT minute FROM marked)
-             UNION ALL
-             SELECT minute, samples, numeric_samples, sum_value, min_value, max_value, last_time, last_value
-               FROM telemetry_partials t
               WHERE {KEY} AND minute >= $8 AND minute < $9
                 AND minute NOT IN (SELECT minute FROM marked)
              UNION ALL
