@@ -287,24 +287,14 @@ fn any_sample(rng: &mut Xorshift, agency: Uuid, device: Uuid, at: DateTime<Utc>)
     let attribute = ["activePower", "lampOn"][rng.below(2) as usize];
     match rng.below(8) {
         0 => row(agency, device, attribute, at, None, Some("=text"), None),
-        1 => row(
-            agency,
-            device,
-            attribute,
-            at,
-            None,
-            None,
-            Some(json!(rng.below(2) == 0)),
-        ),
-        2 => row(
-            agency,
-            device,
-            attribute,
-            at,
-            None,
-            None,
-            Some(json!({"k": rng.below(9)})),
-        ),
+        kind @ (1 | 2) => {
+            let value = if kind == 1 {
+                json!(rng.below(2) == 0)
+            } else {
+                json!({"k": rng.below(9)})
+            };
+            row(agency, device, attribute, at, None, None, Some(value))
+        }
         3 => row(agency, device, attribute, at, Some(1.7e308), None, None),
         4 => row(agency, device, attribute, at, None, None, None),
         _ => {
@@ -506,15 +496,9 @@ async fn series_rows(
     query.fetch_all(pool).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
-    let app = TestApp::spawn().await;
-    let (device_id, agency) = registered_device(&app).await;
-
-    // Through the real path: a TELEMETRY batch of TALQ records, projected into the table.
-    let start = Utc::now() - chrono::Duration::hours(2);
-    let data = samples(start);
-    let records: Vec<talq::AttributeLogData> = data
+/// A light's `activePower` samples as TALQ records.
+fn active_power(device_id: Uuid, samples: &[(DateTime<Utc>, f64)]) -> Vec<talq::AttributeLogData> {
+    samples
         .iter()
         .map(|(t, v)| {
             let value = talq::typed_value(
@@ -529,8 +513,18 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
                 &t.to_rfc3339(),
             )
         })
-        .collect();
-    publish(&app, agency, records).await;
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
+    let app = TestApp::spawn().await;
+    let (device_id, agency) = registered_device(&app).await;
+
+    // Through the real path: a TELEMETRY batch of TALQ records, projected into the table.
+    let start = Utc::now() - chrono::Duration::hours(2);
+    let data = samples(start);
+    publish(&app, agency, active_power(device_id, &data)).await;
     wait::until_eq("the samples", Duration::from_secs(30), 30, || {
         app.db
             .count("SELECT count(*) FROM telemetry WHERE attribute = 'activePower'")
@@ -559,23 +553,7 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
                     )
                 })
                 .collect();
-            let records = burst
-                .iter()
-                .map(|(t, v)| {
-                    let value = talq::typed_value(
-                        talq::attribute_type("LampMonitorFunction", "activePower"),
-                        &json!(v),
-                    );
-                    talq::attribute_log_data(
-                        device_id,
-                        "lampMonitor001",
-                        "activePower",
-                        &value,
-                        &t.to_rfc3339(),
-                    )
-                })
-                .collect();
-            publish(&app, agency, records).await;
+            publish(&app, agency, active_power(device_id, &burst)).await;
             data.extend(burst);
             let stored = format!("SELECT count(*) FROM telemetry WHERE agency_id = '{agency}'");
             wait::until_eq(
@@ -589,18 +567,7 @@ async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
         }
         if phase == "late" {
             let at = start + chrono::Duration::seconds(41);
-            let value = talq::typed_value(
-                talq::attribute_type("LampMonitorFunction", "activePower"),
-                &json!(1000.0),
-            );
-            let record = talq::attribute_log_data(
-                device_id,
-                "lampMonitor001",
-                "activePower",
-                &value,
-                &at.to_rfc3339(),
-            );
-            publish(&app, agency, vec![record]).await;
+            publish(&app, agency, active_power(device_id, &[(at, 1000.0)])).await;
             let stored = format!("SELECT count(*) FROM telemetry WHERE value_double = 1000 AND device_id = '{device_id}'");
             wait::until_eq("the late sample", Duration::from_secs(30), 1, || {
                 app.db.count(&stored)
