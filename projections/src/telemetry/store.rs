@@ -1,6 +1,6 @@
 //! A group's rows into `telemetry`, in the group's transaction: the rows, the rollup's marks
-//! of the minutes they touched ([`super::rollup`]), and each attribute's latest value. The consumer calls it
-//! once a group; tests store rows the same way.
+//! of the minutes they touched ([`super::rollup`]), and each attribute's latest value. The
+//! consumer calls it once a group; tests store rows the same way.
 
 use std::collections::{HashMap, HashSet};
 
