@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::services::auth::{Auth, Clock, SystemClock};
 use crate::services::event_log::{EventLog, StoredSignal};
+use crate::services::identity::Standings;
 use crate::state::{AppState, Inner};
 use crate::workers::relay::{Relay, RelayStatus};
 
@@ -103,7 +104,12 @@ impl App {
             EventLog::with_snapshots(pool.clone(), USER_SNAPSHOT_EVERY),
             &stored,
         );
-        let progress = Progress::new(Topology::from_settings(&settings));
+        let progress = Progress::new(
+            Topology::from_settings(&settings),
+            Arc::new(Standings::new(Duration::from_millis(
+                settings.standing_cache_ms,
+            ))),
+        );
         let state = AppState::new(Inner {
             // An agency is renamed, suspended, given quotas and retention over years: a
             // snapshot every 20 events keeps loading it short (its events stay the history).

@@ -251,6 +251,10 @@ pub struct Settings {
     /// How long a command's response waits for the read model to show it (DESIGN.md rule 3).
     #[serde(default = "defaults::read_your_writes_timeout_ms")]
     pub read_your_writes_timeout_ms: u64,
+    /// How long a gateway may answer from a caller's kept standing (suspension, roles)
+    /// when the hint of a change to it is lost; 0 reads it at every request.
+    #[serde(default = "defaults::standing_cache_ms")]
+    pub standing_cache_ms: u64,
 
     /// Run the event-store relay in this gateway (several may; one is active at a time).
     #[serde(default = "defaults::yes")]
@@ -434,6 +438,9 @@ mod defaults {
     }
     pub fn read_your_writes_timeout_ms() -> u64 {
         5_000
+    }
+    pub fn standing_cache_ms() -> u64 {
+        1_000
     }
     pub fn relay_batch_size() -> u32 {
         500

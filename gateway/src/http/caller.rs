@@ -1,5 +1,6 @@
 //! The extractor that turns a request's bearer token into a [`Caller`]: signature, expiry,
-//! restriction, revocation and suspension checked, and the current roles read, every time.
+//! restriction, revocation and suspension checked, and the current roles read, every time
+//! (the standing from the read models, or as this gateway keeps it until they change).
 //! `permission::Allowed` adds the permission.
 
 use axum::extract::FromRequestParts;
@@ -54,10 +55,12 @@ impl FromRequestParts<AppState> for Caller {
                 .access_revoked(&claims.jti, &claims.sub, claims.iat_ms, &claims.sid),
             // Suspension applies at the next request, to tokens already issued too; so do
             // roles given or taken.
-            crate::services::identity::caller_standing(
+            // Kept for a moment while hints say when it changes (`identity::Standings`).
+            state.progress().standings().of(
                 state.pool(),
                 user.as_uuid(),
-                agency.as_uuid()
+                agency.as_uuid(),
+                state.progress().live(),
             ),
             crate::http::limits::admit_caller(
                 state,

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
+use crate::services::identity::Standings;
 use crate::state::AppState;
 
 const MAX_PAGE: i64 = 1_000;
@@ -115,6 +116,11 @@ pub async fn await_version(
             .await?;
         metrics.looked(woken_by);
         if current.is_some_and(|v| v >= version) {
+            // This gateway's own write is shown: its caller's next request must see it,
+            // even if the hint has not come (or never will).
+            if Standings::depends_on(model.aggregate_type()) {
+                progress.standings().forget(id);
+            }
             return Ok(true);
         }
         let now = Instant::now();

@@ -6,7 +6,9 @@
 //!
 //! Every gateway subscribes (each may have waiters); unlike the relay and the supervisor it
 //! needs no lead. Only rows someone waits for are tracked, so memory follows the commands in
-//! flight, not the number of aggregates.
+//! flight, not the number of aggregates. A hint about a user or an agency also makes the
+//! gateway forget the callers' standings that name it ([`Standings`]), before any waiter
+//! wakes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +19,8 @@ use eriop_nats::backoff::Backoff;
 use eriop_nats::progress::Hint;
 use eriop_nats::Topology;
 use futures::StreamExt;
+
+use crate::services::identity::Standings;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -30,6 +34,8 @@ pub struct Progress {
     subscribed: AtomicBool,
     /// ... on this client, which must be connected for hints to arrive.
     client: std::sync::OnceLock<async_nats::Client>,
+    /// Callers' standings, kept while hints arrive and forgotten by them.
+    standings: Arc<Standings>,
 }
 
 struct Watched {
@@ -38,13 +44,19 @@ struct Watched {
 }
 
 impl Progress {
-    pub fn new(topology: Topology) -> Arc<Self> {
+    pub fn new(topology: Topology, standings: Arc<Standings>) -> Arc<Self> {
         Arc::new(Self {
             topology,
             watched: Mutex::new(HashMap::new()),
             subscribed: AtomicBool::new(false),
             client: std::sync::OnceLock::new(),
+            standings,
         })
+    }
+
+    /// The callers' standings that this gateway's hints keep honest.
+    pub fn standings(&self) -> &Standings {
+        &self.standings
     }
 
     /// Whether hints are arriving, as far as this gateway can tell: it is subscribed, and
@@ -77,6 +89,9 @@ impl Progress {
 
     /// A hint arrived: wakes whoever watches its row, if anyone does.
     pub fn saw(&self, hint: Hint) {
+        if Standings::depends_on(&hint.aggregate_type) {
+            self.standings.forget(hint.id);
+        }
         let key = (hint.aggregate_type, hint.id);
         let watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = watched.get(&key) {
@@ -172,7 +187,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_wakes_at_its_version_and_not_before() {
-        let progress = Progress::new(Topology::new("t"));
+        let progress = Progress::new(Topology::new("t"), Arc::new(Standings::new(Duration::ZERO)));
         let id = Uuid::now_v7();
         let mut watch = progress.watch("agency", id);
         progress.saw(hint(id, 2));
@@ -190,7 +205,7 @@ mod tests {
 
     #[tokio::test]
     async fn rows_nobody_watches_are_not_kept() {
-        let progress = Progress::new(Topology::new("t"));
+        let progress = Progress::new(Topology::new("t"), Arc::new(Standings::new(Duration::ZERO)));
         assert!(
             !progress.live(),
             "not following anything: waiters must poll"

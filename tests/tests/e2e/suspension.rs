@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use eriop_tests::app::NatsUrlForTests;
 use eriop_tests::mosquitto::Broker;
 use eriop_tests::{wait, TestApp};
 use reqwest::Method;
@@ -188,4 +189,61 @@ async fn nobody_suspends_the_agency_of_their_own_session() {
         .patch_agency(&other, json!({ "status": "suspended" }))
         .await;
     assert_eq!(suspended.status(), 200, "{:?}", suspended.text().await);
+}
+
+/// The gateway keeps a caller's standing (suspension, roles) between requests, and forgets it
+/// when a projection's hint says the user or the agency changed (issue 13). Here the read
+/// model changes behind the projections' back, so no hint comes: the kept standing goes on
+/// being used, and a hint alone (the bound is ten minutes) ends it.
+#[tokio::test]
+async fn a_kept_standing_ends_with_the_hint_of_a_change() {
+    let app = TestApp::spawn_with(eriop_tests::TestDb::migrated().await, |s| {
+        s.standing_cache_ms = 600_000;
+    })
+    .await;
+    let (agency, token) = app.admin_of_new_agency("Ville K", "k@k.example").await;
+    let set_status = |status: &'static str| {
+        let agency = agency.clone();
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query("UPDATE agencies SET status = $1 WHERE id = $2::uuid")
+                .bind(status)
+                .bind(agency)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    let nats = async_nats::connect(app.settings.nats_url_for_tests())
+        .await
+        .unwrap();
+    // The agency's hint, as its projection publishes it after a commit.
+    let hint = || async {
+        nats.publish(app.topology.projected_subject("agency", &agency), "7".into())
+            .await
+            .unwrap();
+    };
+    // Kept once the gateway follows the hints: a request reads the active agency, the
+    // suspension is written without a hint, and the next request is still answered. (A
+    // request made as the gateway began to follow may have kept the suspension: a hint
+    // clears it for the next round.)
+    wait::until("the standing kept", Duration::from_secs(10), || async {
+        set_status("active").await;
+        if app.get_as(&token, "/devices").await.status() != 200 {
+            hint().await;
+            return None;
+        }
+        set_status("suspended").await;
+        (app.get_as(&token, "/devices").await.status() == 200).then_some(())
+    })
+    .await;
+    // The hint alone ends it: the bound is ten minutes.
+    hint().await;
+    let refused = wait::until("the suspension applied", Duration::from_secs(10), || async {
+        let answer = app.get_as(&token, "/devices").await;
+        (answer.status() == 401).then_some(answer)
+    })
+    .await;
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("suspended"));
 }

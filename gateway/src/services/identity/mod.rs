@@ -21,6 +21,9 @@ mod login;
 mod mfa;
 mod personal;
 mod sessions;
+mod standing;
+
+pub use standing::{caller_standing, Standing, Standings};
 
 pub type UserCqrs = EventLog<User>;
 pub type UserStore = EventLog<User>;
@@ -70,33 +73,6 @@ pub async fn agency_suspended(pool: &sqlx::PgPool, agency: &str) -> Result<bool,
         .bind(id)
         .fetch_one(pool)
         .await
-}
-
-/// Where a caller stands now, as every authenticated request asks it (migration 0024, one
-/// round trip): whether its agency is suspended, and its roles in that agency.
-pub struct Standing {
-    pub suspended: bool,
-    /// Its roles there now; `None` for a user the read models do not know yet (just
-    /// registered), whose token is then taken at its word.
-    pub roles: Option<Vec<String>>,
-}
-
-pub async fn caller_standing(
-    pool: &sqlx::PgPool,
-    user: Uuid,
-    agency: Uuid,
-) -> Result<Standing, sqlx::Error> {
-    let (suspended, known, roles): (bool, bool, Option<Vec<String>>) =
-        sqlx::query_as("SELECT suspended, known, roles FROM eriop_caller_standing($1, $2)")
-            .bind(user)
-            .bind(agency)
-            .fetch_one(pool)
-            .await?;
-    Ok(Standing {
-        suspended,
-        // Known but with no roles here: none (not the token's).
-        roles: roles.or_else(|| known.then(Vec::new)),
-    })
 }
 
 pub const AGENCY_SUSPENDED: &str =
