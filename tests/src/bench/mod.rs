@@ -76,6 +76,10 @@ pub struct Options {
     /// `--set ERIOP_BRIDGE_ACTIVITY_INTERVAL_MS=0` to measure a setting's effect.
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
     pub settings: Vec<(String, String)>,
+    /// A PostgreSQL setting for this run, over the benchmark's (repeatable), e.g.
+    /// `--postgres wal_compression=lz4` to measure what a deployment's configuration does.
+    #[arg(long = "postgres", value_name = "NAME=VALUE", value_parser = parse_postgres_setting)]
+    pub postgres: Vec<String>,
     /// Where the report goes (a full run writes docs/BENCHMARKS.md by default; a partial
     /// run writes nothing unless given).
     #[arg(long)]
@@ -86,6 +90,21 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if k.starts_with("ERIOP_") => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("{s:?}: expected ERIOP_NAME=value")),
+    }
+}
+
+/// `name=value`, as `postgres -c` takes it; the name a setting's (letters, digits, `_`, `.`).
+fn parse_postgres_setting(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, v))
+            if !k.is_empty()
+                && !v.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') =>
+        {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!("{s:?}: expected a PostgreSQL setting, name=value")),
     }
 }
 
@@ -113,7 +132,7 @@ pub struct Results {
 
 /// The deployment as configured for the benchmark: production's flow control and
 /// durability, and room for the whole run in the streams.
-fn tuning(settings: &[(String, String)]) -> Tuning {
+fn tuning(settings: &[(String, String)], postgres: &[String]) -> Tuning {
     let env = [
         ("ERIOP_LOG_LEVEL", "warn".to_owned()),
         // A city's 100,000 lights report once a minute each; the benchmark concentrates
@@ -156,7 +175,11 @@ fn tuning(settings: &[(String, String)]) -> Tuning {
             // Where PostgreSQL's time goes during the saturation run (bench/statements.rs).
             "shared_preload_libraries=pg_stat_statements",
             "pg_stat_statements.track_utility=on",
-        ],
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(postgres.iter().cloned())
+        .collect(),
         env: env
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -200,7 +223,7 @@ pub async fn run(options: &Options) -> Results {
     let stack = Stack::start_tuned(
         Nats::Single(NatsServer::start().await),
         1,
-        tuning(&options.settings),
+        tuning(&options.settings, &options.postgres),
     )
     .await;
     let watched = watched(&stack);

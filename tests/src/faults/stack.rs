@@ -72,7 +72,7 @@ impl Target {
 #[derive(Default)]
 pub struct Tuning {
     /// PostgreSQL server settings (`name=value`); empty: the tests' (fsync off).
-    pub postgres: Vec<&'static str>,
+    pub postgres: Vec<String>,
     /// `ERIOP_*` variables of every service, over the suite's own.
     pub env: Vec<(String, String)>,
 }
@@ -110,7 +110,9 @@ impl Stack {
         let postgres = if tuning.postgres.is_empty() {
             PrivatePostgres::start()
         } else {
-            PrivatePostgres::start_with(&tuning.postgres)
+            PrivatePostgres::start_with(
+                &tuning.postgres.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
         };
         let admin = PgPool::connect(&postgres.url("postgres")).await.unwrap();
         sqlx::query("CREATE DATABASE eriop")
