@@ -89,9 +89,9 @@ impl App {
             )
         });
         let relay_status = relay.as_ref().map(Relay::status);
-        let telemetry_pool = if settings.telemetry_database_url().expose_secret()
-            == settings.database_url.expose_secret()
-        {
+        let telemetry_apart = settings.telemetry_database_url().expose_secret()
+            != settings.database_url.expose_secret();
+        let telemetry_pool = if !telemetry_apart {
             pool.clone()
         } else {
             pool_of(settings.telemetry_database_url().expose_secret())?
@@ -137,6 +137,7 @@ impl App {
             ),
             registries: signalling(EventLog::new(pool.clone()), &stored),
             telemetry_pool,
+            telemetry_apart,
             api_prefix: settings.api_v1_prefix.clone(),
             mqtt_max_silence: Duration::from_secs(settings.mqtt_max_silence_secs),
             topology: Topology::from_settings(&settings),

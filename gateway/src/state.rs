@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     pub registries: RegistryCqrs,
     /// The telemetry database (the same as `pool` unless ERIOP_TIMESCALE_URL is set).
     pub telemetry_pool: PgPool,
+    /// `telemetry_pool` is a database of its own, not `pool` again.
+    pub telemetry_apart: bool,
     pub api_prefix: String,
     pub mqtt_max_silence: Duration,
     /// The streams (names and sizes), for readiness.
@@ -125,6 +127,10 @@ impl AppState {
 
     pub fn telemetry_pool(&self) -> &PgPool {
         &self.inner.telemetry_pool
+    }
+
+    pub fn telemetry_apart(&self) -> bool {
+        self.inner.telemetry_apart
     }
 
     /// How long the bridges may hand over no message before readiness says so.

@@ -23,6 +23,8 @@ pub struct AgencyScope {
     agency: AgencyId,
     pool: PgPool,
     telemetry: PgPool,
+    /// Telemetry has a database of its own (`ERIOP_TIMESCALE_URL`).
+    telemetry_apart: bool,
 }
 
 impl AgencyScope {
@@ -32,6 +34,7 @@ impl AgencyScope {
             agency,
             pool: state.pool().clone(),
             telemetry: state.telemetry_pool().clone(),
+            telemetry_apart: state.telemetry_apart(),
         }
     }
 
@@ -42,6 +45,12 @@ impl AgencyScope {
     /// A transaction on the agency's data (read models, roles, users).
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, ApiError> {
         Ok(tenancy::begin(&self.pool, Scope::Agency(self.agency.as_uuid())).await?)
+    }
+
+    /// Whether telemetry is in a database of its own: if not, [`Self::begin`]'s transaction
+    /// reads it too.
+    pub fn telemetry_apart(&self) -> bool {
+        self.telemetry_apart
     }
 
     /// A transaction on the agency's telemetry (its own database, TimescaleDB in production).
@@ -77,6 +86,7 @@ impl AgencyScope {
             agency,
             pool: self.pool.clone(),
             telemetry: self.telemetry.clone(),
+            telemetry_apart: self.telemetry_apart,
         })
     }
 }

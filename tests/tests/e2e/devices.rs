@@ -508,7 +508,29 @@ async fn a_command_reaches_the_device_as_fundamentum_json_and_its_replies_show_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn late_samples_are_stored_but_do_not_replace_a_newer_latest_value() {
     let broker = Broker::start_tls();
-    let app = app_on(&broker).await;
+    late_samples(app_on(&broker).await).await;
+}
+
+/// The same with telemetry in a database of its own (`ERIOP_TIMESCALE_URL`: here another
+/// address of the same database), which a device's view reads in a transaction of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_samples_with_telemetry_apart() {
+    let broker = Broker::start_tls();
+    let (port, ca) = (broker.port, broker.ca_file());
+    let db = TestDb::migrated().await;
+    let telemetry = format!("{}?application_name=eriop-telemetry", db.url);
+    let app = TestApp::spawn_with(db, move |s| {
+        s.mqtt_broker_host = "127.0.0.1".into();
+        s.mqtt_broker_port = port;
+        s.mqtt_use_tls = true;
+        s.mqtt_ca_file = Some(ca);
+        s.timescale_url = Some(telemetry.into());
+    })
+    .await;
+    late_samples(app).await;
+}
+
+async fn late_samples(app: TestApp) {
     let class = create_class(&app, 600).await;
     let id = register(&app, &class, "reg-late", "SN-1").await;
     let lamp = light(&app, "reg-late", "SN-1", false).await;

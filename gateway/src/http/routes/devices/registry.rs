@@ -244,8 +244,7 @@ pub async fn get(
     Allowed { scope, .. }: Allowed<DevicesRead>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let row = view::find(&scope, id).await?;
-    Ok(Json(view::full(&scope, &row).await?).into_response())
+    Ok(Json(view::read(&scope, id).await?).into_response())
 }
 
 #[derive(Deserialize)]
