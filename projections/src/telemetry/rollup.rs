@@ -118,173 +118,85 @@ ON CONFLICT (agency_id, device_id, function_id, attribute, minute) DO UPDATE
 /// never overwrites one rolled up from a newer.
 pub const LOCK: i64 = 0x6572_696f_705f_726f; // "eriop_ro"
 
-/// What one step of the rollup did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
-    /// Rows of `telemetry_minutes` written.
-    pub written: u64,
-    /// Closed minutes are still marked (the step's device budget ran out, or its marks
-    /// were a full [`MARKS_A_STEP`]): another step is due.
-    pub more: bool,
-}
-
-/// Rolls up every minute marked and closed at `now` (less [`GRACE`]), step after step
-/// without pausing. Answers the minutes written; 0 also when another replica holds the
-/// turn. The worker ([`run`]) paces the same steps instead.
-pub async fn roll(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let mut written = 0;
-    loop {
-        let step = roll_step(pool, now, usize::MAX).await?;
-        written += step.written;
-        if !step.more {
-            return Ok(written);
-        }
-    }
-}
-
-/// One step: in one transaction, takes the marks of closed minutes and rolls up at most
-/// `devices` devices' minutes (at least one device, so that a step always progresses);
-/// the devices of a minute beyond the budget are marked again in the same transaction, so
-/// a series goes on reading their raw rows until a later step rolls them up.
+/// Rolls up every minute marked and closed at `now` (less [`GRACE`]). Answers the minutes
+/// written; 0 also when another replica holds the turn.
 ///
 /// Why it is exact: the marks are taken (deleted) first, and each minute is then computed
 /// by a later statement, whose snapshot holds every row committed with those marks (and
 /// maybe rows committed since, whose own marks stay and bring the minute back). All of it
 /// commits together: a minute is never unmarked and not yet recomputed.
-pub async fn roll_step(
-    pool: &PgPool,
-    now: DateTime<Utc>,
-    devices: usize,
-) -> Result<Step, sqlx::Error> {
+pub async fn roll(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     // Marks of minutes that ended at least GRACE ago.
     let closed =
         now - chrono::Duration::seconds(60) - chrono::Duration::from_std(GRACE).unwrap_or_default();
-    let mut tx = eriop_nats::db::begin(pool, eriop_nats::db::Scope::All).await?;
-    let turn: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(LOCK)
-        .fetch_one(&mut *tx)
+    let mut written = 0;
+    loop {
+        let mut tx = eriop_nats::db::begin(pool, eriop_nats::db::Scope::All).await?;
+        let turn: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !turn {
+            return Ok(written);
+        }
+        // Each minute's statement planned with its values: a generic plan would keep every
+        // partition and compare each row with every device of the list. And planned the
+        // same way whatever the statistics say: a day's partition is new each day, and until
+        // autovacuum analyzes it the planner expects a few rows; it then sorted a minute of
+        // saturated ingest on disk (126 MB) and compiled it (JIT, 2.9 s): 8-10 s of a core
+        // instead of 2-4, while ingest waited for the core (issue 13, docs/BENCHMARKS.md).
+        // A hash of a minute's keys fits in memory.
+        sqlx::query(
+            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
+                    set_config('enable_sort', 'off', true),
+                    set_config('jit', 'off', true),
+                    set_config('work_mem', '64MB', true)",
+        )
+        .execute(&mut *tx)
         .await?;
-    if !turn {
-        return Ok(Step {
-            written: 0,
-            more: false,
-        });
-    }
-    // Each minute's statement planned with its values: a generic plan would keep every
-    // partition and compare each row with every device of the list. And planned the same
-    // way whatever the statistics say: a day's partition is new each day, and until it is
-    // analyzed the planner expects a few rows, sorted a minute of a saturated ingest on disk
-    // and compiled it (JIT): 8-10 s of a core instead of 2-4, while ingest waited for the
-    // core (issue 13, docs/BENCHMARKS.md). A hash of a minute's keys fits in memory.
-    sqlx::query(
-        "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
-                set_config('enable_sort', 'off', true),
-                set_config('jit', 'off', true),
-                set_config('work_mem', '64MB', true)",
-    )
-    .execute(&mut *tx)
-    .await?;
-    let marks: Vec<(Uuid, DateTime<Utc>, Vec<Uuid>)> = sqlx::query_as(TAKE)
-        .bind(closed)
-        .bind(MARKS_A_STEP)
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut more = marks.len() as i64 >= MARKS_A_STEP;
-    let mut pending: BTreeMap<(Uuid, DateTime<Utc>), BTreeSet<Uuid>> = BTreeMap::new();
-    for (agency, minute, ids) in marks {
-        pending.entry((agency, minute)).or_default().extend(ids);
-    }
-    let (mut budget, mut written) = (devices.max(1), 0);
-    for ((agency, minute), ids) in pending {
-        let mut ids: Vec<Uuid> = ids.into_iter().collect();
-        let later = ids.split_off(budget.min(ids.len()));
-        budget -= ids.len();
-        if !ids.is_empty() {
+        let marks: Vec<(Uuid, DateTime<Utc>, Vec<Uuid>)> = sqlx::query_as(TAKE)
+            .bind(closed)
+            .bind(MARKS_A_STEP)
+            .fetch_all(&mut *tx)
+            .await?;
+        let taken = marks.len();
+        let mut pending: BTreeMap<(Uuid, DateTime<Utc>), BTreeSet<Uuid>> = BTreeMap::new();
+        for (agency, minute, devices) in marks {
+            pending.entry((agency, minute)).or_default().extend(devices);
+        }
+        for ((agency, minute), devices) in pending {
             written += sqlx::query(ROLL_MINUTE)
                 .bind(agency)
                 .bind(minute)
-                .bind(ids)
+                .bind(devices.into_iter().collect::<Vec<_>>())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
         }
-        if !later.is_empty() {
-            sqlx::query(
-                "INSERT INTO telemetry_touched (agency_id, minute, device_ids) VALUES ($1, $2, $3)",
-            )
-            .bind(agency)
-            .bind(minute)
-            .bind(later)
-            .execute(&mut *tx)
-            .await?;
-            more = true;
-        }
-    }
-    tx.commit().await?;
-    Ok(Step { written, more })
-}
-
-/// How long a step should take: the worker sizes its steps (in devices) to it, and pauses
-/// as long again after each, so that a big minute is rolled up beside ingest, not in front
-/// of it (at 10,000 messages a second a minute holds 2.4 million samples, seconds of a core).
-const STEP_TARGET: Duration = Duration::from_millis(150);
-
-/// Devices a step rolls up: doubled while steps are quick, halved while they are slow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pace {
-    pub devices: usize,
-}
-
-impl Default for Pace {
-    fn default() -> Self {
-        Self { devices: 64 }
-    }
-}
-
-impl Pace {
-    /// The budget after a step of `self.devices` devices that took `took`.
-    pub fn after(self, took: Duration) -> Self {
-        let devices = if took > STEP_TARGET * 2 {
-            self.devices / 2
-        } else if took < STEP_TARGET / 2 {
-            self.devices.saturating_mul(2)
-        } else {
-            self.devices
-        };
-        Self {
-            devices: devices.clamp(1, 1 << 20),
+        tx.commit().await?;
+        if (taken as i64) < MARKS_A_STEP {
+            return Ok(written);
         }
     }
 }
 
-/// Rolls up every [`EVERY`], from start-up, in paced steps (see [`STEP_TARGET`]); a failure
-/// (a database away) is retried with backoff and never stops the service. Marks wait
-/// meanwhile, and series read their minutes from the raw rows.
+/// Rolls up every [`EVERY`], from start-up; a failure (a database away) is retried with
+/// backoff and never stops the service. Marks wait meanwhile, and series read their minutes
+/// from the raw rows.
 pub async fn run(pool: PgPool, minutes: prometheus_client::metrics::counter::Counter) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let mut pace = Pace::default();
     loop {
         tick.tick().await;
-        loop {
-            let started = std::time::Instant::now();
-            match roll_step(&pool, Utc::now(), pace.devices).await {
-                Ok(step) => {
-                    minutes.inc_by(step.written);
-                    backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-                    let took = started.elapsed();
-                    pace = pace.after(took);
-                    if !step.more {
-                        break;
-                    }
-                    tokio::time::sleep(took).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt = backoff.attempts(), "telemetry rollup interrupted, will retry");
-                    backoff.wait().await;
-                    break;
-                }
+        match roll(&pool, Utc::now()).await {
+            Ok(written) => {
+                minutes.inc_by(written);
+                backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt = backoff.attempts(), "telemetry rollup interrupted, will retry");
+                backoff.wait().await;
             }
         }
     }
@@ -292,27 +204,8 @@ pub async fn run(pool: PgPool, minutes: prometheus_client::metrics::counter::Cou
 
 #[cfg(test)]
 mod tests {
-    use super::{minute_of, Pace, STEP_TARGET};
+    use super::minute_of;
     use chrono::{DateTime, Utc};
-    use std::time::Duration;
-
-    #[test]
-    fn steps_grow_while_quick_and_shrink_while_slow_within_bounds() {
-        let pace = Pace { devices: 64 };
-        assert_eq!(pace.after(Duration::from_millis(1)).devices, 128);
-        assert_eq!(pace.after(STEP_TARGET).devices, 64);
-        assert_eq!(pace.after(STEP_TARGET * 3).devices, 32);
-        let mut slow = pace;
-        for _ in 0..20 {
-            slow = slow.after(Duration::from_secs(10));
-        }
-        assert_eq!(slow.devices, 1, "a step always rolls up a device");
-        let mut quick = pace;
-        for _ in 0..40 {
-            quick = quick.after(Duration::ZERO);
-        }
-        assert_eq!(quick.devices, 1 << 20);
-    }
 
     #[test]
     fn a_minute_is_the_utc_minute_that_holds_the_time() {

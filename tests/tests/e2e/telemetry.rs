@@ -411,65 +411,6 @@ async fn a_series_through_the_rollup_is_the_series_of_its_raw_samples() {
     );
 }
 
-/// The worker rolls a big minute up in steps of a few devices (issue 13: a saturated minute
-/// in one statement held a core for seconds, and ingest waited). Between steps, the devices
-/// not rolled up yet stay marked: every device's series is its raw samples' after each step,
-/// and the steps end with every minute rolled up.
-#[tokio::test]
-async fn a_minute_rolled_up_a_few_devices_at_a_time_is_exact_after_each_step() {
-    let db = TestDb::migrated().await;
-    let agency = Uuid::new_v4();
-    let devices: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
-    let start = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
-    let mut rng = Xorshift(0x2545_F491_4F6C_DD1D);
-    // Three minutes of a sample every two seconds from each device, in groups of a minute.
-    for minute in 0..3_i64 {
-        let rows: Vec<Row> = (0..30_i64)
-            .flat_map(|s| devices.iter().map(move |d| (*d, s)))
-            .map(|(device, s)| {
-                let micros = (minute * 60 + s * 2) * 1_000_000 + 1 + rng.below(999_998) as i64;
-                any_sample(
-                    &mut rng,
-                    agency,
-                    device,
-                    start + chrono::Duration::microseconds(micros),
-                )
-            })
-            .collect();
-        store(&db.pool, &rows).await;
-    }
-    let now = start + chrono::Duration::minutes(10);
-    let (mut steps, mut written, mut compared) = (0, 0, 0);
-    loop {
-        let step = rollup::roll_step(&db.pool, now, 2).await.unwrap();
-        steps += 1;
-        written += step.written;
-        for device in &devices {
-            compared += compare_with_raw(&db.pool, (agency, *device), start, &mut rng).await;
-        }
-        if !step.more {
-            break;
-        }
-        assert!(steps < 100, "the steps end");
-    }
-    // 5 devices in each of 3 minutes, 2 a step: 8 steps.
-    assert_eq!(steps, 8);
-    assert_eq!(
-        db.count("SELECT count(*) FROM telemetry_touched").await,
-        0,
-        "everything rolled up"
-    );
-    assert_eq!(
-        written as i64,
-        db.count("SELECT count(*) FROM telemetry_minutes").await
-    );
-    assert_eq!(
-        db.count("SELECT count(DISTINCT device_id) FROM telemetry_minutes").await,
-        5
-    );
-    assert!(compared > 200, "{compared} buckets compared");
-}
-
 /// Random ranges, bucket sizes and "now"s: every aggregate of each attribute through the
 /// rollup equals the raw series. Answers the buckets compared.
 async fn compare_with_raw(
