@@ -111,7 +111,11 @@ impl Stack {
             PrivatePostgres::start()
         } else {
             PrivatePostgres::start_with(
-                &tuning.postgres.iter().map(String::as_str).collect::<Vec<_>>(),
+                &tuning
+                    .postgres
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
             )
         };
         let admin = PgPool::connect(&postgres.url("postgres")).await.unwrap();

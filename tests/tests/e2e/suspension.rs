@@ -219,9 +219,12 @@ async fn a_kept_standing_ends_with_the_hint_of_a_change() {
         .unwrap();
     // The agency's hint, as its projection publishes it after a commit.
     let hint = || async {
-        nats.publish(app.topology.projected_subject("agency", &agency), "7".into())
-            .await
-            .unwrap();
+        nats.publish(
+            app.topology.projected_subject("agency", &agency),
+            "7".into(),
+        )
+        .await
+        .unwrap();
     };
     // Kept once the gateway follows the hints: a request reads the active agency, the
     // suspension is written without a hint, and the next request is still answered. (A
@@ -239,10 +242,14 @@ async fn a_kept_standing_ends_with_the_hint_of_a_change() {
     .await;
     // The hint alone ends it: the bound is ten minutes.
     hint().await;
-    let refused = wait::until("the suspension applied", Duration::from_secs(10), || async {
-        let answer = app.get_as(&token, "/devices").await;
-        (answer.status() == 401).then_some(answer)
-    })
+    let refused = wait::until(
+        "the suspension applied",
+        Duration::from_secs(10),
+        || async {
+            let answer = app.get_as(&token, "/devices").await;
+            (answer.status() == 401).then_some(answer)
+        },
+    )
     .await;
     let problem: Value = refused.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().contains("suspended"));

@@ -162,10 +162,14 @@ mod tests {
         let ticket = standings.kept(user, agency, t0).unwrap_err();
         standings.keep(ticket, standing(false, "viewer"), t0);
         assert_eq!(
-            standings.kept(user, agency, t0 + Duration::from_millis(999)).ok(),
+            standings
+                .kept(user, agency, t0 + Duration::from_millis(999))
+                .ok(),
             Some(standing(false, "viewer"))
         );
-        assert!(standings.kept(user, agency, t0 + Duration::from_secs(1)).is_err());
+        assert!(standings
+            .kept(user, agency, t0 + Duration::from_secs(1))
+            .is_err());
         // Kept per agency: the same user elsewhere is read.
         assert!(standings.kept(user, Uuid::now_v7(), t0).is_err());
     }
@@ -173,17 +177,27 @@ mod tests {
     #[test]
     fn a_change_to_the_user_or_the_agency_forgets_it_at_once() {
         let standings = Standings::new(Duration::from_secs(60));
-        let (user, other_user, agency, t0) =
-            (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Instant::now());
+        let (user, other_user, agency, t0) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Instant::now(),
+        );
         for who in [user, other_user] {
             let ticket = standings.kept(who, agency, t0).unwrap_err();
             standings.keep(ticket, standing(false, "operator"), t0);
         }
         standings.forget(user);
-        assert!(standings.kept(user, agency, t0).is_err(), "the user changed");
+        assert!(
+            standings.kept(user, agency, t0).is_err(),
+            "the user changed"
+        );
         assert!(standings.kept(other_user, agency, t0).is_ok());
         standings.forget(agency);
-        assert!(standings.kept(other_user, agency, t0).is_err(), "the agency changed");
+        assert!(
+            standings.kept(other_user, agency, t0).is_err(),
+            "the agency changed"
+        );
     }
 
     #[test]
