@@ -93,18 +93,20 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `name=value`, as `postgres -c` takes it; the name a setting's (letters, digits, `_`, `.`).
+/// `name=value`, as `postgres -c` takes it: the name a setting's (letters, digits, `_`,
+/// `.`), the value one word (letters, digits, `.`, `_`, `:`, `/`, `-`), since `pg_ctl -o`
+/// hands the options to a shell.
 fn parse_postgres_setting(s: &str) -> Result<String, String> {
+    let word = |t: &str, extra: &[u8]| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || extra.contains(&b))
+    };
     match s.split_once('=') {
-        Some((k, v))
-            if !k.is_empty()
-                && !v.is_empty()
-                && k.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') =>
-        {
-            Ok(s.to_owned())
-        }
-        _ => Err(format!("{s:?}: expected a PostgreSQL setting, name=value")),
+        Some((k, v)) if word(k, b".") && word(v, b".:/-") => Ok(s.to_owned()),
+        _ => Err(format!(
+            "{s:?}: expected a PostgreSQL setting, name=value (one word, e.g. wal_compression=lz4)"
+        )),
     }
 }
 
@@ -335,4 +337,32 @@ async fn bench_user(stack: &Stack) -> (String, String) {
         .unwrap();
     assert!(created.status().is_success(), "{:?}", created.text().await);
     (email, password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_postgres_setting;
+
+    #[test]
+    fn a_postgres_setting_is_one_name_and_one_word() {
+        for good in [
+            "wal_compression=lz4",
+            "checkpoint_timeout=30s",
+            "max_wal_size=4GB",
+        ] {
+            assert_eq!(parse_postgres_setting(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "",
+            "x",
+            "=on",
+            "x=",
+            "a b=1",
+            "x=1 -c fsync=off",
+            "x=$(id)",
+            "x=a;b",
+        ] {
+            assert!(parse_postgres_setting(bad).is_err(), "{bad:?}");
+        }
+    }
 }
