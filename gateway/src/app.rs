@@ -96,6 +96,7 @@ impl App {
         } else {
             pool_of(settings.telemetry_database_url().expose_secret())?
         };
+        let reads = pipelined_reads(&settings);
         let auth = Auth::from_settings(&settings, redis.clone(), clock)?;
         // Users log in often: a snapshot every 20 events keeps loading them short.
         // Every commit of events tells the relay (wherever it runs) at once.
@@ -138,6 +139,7 @@ impl App {
             registries: signalling(EventLog::new(pool.clone()), &stored),
             telemetry_pool,
             telemetry_apart,
+            reads,
             api_prefix: settings.api_v1_prefix.clone(),
             mqtt_max_silence: Duration::from_secs(settings.mqtt_max_silence_secs),
             topology: Topology::from_settings(&settings),
@@ -225,7 +227,26 @@ impl App {
     }
 }
 
-/// A background task that ends with its owner.
+/// The pool of pipelined reads, unless turned off or the database URL asks for what they
+/// do not speak (then the reads go through sqlx, and the log says why).
+fn pipelined_reads(settings: &Settings) -> Option<eriop_nats::db::pipelined::Reads> {
+    if !settings.pipelined_reads {
+        return None;
+    }
+    match eriop_nats::db::pipelined::Reads::new(
+        settings.database_url.expose_secret(),
+        &settings.database_role,
+        usize::try_from(settings.database_max_connections).unwrap_or(10),
+        Duration::from_secs(2),
+    ) {
+        Ok(reads) => Some(reads),
+        Err(why) => {
+            tracing::warn!(reason = %why, "reads go through sqlx, a round trip a statement (ERIOP_PIPELINED_READS)");
+            None
+        }
+    }
+}
+
 /// `log`, telling `signal` after each commit.
 fn signalling<A>(log: EventLog<A>, signal: &StoredSignal) -> EventLog<A>
 where
@@ -235,6 +256,7 @@ where
     log
 }
 
+/// A background task that ends with its owner.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

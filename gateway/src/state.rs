@@ -40,6 +40,9 @@ pub(crate) struct Inner {
     pub telemetry_pool: PgPool,
     /// `telemetry_pool` is a database of its own, not `pool` again.
     pub telemetry_apart: bool,
+    /// The registry's database again, for reads in one round trip (`ERIOP_PIPELINED_READS`);
+    /// none when off or when its URL asks for what they do not speak (TLS).
+    pub reads: Option<eriop_nats::db::pipelined::Reads>,
     pub api_prefix: String,
     pub mqtt_max_silence: Duration,
     /// The streams (names and sizes), for readiness.
@@ -131,6 +134,10 @@ impl AppState {
 
     pub fn telemetry_apart(&self) -> bool {
         self.inner.telemetry_apart
+    }
+
+    pub fn reads(&self) -> Option<&eriop_nats::db::pipelined::Reads> {
+        self.inner.reads.as_ref()
     }
 
     /// How long the bridges may hand over no message before readiness says so.

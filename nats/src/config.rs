@@ -255,6 +255,11 @@ pub struct Settings {
     /// when the hint of a change to it is lost; 0 reads it at every request.
     #[serde(default = "defaults::standing_cache_ms")]
     pub standing_cache_ms: u64,
+    /// Read the API's hot reads (a device, the device list) pipelined, one round trip to
+    /// PostgreSQL each, rather than through sqlx (a round trip a statement). Off: every read
+    /// through sqlx. A database URL that requires TLS reads through sqlx either way.
+    #[serde(default = "defaults::yes")]
+    pub pipelined_reads: bool,
 
     /// Run the event-store relay in this gateway (several may; one is active at a time).
     #[serde(default = "defaults::yes")]

@@ -7,6 +7,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+pub mod pipelined;
+
 pub enum Scope {
     /// One agency. Its id, not text: the id is written into the statement that begins the
     /// transaction, and a UUID formats as hex and hyphens only.

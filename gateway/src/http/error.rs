@@ -240,6 +240,21 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<eriop_nats::db::pipelined::ReadError> for ApiError {
+    fn from(e: eriop_nats::db::pipelined::ReadError) -> Self {
+        use eriop_nats::db::pipelined::ReadError;
+        match e {
+            ReadError::Unreachable(_) => Self::Unavailable(e.to_string()),
+            // As `refused_text` below.
+            ReadError::Refused(_) if e.code() == Some("22021") => Self::Validation {
+                detail: "text must not contain NUL characters".into(),
+                errors: Vec::new(),
+            },
+            ReadError::Refused(cause) => Self::internal(cause),
+        }
+    }
+}
+
 /// PostgreSQL's refusal of a NUL byte in text (SQLSTATE 22021, character not in repertoire).
 fn refused_text(e: &sqlx::Error) -> bool {
     e.as_database_error()

@@ -10,6 +10,7 @@
 //! `agency_transactions_are_opened_only_by_scopes` fails if any other module opens one.
 
 use eriop_domain::{AgencyId, BuiltInRole};
+use eriop_nats::db::pipelined::{Reads, Statement};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::http::error::ApiError;
@@ -25,6 +26,8 @@ pub struct AgencyScope {
     telemetry: PgPool,
     /// Telemetry has a database of its own (`ERIOP_TIMESCALE_URL`).
     telemetry_apart: bool,
+    /// Reads in one round trip, where this gateway has them (`ERIOP_PIPELINED_READS`).
+    reads: Option<Reads>,
 }
 
 impl AgencyScope {
@@ -35,6 +38,7 @@ impl AgencyScope {
             pool: state.pool().clone(),
             telemetry: state.telemetry_pool().clone(),
             telemetry_apart: state.telemetry_apart(),
+            reads: state.reads().cloned(),
         }
     }
 
@@ -45,6 +49,15 @@ impl AgencyScope {
     /// A transaction on the agency's data (read models, roles, users).
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, ApiError> {
         Ok(tenancy::begin(&self.pool, Scope::Agency(self.agency.as_uuid())).await?)
+    }
+
+    /// Reads of the agency's data in one round trip, if this gateway pipelines them; if
+    /// not, read in [`Self::begin`]'s transaction.
+    pub fn pipelined(&self) -> Option<AgencyReads<'_>> {
+        self.reads.as_ref().map(|reads| AgencyReads {
+            reads,
+            agency: self.agency,
+        })
     }
 
     /// Whether telemetry is in a database of its own: if not, [`Self::begin`]'s transaction
@@ -87,7 +100,27 @@ impl AgencyScope {
             pool: self.pool.clone(),
             telemetry: self.telemetry.clone(),
             telemetry_apart: self.telemetry_apart,
+            reads: self.reads.clone(),
         })
+    }
+}
+
+/// Reads of one agency's data in one round trip ([`AgencyScope::pipelined`]).
+pub struct AgencyReads<'a> {
+    reads: &'a Reads,
+    agency: AgencyId,
+}
+
+impl AgencyReads<'_> {
+    /// `statements` in one read-only transaction acting for the agency: each one's rows.
+    pub async fn read(
+        &self,
+        statements: &[Statement<'_>],
+    ) -> Result<Vec<Vec<tokio_postgres::Row>>, ApiError> {
+        Ok(self
+            .reads
+            .read(Scope::Agency(self.agency.as_uuid()), statements)
+            .await?)
     }
 }
 

@@ -1061,7 +1061,21 @@ async fn the_bridge_presents_its_client_certificate_when_the_broker_asks_for_one
 /// before the page is cut (the page is read first and joined after, issue 13).
 #[tokio::test]
 async fn the_device_list_pages_through_live_devices_in_name_order() {
-    let app = TestApp::spawn().await;
+    device_list_pages(TestApp::spawn().await).await;
+}
+
+/// The same reads through sqlx, a round trip a statement: where reads are not pipelined
+/// (`ERIOP_PIPELINED_READS=false`, or a database URL that requires TLS).
+#[tokio::test]
+async fn the_device_list_pages_the_same_with_reads_through_sqlx() {
+    let app = TestApp::spawn_with(eriop_tests::TestDb::migrated().await, |s| {
+        s.pipelined_reads = false;
+    })
+    .await;
+    device_list_pages(app).await;
+}
+
+async fn device_list_pages(app: TestApp) {
     let class = create_class(&app, 300).await;
     let mut ids = std::collections::HashMap::new();
     for serial in ["C", "A", "B", "D", "E"] {
@@ -1134,4 +1148,11 @@ async fn the_device_list_pages_through_live_devices_in_name_order() {
     }
     assert_eq!(list("online=false".into()).await.len(), 4);
     assert!(list("online=true&limit=1".into()).await.is_empty());
+    // Another agency sees none of them, neither listed nor by id.
+    let (_, other) = app.admin_of_new_agency("Ville L", "l@l.example").await;
+    let theirs: Value = app.get_as(&other, "/devices").await.json().await.unwrap();
+    assert_eq!(theirs["items"], json!([]), "{theirs}");
+    let path = format!("/devices/{}", ids["A"]);
+    assert_eq!(app.get_as(&other, &path).await.status(), 404);
+    assert_eq!(app.get_as(&app.token, &path).await.status(), 200);
 }

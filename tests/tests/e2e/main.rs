@@ -22,6 +22,7 @@ mod outage;
 mod page_fold;
 mod quotas;
 mod rate_limits;
+mod reads;
 mod rebuild;
 mod relay;
 mod retention;

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use eriop_domain::device::{DeviceCommand, DeviceName, FundamentumId, OfflineAfter};
+use eriop_nats::db::pipelined::Statement;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -211,32 +212,51 @@ pub struct ListParams {
     online: Option<bool>,
 }
 
+/// A page of the agency's live devices (`$1`), online or not or either (`$2`), `$3` from
+/// `$4`. The page first, then its classes and activity: joined after the limit, a page costs
+/// its own rows whatever the agency's size (joined before, every live device of the agency
+/// was joined, then sorted, then all but a page thrown away: 3 ms for 200 devices,
+/// docs/BENCHMARKS.md). Read in order from `devices_agency_page_idx` (0029).
+const PAGE: &str = concat!(
+    view::summary_columns!(),
+    view::joined!(
+        "(SELECT * FROM devices
+           WHERE agency_id = $1::uuid AND NOT decommissioned
+             AND ($2::boolean IS NULL OR online = $2)
+           ORDER BY name, id LIMIT $3 OFFSET $4)"
+    ),
+    " ORDER BY d.name, d.id"
+);
+
 pub async fn list(
     Allowed { scope, .. }: Allowed<DevicesRead>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
     let (limit, offset) = PageParams::new(params.limit, params.offset).checked()?;
+    if let Some(reads) = scope.pipelined() {
+        let agency = scope.agency().as_uuid();
+        let rows = reads
+            .read(&[Statement {
+                sql: PAGE,
+                params: &[&agency, &params.online, &limit, &offset],
+            }])
+            .await?;
+        let items = rows
+            .iter()
+            .flatten()
+            .map(view::Summary::from_pg)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::internal)?;
+        return Ok(page(&items, limit, offset));
+    }
     let mut tx = scope.begin().await?;
-    // The page first, then its classes and activity: joined after the limit, a page costs
-    // its own rows whatever the agency's size (joined before, every live device of the
-    // agency was joined, then sorted, then all but a page thrown away: 3 ms for 200
-    // devices, docs/BENCHMARKS.md). Read in order from `devices_agency_page_idx` (0029).
-    let items: Vec<view::Summary> = sqlx::query_as(concat!(
-        view::summary_columns!(),
-        view::joined!(
-            "(SELECT * FROM devices
-               WHERE agency_id = $1::uuid AND NOT decommissioned
-                 AND ($2::boolean IS NULL OR online = $2)
-               ORDER BY name, id LIMIT $3 OFFSET $4)"
-        ),
-        " ORDER BY d.name, d.id"
-    ))
-    .bind(scope.agency().as_uuid())
-    .bind(params.online)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *tx)
-    .await?;
+    let items: Vec<view::Summary> = sqlx::query_as(PAGE)
+        .bind(scope.agency().as_uuid())
+        .bind(params.online)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&mut *tx)
+        .await?;
     Ok(page(&items, limit, offset))
 }
 

@@ -9,6 +9,8 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use eriop_nats::db::pipelined::Statement;
+
 use crate::http::command::Body;
 use crate::http::error::ApiError;
 use crate::http::AgencyScope;
@@ -55,8 +57,33 @@ pub(crate) const SELECT: &str = concat!(
     joined!("devices")
 );
 
+/// A live device by its id (`$1`) and agency (`$2`).
+static FIND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("{SELECT} WHERE d.id = $1 AND d.agency_id = $2::uuid AND NOT d.decommissioned")
+});
+
+/// A device's latest value of each attribute, by its id (`$1`) and agency (`$2`).
+const LATEST: &str = "SELECT function_id, attribute, time, value_double, value_text, value_json
+   FROM device_latest WHERE device_id = $1 AND agency_id = $2::uuid
+  ORDER BY function_id, attribute";
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("no such device in your agency".into())
+}
+
 /// A live device of the caller's agency, or 404 (another agency's device is not found).
 pub(crate) async fn find(scope: &AgencyScope, id: Uuid) -> Result<DeviceRow, ApiError> {
+    if let Some(reads) = scope.pipelined() {
+        let agency = scope.agency().as_uuid();
+        let rows = reads
+            .read(&[Statement {
+                sql: &FIND,
+                params: &[&id, &agency],
+            }])
+            .await?;
+        let row = rows.first().and_then(|r| r.first()).ok_or_else(not_found)?;
+        return DeviceRow::from_pg(row).map_err(ApiError::internal);
+    }
     find_in(&mut scope.begin().await?, scope, id).await
 }
 
@@ -65,14 +92,38 @@ async fn find_in(
     scope: &AgencyScope,
     id: Uuid,
 ) -> Result<DeviceRow, ApiError> {
-    sqlx::query_as(&format!(
-        "{SELECT} WHERE d.id = $1 AND d.agency_id = $2::uuid AND NOT d.decommissioned"
-    ))
-    .bind(id)
-    .bind(scope.agency().as_uuid())
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or_else(|| ApiError::NotFound("no such device in your agency".into()))
+    sqlx::query_as(&FIND)
+        .bind(id)
+        .bind(scope.agency().as_uuid())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(not_found)
+}
+
+impl DeviceRow {
+    /// The row as rust-postgres reads it (pipelined reads).
+    fn from_pg(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            class_id: row.try_get("class_id")?,
+            class_name: row.try_get("class_name")?,
+            registry: row.try_get("registry")?,
+            serial: row.try_get("serial")?,
+            name: row.try_get("name")?,
+            functions: Json(
+                row.try_get::<_, tokio_postgres::types::Json<Vec<FunctionDesc>>>("functions")?
+                    .0,
+            ),
+            offline_after_secs: row.try_get("offline_after_secs")?,
+            class_offline_after_secs: row.try_get("class_offline_after_secs")?,
+            online: row.try_get("online")?,
+            status_changed_at: row.try_get("status_changed_at")?,
+            created_at: row.try_get("created_at")?,
+            last_activity: row.try_get("last_activity")?,
+            last_heartbeat: row.try_get("last_heartbeat")?,
+            uptime_secs: row.try_get("uptime_secs")?,
+        })
+    }
 }
 
 /// A live device's full view (registry data, liveness, latest values, TALQ), or 404. Where
@@ -80,6 +131,32 @@ async fn find_in(
 /// default), one transaction reads both: a transaction's begin and release were a third of
 /// this read's round trips (issue 13).
 pub(crate) async fn read(scope: &AgencyScope, id: Uuid) -> Result<Value, ApiError> {
+    if let (Some(reads), false) = (scope.pipelined(), scope.telemetry_apart()) {
+        let agency = scope.agency().as_uuid();
+        let params: &[eriop_nats::db::pipelined::Param<'_>] = &[&id, &agency];
+        let rows = reads
+            .read(&[
+                Statement { sql: &FIND, params },
+                Statement {
+                    sql: LATEST,
+                    params,
+                },
+            ])
+            .await?;
+        let (Some(device), Some(latest)) = (rows.first(), rows.get(1)) else {
+            return Err(ApiError::internal(std::io::Error::other(
+                "a pipelined read answered fewer statements than it sent",
+            )));
+        };
+        let row = DeviceRow::from_pg(device.first().ok_or_else(not_found)?)
+            .map_err(ApiError::internal)?;
+        let latest = latest
+            .iter()
+            .map(LatestRow::from_pg)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::internal)?;
+        return Ok(view_of(&row, latest_values(latest)));
+    }
     if scope.telemetry_apart() {
         let row = find(scope, id).await?;
         return full(scope, &row).await;
@@ -121,15 +198,29 @@ async fn latest_in(
     scope: &AgencyScope,
     id: Uuid,
 ) -> Result<Value, ApiError> {
-    let rows: Vec<LatestRow> = sqlx::query_as(
-        "SELECT function_id, attribute, time, value_double, value_text, value_json
-           FROM device_latest WHERE device_id = $1 AND agency_id = $2::uuid
-          ORDER BY function_id, attribute",
-    )
-    .bind(id)
-    .bind(scope.agency().as_uuid())
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows: Vec<LatestRow> = sqlx::query_as(LATEST)
+        .bind(id)
+        .bind(scope.agency().as_uuid())
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(latest_values(rows))
+}
+
+impl LatestRow {
+    fn from_pg(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            function_id: row.try_get("function_id")?,
+            attribute: row.try_get("attribute")?,
+            time: row.try_get("time")?,
+            value_double: row.try_get("value_double")?,
+            value_text: row.try_get("value_text")?,
+            value_json: row.try_get("value_json")?,
+        })
+    }
+}
+
+/// Latest values keyed `functionId.attributeName`, each with its time.
+fn latest_values(rows: Vec<LatestRow>) -> Value {
     let mut out = Map::new();
     for row in rows {
         let value = match (&row.value_json, row.value_double, &row.value_text) {
@@ -146,7 +237,7 @@ async fn latest_in(
         };
         out.insert(key, json!({ "value": value, "time": row.time }));
     }
-    Ok(Value::Object(out))
+    Value::Object(out)
 }
 
 /// A device as lists show it, read with its own columns and nothing more: not the device's
@@ -167,6 +258,26 @@ pub(crate) struct Summary {
     last_heartbeat: Option<DateTime<Utc>>,
     uptime_secs: Option<i64>,
     created_at: DateTime<Utc>,
+}
+
+impl Summary {
+    /// The row as rust-postgres reads it (pipelined reads).
+    pub(crate) fn from_pg(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            class_id: row.try_get("class_id")?,
+            registry: row.try_get("registry")?,
+            serial: row.try_get("serial")?,
+            offline_after_secs: row.try_get("offline_after_secs")?,
+            online: row.try_get("online")?,
+            status_changed_at: row.try_get("status_changed_at")?,
+            last_activity: row.try_get("last_activity")?,
+            last_heartbeat: row.try_get("last_heartbeat")?,
+            uptime_secs: row.try_get("uptime_secs")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 /// The columns of a [`Summary`], over devices aliased `d` and their [`joined`] tables.

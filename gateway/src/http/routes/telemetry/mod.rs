@@ -18,6 +18,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use eriop_nats::db::pipelined::{Param, Statement};
+
 use crate::http::error::ApiError;
 use crate::http::extract::ApiPath;
 use crate::http::permission::TelemetryRead;
@@ -227,6 +229,22 @@ fn answer(device: Uuid, params: &SeriesParams, bucket: i64, rows: Vec<Point>) ->
     .into_response()
 }
 
+/// Planned once a connection, not once a request: the query through the rollup reads a few
+/// keyed rows, and planning it (its parts over every partition) was more than half of
+/// PostgreSQL's work for a day's read (issue 13, docs/BENCHMARKS.md). Its generic plan
+/// prunes the partitions when it starts, from the bound range.
+const GENERIC_PLAN: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
+
+impl Point {
+    fn from_pg(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            bucket: row.try_get("bucket")?,
+            value: row.try_get("value")?,
+            samples: row.try_get("samples")?,
+        })
+    }
+}
+
 /// The rows of the series query `sql` (see [`series_sql`]), in a transaction of its own;
 /// `rolled`: the rollup's part of the range ([`rollup::series_sql`]'s `$8` and `$9`).
 async fn series_rows(
@@ -238,15 +256,43 @@ async fn series_rows(
     rolled: Option<(DateTime<Utc>, DateTime<Utc>)>,
 ) -> Result<Vec<Point>, ApiError> {
     let (function_id, attribute) = split_attribute(&params.attribute);
+    if let (Some(reads), false) = (scope.pipelined(), scope.telemetry_apart()) {
+        let seconds = bucket as f64;
+        let agency = scope.agency().as_uuid();
+        let (start, end) = rolled.unzip();
+        let mut values: Vec<Param<'_>> = vec![
+            &seconds,
+            &agency,
+            &device,
+            &function_id,
+            &attribute,
+            &params.from,
+            &params.to,
+        ];
+        let mut statements = Vec::with_capacity(2);
+        if let (Some(start), Some(end)) = (&start, &end) {
+            values.extend([start as Param<'_>, end]);
+            statements.push(Statement {
+                sql: GENERIC_PLAN,
+                params: &[],
+            });
+        }
+        statements.push(Statement {
+            sql,
+            params: &values,
+        });
+        let rows = reads.read(&statements).await?;
+        return rows
+            .last()
+            .into_iter()
+            .flatten()
+            .map(Point::from_pg)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::internal);
+    }
     let mut tx = scope.begin_telemetry().await?;
     if rolled.is_some() {
-        // Planned once a connection, not once a request: the query through the rollup reads
-        // a few keyed rows, and planning it (its parts over every partition) was more than
-        // half of PostgreSQL's work for a day's read (issue 13, docs/BENCHMARKS.md). Its
-        // generic plan prunes the partitions when it starts, from the bound range.
-        sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(GENERIC_PLAN).execute(&mut *tx).await?;
     }
     let mut query = sqlx::query_as(sql)
         .bind(bucket as f64)
@@ -262,13 +308,22 @@ async fn series_rows(
     Ok(query.fetch_all(&mut *tx).await?)
 }
 
-/// A value out of float8's range (SQLSTATE 22003), as an overflowing sum raises.
+/// A value out of float8's range (SQLSTATE 22003), as an overflowing sum raises (read
+/// through sqlx or pipelined).
 fn overflowed(e: &ApiError) -> bool {
-    matches!(e, ApiError::Internal(cause)
-        if cause.downcast_ref::<sqlx::Error>()
-            .and_then(|e| e.as_database_error())
-            .and_then(|d| d.code())
-            .is_some_and(|code| code == "22003"))
+    const OUT_OF_RANGE: &str = "22003";
+    let ApiError::Internal(cause) = e else {
+        return false;
+    };
+    cause
+        .downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == OUT_OF_RANGE)
+        || cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+            .is_some_and(|code| code.code() == OUT_OF_RANGE)
 }
 
 #[derive(Deserialize)]
