@@ -1156,3 +1156,63 @@ async fn device_list_pages(app: TestApp) {
     assert_eq!(app.get_as(&other, &path).await.status(), 404);
     assert_eq!(app.get_as(&app.token, &path).await.status(), 200);
 }
+
+/// Hostile attribute names in a series (read pipelined, issue 13): each answered as the
+/// client's mistake or as an empty series, never a server error.
+#[tokio::test]
+async fn hostile_attributes_in_a_series_are_refused_or_empty_never_a_server_error() {
+    let app = TestApp::spawn().await;
+    let class = create_class(&app, 600).await;
+    let id = register(&app, &class, "reg-hostile", "SN-1").await;
+    let path = app.api(&format!("/devices/{id}/telemetry"));
+    let series = |attribute: String| {
+        let (app, path) = (&app, &path);
+        async move {
+            app.http
+                .get(path)
+                .query(&[
+                    ("attribute", attribute.as_str()),
+                    ("from", "2026-01-01T00:00:00Z"),
+                    ("to", "2026-01-02T00:00:00Z"),
+                    ("bucket", "5m"),
+                ])
+                .bearer_auth(&app.token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let nul = series("lampMonitor001.active\0Power".into()).await;
+    assert_eq!(nul.status(), 422);
+    let problem: Value = nul.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("NUL"),
+        "{problem}"
+    );
+    for attribute in [
+        "lampMonitor001.active\r\nPower".to_owned(),
+        format!("lampMonitor001.{}", "x".repeat(8 * 1024)),
+        "'; DROP TABLE telemetry; --".to_owned(),
+    ] {
+        let answer = series(attribute).await;
+        assert_eq!(answer.status(), 200);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["points"], json!([]), "{body}");
+    }
+    let invalid_utf8 = app
+        .http
+        .get(format!(
+            "{path}?attribute=%FF%FE&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&bucket=5m"
+        ))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    // A query string is decoded as forms are (invalid UTF-8 becomes U+FFFD): a name no
+    // device has, so an empty series.
+    assert_eq!(invalid_utf8.status(), 200);
+    let body: Value = invalid_utf8.json().await.unwrap();
+    assert_eq!(body["points"], json!([]), "{body}");
+    // The quote went in as a value: the table is still there, and empty.
+    assert_eq!(app.db.count("SELECT count(*) FROM telemetry").await, 0);
+}
