@@ -448,6 +448,7 @@ async fn measured(
     latencies.sort_by(f64::total_cmp);
     let last_commit = rows.iter().map(|r| r.1).fold(start_ms as f64, f64::max);
     let bucket = |ms: f64| ((ms - start_ms as f64) / 1000.0).max(0.0) as usize;
+    slowest_seconds(&rows, bucket);
     let mut timeline = vec![(0_u64, 0_u64); bucket(last_commit) + 1];
     for (t, c) in &rows {
         if let Some(b) = timeline.get_mut(bucket(*t)) {
@@ -463,4 +464,37 @@ async fn measured(
         .map(|(s, (sent, stored))| (u32::try_from(s).unwrap_or(u32::MAX), sent, stored))
         .collect();
     (latencies, timeline, last_commit)
+}
+
+/// Prints the seconds (by publish time) whose p99 was the worst: a tail spread over the whole
+/// run is a steady cost, one packed into a few seconds is an event (a checkpoint, a vacuum,
+/// the rollup of a minute) to look for at that moment.
+fn slowest_seconds(rows: &[(f64, f64)], bucket: impl Fn(f64) -> usize) {
+    let mut seconds: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for (t, c) in rows {
+        seconds
+            .entry(bucket(*t))
+            .or_default()
+            .push((c - t).max(0.0));
+    }
+    let mut p99s: Vec<(usize, f64, f64)> = seconds
+        .into_iter()
+        .map(|(second, mut latencies)| {
+            latencies.sort_by(f64::total_cmp);
+            let max = latencies.last().copied().unwrap_or(0.0);
+            (second, percentile(&latencies, 0.99), max)
+        })
+        .collect();
+    let over = p99s.iter().filter(|(_, p99, _)| *p99 > 250.0).count();
+    let all = p99s.len();
+    p99s.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let worst: Vec<String> = p99s
+        .iter()
+        .take(8)
+        .map(|(second, p99, max)| format!("{second} s: p99 {p99:.0} max {max:.0}"))
+        .collect();
+    eprintln!(
+        "ingest: {over} of {all} seconds had a p99 over 250 ms; the worst (by publish time, ms): {}",
+        worst.join(", ")
+    );
 }
