@@ -129,6 +129,17 @@ pub fn identity(topic: &str) -> Option<FundamentumId> {
 }
 
 /// Reads and checks one MQTT message. `Err` is the reason it goes to `DLQ`.
+/// The device (registry, serial) an uplink topic names, as [`decode`] reads it; `None` for a
+/// topic `decode` refuses, or a downlink.
+pub fn device_of(topic: &str) -> Option<(String, String)> {
+    let parsed = fundamentum::parse_topic(topic)?;
+    if parsed.kind == Kind::Downlink {
+        return None;
+    }
+    let id = FundamentumId::parse(&parsed.registry, &parsed.serial).ok()?;
+    Some((id.registry, id.serial))
+}
+
 pub fn decode(
     topic: &str,
     payload: &[u8],

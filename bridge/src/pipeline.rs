@@ -328,6 +328,13 @@ impl Pipeline {
         coalescer: &mut Coalescer,
     ) -> Result<(Vec<DeviceActivity>, Acks), Retry> {
         let now = chrono::Utc::now().timestamp_millis();
+        // Every device the group's topics name, looked up in one query (see registry.rs).
+        let named = group
+            .iter()
+            .zip(verdicts.iter())
+            .filter(|(_, verdict)| !matches!(verdict, Verdict::Refused(_)))
+            .filter_map(|(publish, _)| ingest::device_of(&String::from_utf8_lossy(&publish.topic)));
+        self.registry.prefetch(named).await?;
         let mut out = Output::default();
         for (publish, verdict) in group.iter().zip(verdicts.iter_mut()) {
             let topic = String::from_utf8_lossy(&publish.topic);

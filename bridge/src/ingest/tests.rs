@@ -313,6 +313,24 @@ proptest! {
         assert_deliverable(out);
     }
 
+    /// The device a group's prefetch looks up is the one decode reads from the topic, and a
+    /// topic decode refuses (or a downlink) names none.
+    #[test]
+    fn the_device_looked_up_first_is_the_one_decode_reads(topic in topic()) {
+        let payload = br#"{"states":{"lampMonitor001.activePower":1}}"#;
+        match decode(&topic, payload, None, NOW, &rules()) {
+            Ok(decoded) => {
+                let named = (decoded.message != Message::Downlink)
+                    .then_some((decoded.id.registry, decoded.id.serial));
+                prop_assert_eq!(device_of(&topic), named);
+            }
+            Err(reason) if reason.starts_with("unknown topic") => {
+                prop_assert_eq!(device_of(&topic), None);
+            }
+            Err(_) => {}
+        }
+    }
+
     /// Any text makes a valid NATS header value.
     #[test]
     fn any_text_makes_a_header(text in any::<String>()) {

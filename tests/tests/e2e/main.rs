@@ -24,6 +24,7 @@ mod quotas;
 mod rate_limits;
 mod reads;
 mod rebuild;
+mod registry;
 mod relay;
 mod retention;
 mod roles;
