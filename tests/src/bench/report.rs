@@ -50,9 +50,32 @@ pub fn machine() -> String {
         .unwrap_or(0.0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
-        "{cores} cores ({cpu}), {memory:.1} GiB, Linux {}",
-        kernel.trim()
+        "{cores} cores ({cpu}), {memory:.1} GiB, Linux {}, {}",
+        kernel.trim(),
+        writeback()
     )
+}
+
+/// When the kernel writes dirty pages back: its bursts stall commits and fsyncs (README,
+/// "Host tuning"), so a latency figure means little without it.
+fn writeback() -> String {
+    let vm = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let threshold = match (vm("dirty_background_bytes"), vm("dirty_background_ratio")) {
+        (Some(bytes), _) if bytes > 0 => format!("{} MiB", bytes >> 20),
+        (_, Some(ratio)) => format!("{ratio}% of memory"),
+        _ => "an unknown threshold".into(),
+    };
+    match vm("dirty_expire_centisecs") {
+        Some(expire) => format!(
+            "dirty pages written back after {} s or past {threshold}",
+            expire as f64 / 100.0
+        ),
+        None => format!("dirty pages written back past {threshold}"),
+    }
 }
 
 fn git(args: &[&str]) -> String {

@@ -36,6 +36,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     let options = cli.options;
+    eprintln!("bench: machine: {}", report::machine());
     let results = bench::run(&options).await;
     let command = format!(
         "eriop-bench {}",
