@@ -6,8 +6,10 @@
 //! A group's devices are looked up together first ([`Registry::prefetch`]): one query for
 //! every device the cache does not hold, rather than one transaction each, in turn, while the
 //! group waits. Why: a fleet's entries are cached when it first reports and so expire
-//! together; looked up one by one, the group after each expiry waited for them all (200
-//! lights: a p99 of 300-900 ms at 10,000 messages a second, every 30 s; docs/BENCHMARKS.md).
+//! together, and looked up one by one the group after each expiry waited for them all; a
+//! flood of unknown serials cost one query a message. (It was not the cause of the p99
+//! clusters every 31 s at 10,000 messages a second: that was the kernel's writeback,
+//! docs/BENCHMARKS.md.)
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
