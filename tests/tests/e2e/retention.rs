@@ -133,15 +133,24 @@ async fn the_retention_cutoff_is_exclusive_and_time_is_an_input() {
         .unwrap();
     }
     // Rolled up, as the projections would have: the rollup's minutes go with their samples.
-    sqlx::query(
+    // The projector writes each minute's mark and each attribute's latest value with its
+    // rows; so does this test.
+    for written_with_the_rows in [
         "INSERT INTO telemetry_touched (agency_id, minute, device_ids)
          SELECT agency_id, date_bin('1 minute', time, TIMESTAMPTZ '2000-01-03'), array_agg(device_id)
            FROM telemetry WHERE agency_id = $1::uuid GROUP BY 1, 2",
-    )
-    .bind(&agency)
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+        "INSERT INTO device_latest (device_id, function_id, attribute, agency_id, time, value_double)
+         SELECT DISTINCT ON (device_id, function_id, attribute)
+                device_id, function_id, attribute, agency_id, time, value_double
+           FROM telemetry WHERE agency_id = $1::uuid
+          ORDER BY device_id, function_id, attribute, time DESC",
+    ] {
+        sqlx::query(written_with_the_rows)
+            .bind(&agency)
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+    }
     assert_eq!(
         eriop_projections::telemetry::rollup::roll(&app.db.pool, now)
             .await

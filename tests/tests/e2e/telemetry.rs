@@ -123,7 +123,8 @@ fn row(
 }
 
 /// Rows stored as SQL written by hand must store them (README, "Telemetry rollup"): the
-/// rows, and the rollup's marks of the minutes they touched, in one transaction. Row by row:
+/// rows, the rollup's marks of the minutes they touched, and each attribute's key in
+/// `device_latest`, in one transaction. Row by row:
 /// the TimescaleDB served for tests does not take COPY.
 async fn insert_and_mark(pool: &PgPool, rows: &[Row]) {
     let mut tx = pool.begin().await.unwrap();
@@ -148,6 +149,22 @@ async fn insert_and_mark(pool: &PgPool, rows: &[Row]) {
     rollup::mark(&mut tx, &rows.iter().collect::<Vec<_>>())
         .await
         .unwrap();
+    // Each attribute's key, as `store::rows` writes it with the latest value: the rollup
+    // finds a device's attributes there.
+    for r in rows {
+        sqlx::query(
+            "INSERT INTO device_latest (device_id, function_id, attribute, agency_id, time)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(r.device_id)
+        .bind(&r.function_id)
+        .bind(&r.attribute)
+        .bind(r.agency_id)
+        .bind(r.time)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
     tx.commit().await.unwrap();
 }
 
@@ -471,6 +488,107 @@ async fn compare_with_raw(
         }
     }
     compared
+}
+
+/// The worker rolls a busy minute up in steps of a few devices, each its own transaction.
+/// Here steps of one device: until a minute's last step its marks stay (a series reads it
+/// from the raw rows, whatever is rolled up already), and a round dropped between steps (a
+/// process that dies) leaves the minute whole to the next round, late samples included.
+/// Whatever the steps, the rollup holds each device attribute's minute as the raw rows
+/// aggregate it.
+#[tokio::test]
+async fn a_minute_rolled_up_in_steps_stays_marked_until_its_last_step_and_survives_a_death() {
+    let db = TestDb::migrated().await;
+    let agency = Uuid::new_v4();
+    let mut devices: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    devices.sort();
+    let start = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
+    let mut rng = Xorshift(0x5DEE_CE66_D1CE_4E5B);
+    // Two minutes of samples from each device, at distinct times.
+    let mut rows = Vec::new();
+    for (d, device) in devices.iter().enumerate() {
+        for i in 0..40_i64 {
+            let at = start + chrono::Duration::milliseconds(3_000 * i + 7 * d as i64);
+            rows.push(any_sample(&mut rng, agency, *device, at));
+        }
+    }
+    store(&db.pool, &rows).await;
+    let now = start + chrono::Duration::minutes(10);
+    let marks = "SELECT count(*) FROM telemetry_touched";
+    let rolled = "SELECT count(*) FROM telemetry_minutes";
+
+    let mut round = rollup::Round::read(&db.pool, now).await.unwrap();
+    let first = round
+        .step(&db.pool, 1)
+        .await
+        .unwrap()
+        .expect("the turn is free");
+    assert!(
+        first > 0,
+        "the first device's attributes of the first minute"
+    );
+    assert_eq!(db.count(rolled).await, first as i64);
+    assert!(
+        db.count(marks).await > 0,
+        "marks stay until the minute's last step"
+    );
+    for device in &devices {
+        assert!(compare_with_raw(&db.pool, (agency, *device), start, &mut rng).await > 0);
+    }
+    // The process dies here; meanwhile a late sample into the minute being rolled up.
+    drop(round);
+    let late = any_sample(
+        &mut rng,
+        agency,
+        devices[0],
+        start + chrono::Duration::milliseconds(1),
+    );
+    store(&db.pool, std::slice::from_ref(&late)).await;
+
+    // The next round, in steps of one device too, to its end.
+    let mut round = rollup::Round::read(&db.pool, now).await.unwrap();
+    let mut steps = 0;
+    while !round.is_done() {
+        round
+            .step(&db.pool, 1)
+            .await
+            .unwrap()
+            .expect("the turn is free");
+        steps += 1;
+    }
+    assert!(
+        steps >= 2 * devices.len(),
+        "a step a device a minute: {steps}"
+    );
+    assert_eq!(
+        db.count(marks).await,
+        0,
+        "every mark read went with its minute"
+    );
+    for device in &devices {
+        assert!(compare_with_raw(&db.pool, (agency, *device), start, &mut rng).await > 0);
+    }
+    // Each device attribute's minute, as the raw rows aggregate it.
+    let differing = db
+        .count(
+            "SELECT count(*) FROM (
+                 (SELECT device_id, function_id, attribute, date_trunc('minute', time), count(*),
+                         count(value_double), min(value_double), max(value_double), max(time)
+                    FROM telemetry GROUP BY 1, 2, 3, 4
+                  EXCEPT
+                  SELECT device_id, function_id, attribute, minute, samples, numeric_samples,
+                         min_value, max_value, last_time FROM telemetry_minutes)
+                 UNION ALL
+                 (SELECT device_id, function_id, attribute, minute, samples, numeric_samples,
+                         min_value, max_value, last_time FROM telemetry_minutes
+                  EXCEPT
+                  SELECT device_id, function_id, attribute, date_trunc('minute', time), count(*),
+                         count(value_double), min(value_double), max(value_double), max(time)
+                    FROM telemetry GROUP BY 1, 2, 3, 4)) d",
+        )
+        .await;
+    assert_eq!(differing, 0);
+    assert!(db.count(rolled).await >= 2 * devices.len() as i64);
 }
 
 /// (bucket, value, samples) of a series query, either kind.

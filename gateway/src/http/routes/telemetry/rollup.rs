@@ -1,5 +1,5 @@
 //! A series read through the telemetry rollup (`telemetry_minutes`, migration 0030; kept by
-//! the projections, `projections/src/telemetry/rollup.rs`).
+//! the projections, `projections/src/telemetry/rollup/`).
 //!
 //! When buckets are whole minutes, a series is the sum of three parts: the raw samples of the
 //! range's partial first minute and of its recent end (not rolled up yet), and the rollup's
