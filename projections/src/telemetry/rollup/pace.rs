@@ -12,6 +12,10 @@ use std::time::Duration;
 /// steps this short, and a step's own cost (a transaction, the advisory lock) stays small.
 pub const STEP: Duration = Duration::from_millis(100);
 
+/// The longest pause between steps: a minute of few steps is spread no thinner, and a
+/// clock set back while a round runs (a longer time left) never stalls the rollup.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
 /// The first step's size, in devices; later ones adapt to [`STEP`].
 const FIRST_DEVICES: usize = 32;
 
@@ -73,7 +77,7 @@ impl Pace {
             return Duration::ZERO;
         }
         let share = time_left / u32::try_from(steps_left).unwrap_or(u32::MAX);
-        share.saturating_sub(took)
+        share.saturating_sub(took).min(MAX_PAUSE)
     }
 
     /// The number of steps `devices` take at the current size.
@@ -101,6 +105,8 @@ mod tests {
         assert_eq!(pace.after(n, ms(100), 0, ms(10_000)), Duration::ZERO);
         // A step longer than its share: no pause either.
         assert_eq!(pace.after(n, ms(150), 100, ms(10_000)), Duration::ZERO);
+        // Few steps, or a clock set back by an hour: never more than MAX_PAUSE.
+        assert_eq!(pace.after(n, ms(100), 1, ms(3_600_000)), MAX_PAUSE);
     }
 
     #[test]
