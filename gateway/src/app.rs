@@ -13,6 +13,7 @@ use eriop_nats::{connect, Settings, Topology};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
+use crate::http::answers::Answers;
 use crate::services::auth::{Auth, Clock, SystemClock};
 use crate::services::event_log::{EventLog, StoredSignal};
 use crate::services::identity::Standings;
@@ -110,6 +111,10 @@ impl App {
             Arc::new(Standings::new(Duration::from_millis(
                 settings.standing_cache_ms,
             ))),
+            Arc::new(Answers::new(
+                Duration::from_millis(settings.read_cache_ms),
+                settings.read_cache_bytes,
+            )),
         );
         let state = AppState::new(Inner {
             // An agency is renamed, suspended, given quotas and retention over years: a

@@ -255,6 +255,15 @@ pub struct Settings {
     /// when the hint of a change to it is lost; 0 reads it at every request.
     #[serde(default = "defaults::standing_cache_ms")]
     pub standing_cache_ms: u64,
+    /// How long a gateway may answer a hot read (a device, the device list, a telemetry
+    /// series) from the same agency's answer to the same request a moment ago; a command's
+    /// hint ends it at once, so this bounds only how old measurements may be. 0: no answer
+    /// is kept.
+    #[serde(default = "defaults::read_cache_ms")]
+    pub read_cache_ms: u64,
+    /// The memory those kept answers may take in all (their bodies), in bytes.
+    #[serde(default = "defaults::read_cache_bytes")]
+    pub read_cache_bytes: u64,
     /// Read the API's hot reads (a device, the device list) pipelined, one round trip to
     /// PostgreSQL each, rather than through sqlx (a round trip a statement). Off: every read
     /// through sqlx. A database URL that requires TLS reads through sqlx either way.
@@ -446,6 +455,12 @@ mod defaults {
     }
     pub fn standing_cache_ms() -> u64 {
         1_000
+    }
+    pub fn read_cache_ms() -> u64 {
+        500
+    }
+    pub fn read_cache_bytes() -> u64 {
+        16 * 1024 * 1024
     }
     pub fn relay_batch_size() -> u32 {
         500

@@ -2,6 +2,7 @@
 //! hand out the agency scope), the one command path, errors as problem+json, the edge
 //! (request ids, access log, CORS, limits) and health.
 
+pub mod answers;
 pub mod breaker;
 pub mod caller;
 pub mod command;

@@ -118,6 +118,7 @@ pub async fn await_version(
         if current.is_some_and(|v| v >= version) {
             // This gateway's own write is shown: its caller's next request must see it,
             // even if the hint has not come (or never will).
+            progress.answers().forget_all();
             if Standings::depends_on(model.aggregate_type()) {
                 progress.standings().forget(id);
             }

@@ -7,8 +7,8 @@
 //! Every gateway subscribes (each may have waiters); unlike the relay and the supervisor it
 //! needs no lead. Only rows someone waits for are tracked, so memory follows the commands in
 //! flight, not the number of aggregates. A hint about a user or an agency also makes the
-//! gateway forget the callers' standings that name it ([`Standings`]), before any waiter
-//! wakes.
+//! gateway forget the callers' standings that name it ([`Standings`]), and any hint makes it
+//! forget the answers it keeps ([`Answers`]), before any waiter wakes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,7 @@ use eriop_nats::progress::Hint;
 use eriop_nats::Topology;
 use futures::StreamExt;
 
+use crate::http::answers::Answers;
 use crate::services::identity::Standings;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -36,6 +37,8 @@ pub struct Progress {
     client: std::sync::OnceLock<async_nats::Client>,
     /// Callers' standings, kept while hints arrive and forgotten by them.
     standings: Arc<Standings>,
+    /// Answers to hot reads, kept while hints arrive and forgotten by any.
+    answers: Arc<Answers>,
 }
 
 struct Watched {
@@ -44,19 +47,25 @@ struct Watched {
 }
 
 impl Progress {
-    pub fn new(topology: Topology, standings: Arc<Standings>) -> Arc<Self> {
+    pub fn new(topology: Topology, standings: Arc<Standings>, answers: Arc<Answers>) -> Arc<Self> {
         Arc::new(Self {
             topology,
             watched: Mutex::new(HashMap::new()),
             subscribed: AtomicBool::new(false),
             client: std::sync::OnceLock::new(),
             standings,
+            answers,
         })
     }
 
     /// The callers' standings that this gateway's hints keep honest.
     pub fn standings(&self) -> &Standings {
         &self.standings
+    }
+
+    /// The answers to hot reads that this gateway's hints keep honest.
+    pub fn answers(&self) -> &Answers {
+        &self.answers
     }
 
     /// Whether hints are arriving, as far as this gateway can tell: it is subscribed, and
@@ -89,6 +98,9 @@ impl Progress {
 
     /// A hint arrived: wakes whoever watches its row, if anyone does.
     pub fn saw(&self, hint: Hint) {
+        // Every kept answer may show the row the hint is about (a device's class, a role's
+        // name...): all go, which costs reads only while commands are being made.
+        self.answers.forget_all();
         if Standings::depends_on(&hint.aggregate_type) {
             self.standings.forget(hint.id);
         }
@@ -187,7 +199,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_wakes_at_its_version_and_not_before() {
-        let progress = Progress::new(Topology::new("t"), Arc::new(Standings::new(Duration::ZERO)));
+        let progress = Progress::new(
+            Topology::new("t"),
+            Arc::new(Standings::new(Duration::ZERO)),
+            Arc::new(Answers::new(Duration::ZERO, 0)),
+        );
         let id = Uuid::now_v7();
         let mut watch = progress.watch("agency", id);
         progress.saw(hint(id, 2));
@@ -205,7 +221,11 @@ mod tests {
 
     #[tokio::test]
     async fn rows_nobody_watches_are_not_kept() {
-        let progress = Progress::new(Topology::new("t"), Arc::new(Standings::new(Duration::ZERO)));
+        let progress = Progress::new(
+            Topology::new("t"),
+            Arc::new(Standings::new(Duration::ZERO)),
+            Arc::new(Answers::new(Duration::ZERO, 0)),
+        );
         assert!(
             !progress.live(),
             "not following anything: waiters must poll"

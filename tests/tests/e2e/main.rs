@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, each test with its own database and NATS prefix.
 
 mod agencies;
+mod answers;
 mod attribution;
 mod audit;
 mod auth;

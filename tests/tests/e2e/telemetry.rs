@@ -636,7 +636,9 @@ fn active_power(device_id: Uuid, samples: &[(DateTime<Utc>, f64)]) -> Vec<talq::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_telemetry_api_answers_buckets_and_export_for_the_agency_only() {
-    let app = TestApp::spawn().await;
+    // Each series is compared with what is stored at that moment: no answer kept from a
+    // moment ago (`ERIOP_READ_CACHE_MS`, README "Performance").
+    let app = TestApp::spawn_with(TestDb::migrated().await, |s| s.read_cache_ms = 0).await;
     let (device_id, agency) = registered_device(&app).await;
 
     // Through the real path: a TELEMETRY batch of TALQ records, projected into the table.

@@ -2,6 +2,7 @@
 //! decommission devices.
 
 use axum::extract::State;
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use eriop_domain::device::{DeviceCommand, DeviceName, FundamentumId, OfflineAfter};
@@ -228,10 +229,22 @@ const PAGE: &str = concat!(
     " ORDER BY d.name, d.id"
 );
 
+/// A page of the agency's devices; kept for a moment (`http::answers`).
 pub async fn list(
     Allowed { scope, .. }: Allowed<DevicesRead>,
+    State(state): State<AppState>,
+    uri: Uri,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
+    let progress = state.progress();
+    let read = read_page(&scope, params);
+    progress
+        .answers()
+        .answer(&scope, &uri, progress.live(), read)
+        .await
+}
+
+async fn read_page(scope: &AgencyScope, params: ListParams) -> Result<Response, ApiError> {
     let (limit, offset) = PageParams::new(params.limit, params.offset).checked()?;
     if let Some(reads) = scope.pipelined() {
         let agency = scope.agency().as_uuid();
@@ -260,11 +273,19 @@ pub async fn list(
     Ok(page(&items, limit, offset))
 }
 
+/// One device; kept for a moment (`http::answers`).
 pub async fn get(
     Allowed { scope, .. }: Allowed<DevicesRead>,
+    State(state): State<AppState>,
+    uri: Uri,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(view::read(&scope, id).await?).into_response())
+    let progress = state.progress();
+    let read = async { Ok(Json(view::read(&scope, id).await?).into_response()) };
+    progress
+        .answers()
+        .answer(&scope, &uri, progress.live(), read)
+        .await
 }
 
 #[derive(Deserialize)]

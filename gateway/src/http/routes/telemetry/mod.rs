@@ -24,7 +24,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::ApiPath;
 use crate::http::permission::TelemetryRead;
 use crate::http::routes::devices::registry_view;
-use crate::http::Allowed;
+use crate::http::{AgencyScope, Allowed};
 use crate::state::AppState;
 use axum::extract::Query;
 use axum::http::Uri;
@@ -157,15 +157,30 @@ struct Point {
     samples: i64,
 }
 
+/// A device's series; kept for a moment (`http::answers`).
 pub async fn series(
     Allowed { scope, .. }: Allowed<TelemetryRead>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
+    let progress = state.progress();
+    let read = read_series(&scope, &state, id, &uri);
+    progress
+        .answers()
+        .answer(&scope, &uri, progress.live(), read)
+        .await
+}
+
+async fn read_series(
+    scope: &AgencyScope,
+    state: &AppState,
+    id: Uuid,
+    uri: &Uri,
+) -> Result<Response, ApiError> {
     // The device first: another agency's device is 404 whatever the query says.
-    registry_view(&scope, id).await?;
-    let Query(params) = Query::<SeriesParams>::try_from_uri(&uri)?;
+    registry_view(scope, id).await?;
+    let Query(params) = Query::<SeriesParams>::try_from_uri(uri)?;
     if params.to <= params.from {
         return Err(ApiError::validation("to", "must be after from"));
     }
@@ -177,18 +192,18 @@ pub async fn series(
             format!("{points} buckets in this range; at most {MAX_POINTS}: choose a larger bucket or a shorter range"),
         ));
     }
-    let timescale = timescale(&state).await?;
+    let timescale = timescale(state).await?;
     if eriop_domain::telemetry::whole_minutes(bucket) {
         let (start, end) = rollup::split(params.from, params.to, Utc::now());
         let sql = rollup::series_sql(timescale, params.agg);
-        let rows = series_rows(&scope, &sql, &params, id, bucket, Some((start, end))).await?;
+        let rows = series_rows(scope, &sql, &params, id, bucket, Some((start, end))).await?;
         return Ok(answer(id, &params, bucket, rows));
     }
     // The average in float8 first (fast); a device's hostile values (1e308 twice) overflow
     // its sum, which PostgreSQL answers with an error (22003), not a value: that series is
     // then averaged over numeric, slower but exact, rather than answered with a 500.
     let rows = match series_rows(
-        &scope,
+        scope,
         &series_sql(timescale, params.agg, false),
         &params,
         id,
@@ -200,7 +215,7 @@ pub async fn series(
         Err(e) if overflowed(&e) => {
             tracing::info!(device_id = %id, "a series' float8 average overflowed: averaged over numeric");
             series_rows(
-                &scope,
+                scope,
                 &series_sql(timescale, params.agg, true),
                 &params,
                 id,
