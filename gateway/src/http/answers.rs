@@ -11,9 +11,11 @@
 //!   handler that holds that agency's [`AgencyScope`]: after the token, its revocation, the
 //!   caller's standing, the rate limits and the permission were all checked for this request.
 //!   Only a complete `200` is kept.
-//! - **A command's change is seen at once.** Any projection's progress hint (a command's
-//!   write reached a read model: `workers::progress`), and this gateway's own command seeing
-//!   its write projected, forget every kept answer, before the command answers. An answer
+//! - **A command's change is seen at once.** A projection's progress hint (a command's
+//!   write reached a read model: `workers::progress`) about a device, a class or a registry
+//!   (any aggregate whose rows an answer may show: [`Answers::shows`]), and this gateway's own
+//!   command seeing such a write projected, forget every kept answer, before the command
+//!   answers. An answer
 //!   being read while that happens is not kept (a generation count, as for the standings).
 //!   Another gateway forgets when the hint reaches it (milliseconds).
 //! - **Measurements may be that old.** Latest values, activity and series change with
@@ -154,6 +156,14 @@ impl Answers {
             );
         }
         Ok(Response::from_parts(parts, Body::from(body)))
+    }
+
+    /// Whether a change to an aggregate of this type may show in a kept answer. Users,
+    /// roles and agencies do not (who may read is checked at every request, before any
+    /// answer is looked up): logins and role changes leave the answers kept. Any other type,
+    /// one added later included, may.
+    pub fn shows(aggregate_type: &str) -> bool {
+        !matches!(aggregate_type, "user" | "role" | "agency")
     }
 
     /// The read models show a change: no answer kept so far is given again.
@@ -334,6 +344,17 @@ mod tests {
             answers.kept.weight()
         );
         assert!(answers.kept.len() < 100, "{}", answers.kept.len());
+    }
+
+    #[test]
+    fn only_changes_an_answer_may_show_end_what_is_kept() {
+        for shown in ["device", "device_class", "registry", "a type added later"] {
+            assert!(Answers::shows(shown), "{shown}");
+        }
+        // Who may read is checked at every request: logins and role changes keep answers.
+        for checked in ["user", "role", "agency"] {
+            assert!(!Answers::shows(checked), "{checked}");
+        }
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::http::answers::Answers;
 use crate::http::error::ApiError;
 use crate::services::identity::Standings;
 use crate::state::AppState;
@@ -118,7 +119,9 @@ pub async fn await_version(
         if current.is_some_and(|v| v >= version) {
             // This gateway's own write is shown: its caller's next request must see it,
             // even if the hint has not come (or never will).
-            progress.answers().forget_all();
+            if Answers::shows(model.aggregate_type()) {
+                progress.answers().forget_all();
+            }
             if Standings::depends_on(model.aggregate_type()) {
                 progress.standings().forget(id);
             }

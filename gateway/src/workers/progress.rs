@@ -7,8 +7,9 @@
 //! Every gateway subscribes (each may have waiters); unlike the relay and the supervisor it
 //! needs no lead. Only rows someone waits for are tracked, so memory follows the commands in
 //! flight, not the number of aggregates. A hint about a user or an agency also makes the
-//! gateway forget the callers' standings that name it ([`Standings`]), and any hint makes it
-//! forget the answers it keeps ([`Answers`]), before any waiter wakes.
+//! gateway forget the callers' standings that name it ([`Standings`]), and a hint about a row
+//! a kept answer may show makes it forget those answers ([`Answers`]), before any waiter
+//! wakes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,9 +99,11 @@ impl Progress {
 
     /// A hint arrived: wakes whoever watches its row, if anyone does.
     pub fn saw(&self, hint: Hint) {
-        // Every kept answer may show the row the hint is about (a device's class, a role's
-        // name...): all go, which costs reads only while commands are being made.
-        self.answers.forget_all();
+        // A kept answer may show the row the hint is about (a device, its class...): all go,
+        // which costs reads only while such commands are being made.
+        if Answers::shows(&hint.aggregate_type) {
+            self.answers.forget_all();
+        }
         if Standings::depends_on(&hint.aggregate_type) {
             self.standings.forget(hint.id);
         }

@@ -51,7 +51,7 @@ async fn a_kept_answer_is_its_agencys_own_and_ends_with_any_change_a_command_mak
                 .unwrap();
         }
     };
-    // Another agency, made first: making it is commands, whose hints end kept answers.
+    // Another agency, with an administrator of its own.
     let (_, other) = app
         .admin_of_new_agency("Ville Voisine", "voisine@voisine.example")
         .await;
@@ -91,7 +91,8 @@ async fn a_kept_answer_is_its_agencys_own_and_ends_with_any_change_a_command_mak
     assert_eq!(name_of(&app, &app.token, &device).await, "Pole renamed");
     assert_eq!(list_names(&app, &app.token).await, vec!["Pole renamed"]);
 
-    // A hint of any command (as one made through another gateway sends) ends what is kept.
+    // A hint of a change an answer may show (as a command made through another gateway
+    // sends) ends what is kept.
     rename_behind_the_back("Unannounced again".into()).await;
     assert_eq!(name_of(&app, &app.token, &device).await, "Pole renamed");
     let nats = async_nats::connect(app.settings.nats_url_for_tests())
