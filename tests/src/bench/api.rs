@@ -130,10 +130,26 @@ fn redact(args: &[String]) -> Vec<String> {
             hide_next = false;
         } else {
             hide_next = a == "-H" || a == "-d";
-            out.push(a.clone());
+            out.push(shorten(a));
         }
     }
     out
+}
+
+/// A URL that alternates the fleet's device ids, as `(<200 device ids>)`: the report shows
+/// the command, not two hundred ids.
+fn shorten(arg: &str) -> String {
+    match (arg.find("/devices/("), arg.rfind(')')) {
+        (Some(at), Some(end)) if end > at => {
+            let ids = arg[at + 10..end].split('|').count();
+            format!(
+                "'{}(<{ids} device ids>){}'",
+                &arg[..at + 9],
+                &arg[end + 1..]
+            )
+        }
+        _ => arg.to_owned(),
+    }
 }
 
 /// Waits until a day's read of `device` takes every minute of its samples from the rollup:
@@ -177,7 +193,8 @@ pub async fn rolled_up(stack: &Stack, device: &str) {
     }
 }
 
-/// Authenticated reads: the device list, one device's telemetry over a day, one device.
+/// Authenticated reads: the device list, one device's telemetry over a day, one device, and
+/// one device of the fleet at random.
 pub async fn reads(stack: &Stack, device: &str, seconds: u64, connections: u32) -> Vec<Load> {
     let day_ago = (chrono::Utc::now() - chrono::Duration::days(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -195,9 +212,33 @@ pub async fn reads(stack: &Stack, device: &str, seconds: u64, connections: u32) 
     ];
     let auth = format!("Authorization: Bearer {}", stack.token);
     let mut loads = Vec::new();
-    for (label, url) in targets {
+    let mut targets: Vec<(&str, String, &str)> = targets
+        .into_iter()
+        .map(|(label, url)| (label, url, ""))
+        .collect();
+    // Every device of the fleet in turn, at random (oha draws each URL from a regular
+    // expression): what a gateway keeps for a moment is then each device's answer, not
+    // one (`gateway/src/http/answers.rs`).
+    let fleet: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM devices ORDER BY id")
+        .fetch_all(&stack.db)
+        .await
+        .unwrap_or_default();
+    if fleet.len() > 1 {
+        let ids: Vec<String> = fleet.iter().map(uuid::Uuid::to_string).collect();
+        // oha takes `.` in the regular expression as itself.
+        let url = stack.url(&format!("/devices/({})", ids.join("|")));
+        targets.push((
+            "GET one device of the fleet, at random",
+            url,
+            "--rand-regex-url",
+        ));
+    }
+    for (label, url, how) in targets {
         let common = |extra: &[&str]| {
             let mut a: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+            if !how.is_empty() {
+                a.push(how.to_owned());
+            }
             a.extend(["-H".into(), auth.clone(), url.clone()]);
             a
         };

@@ -447,7 +447,9 @@ pub fn write(
             out,
             "## API\n\nAs a viewer would call it, with an access token (`oha`, a process of its own); saturation with {} connections, then a \
              fixed 1,000 requests/s (latency corrected for coordinated omission). The device list holds {} devices (one page of 100); the \
-             telemetry read is one attribute over the last day in 5-minute buckets.\n",
+             telemetry read is one attribute over the last day in 5-minute buckets; the last read draws one of the fleet's devices at random for each \
+             request. A gateway answers a hot read from its agency's answer to the same request for up to `ERIOP_READ_CACHE_MS` (500 ms unless `--set` says otherwise; README, \
+             \"Performance\"), so the first three reads measure that path, and the last a mix of it and PostgreSQL.\n",
             options.connections, options.devices
         );
         let mut loads: Vec<&Load> = results.reads.iter().collect();
