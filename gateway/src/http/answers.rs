@@ -39,6 +39,7 @@ use uuid::Uuid;
 
 use crate::http::error::ApiError;
 use crate::http::AgencyScope;
+use crate::state::AppState;
 
 /// Bodies larger than this are answered but not kept (a long series): one answer never
 /// takes more than a sixteenth of the memory.
@@ -173,28 +174,49 @@ impl Answers {
 
     /// The answer to this request in `scope`'s agency: a kept one, or `read`'s, kept when
     /// `hints_live` (this gateway follows the projections' hints, so it hears of changes).
+    /// `Ok` says whether it was kept.
     pub async fn answer<F>(
         &self,
         scope: &AgencyScope,
         uri: &Uri,
         hints_live: bool,
         read: F,
-    ) -> Result<Response, ApiError>
+    ) -> Result<(Response, bool), ApiError>
     where
         F: Future<Output = Result<Response, ApiError>>,
     {
         if self.off() || !hints_live {
-            return read.await;
+            return Ok((read.await?, false));
         }
         let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
         match self.kept(scope.agency().as_uuid(), target, Instant::now()) {
-            Ok(kept) => Ok(kept),
+            Ok(kept) => Ok((kept, true)),
             Err(ticket) => {
                 let response = read.await?;
-                self.keep(ticket, response, Instant::now()).await
+                Ok((self.keep(ticket, response, Instant::now()).await?, false))
             }
         }
     }
+}
+
+/// A hot read's handler: its answer kept a moment ago by this gateway, or `read` now (and
+/// counted either way, `eriop_gateway_hot_read_answers_total`).
+pub async fn kept_or_read<F>(
+    state: &AppState,
+    scope: &AgencyScope,
+    uri: &Uri,
+    read: F,
+) -> Result<Response, ApiError>
+where
+    F: Future<Output = Result<Response, ApiError>>,
+{
+    let progress = state.progress();
+    let (response, kept) = progress
+        .answers()
+        .answer(scope, uri, progress.live(), read)
+        .await?;
+    state.metrics().answered(if kept { "kept" } else { "read" });
+    Ok(response)
 }
 
 #[cfg(test)]

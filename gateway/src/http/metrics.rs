@@ -42,6 +42,12 @@ pub struct LookLabels {
     pub woken_by: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabels {
+    /// `kept` (this gateway's answer to the same request a moment ago) or `read`.
+    pub from: &'static str,
+}
+
 fn latency_buckets() -> Histogram {
     // 1 ms to about 16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -54,6 +60,7 @@ pub struct GatewayMetrics {
     relay_backlog: Gauge,
     relay_oldest_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     looks: Family<LookLabels, Counter>,
+    answers: Family<AnswerLabels, Counter>,
     registry: Registry,
 }
 
@@ -101,6 +108,14 @@ impl Default for GatewayMetrics {
              (first, hint, pause; many pauses mean progress hints do not arrive)",
             looks.clone(),
         );
+        let answers = Family::<AnswerLabels, Counter>::default();
+        registry.register(
+            "hot_read_answers",
+            "Answers to the hot reads (a device, the device list, a telemetry series), by \
+             where they came from: kept (the agency's answer to the same request a moment \
+             ago) or read (from PostgreSQL)",
+            answers.clone(),
+        );
         Self {
             requests,
             latency,
@@ -108,6 +123,7 @@ impl Default for GatewayMetrics {
             relay_backlog,
             relay_oldest_seconds,
             looks,
+            answers,
             registry,
         }
     }
@@ -134,6 +150,11 @@ impl GatewayMetrics {
     /// A waiting command looked at the read model, woken by `woken_by`.
     pub fn looked(&self, woken_by: &'static str) {
         self.looks.get_or_create(&LookLabels { woken_by }).inc();
+    }
+
+    /// A hot read answered, `from` a kept answer or `read`.
+    pub fn answered(&self, from: &'static str) {
+        self.answers.get_or_create(&AnswerLabels { from }).inc();
     }
 
     /// One request refused by the limit `limit`.

@@ -79,6 +79,15 @@ async fn a_kept_answer_is_its_agencys_own_and_ends_with_any_change_a_command_mak
     })
     .await;
 
+    // Operators see answers kept.
+    let metrics = crate::metrics::scrape(&app, &app.base).await;
+    let kept = crate::metrics::sample(
+        &metrics,
+        "eriop_gateway_hot_read_answers_total",
+        r#"from="kept""#,
+    );
+    assert!(kept.is_some_and(|n| n >= 2.0), "{metrics}");
+
     // A command's change is shown by the next read: this gateway forgot what it kept
     // before answering the command.
     let renamed = app

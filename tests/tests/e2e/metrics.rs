@@ -108,6 +108,16 @@ async fn after_ingest_and_api_calls_each_services_metrics_count_what_happened() 
         Some(5.0),
         "{gateway}"
     );
+    // Each of the five is one hot read, kept from a moment ago or read.
+    let from = |f: &str| {
+        sample(
+            &gateway,
+            "eriop_gateway_hot_read_answers_total",
+            &format!(r#"from="{f}""#),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(from("kept") + from("read"), 5.0, "{gateway}");
     // The route's template, never the path that was asked.
     let refused = r#"method="GET",route="/api/v1/devices/{id}",status="400""#;
     assert_eq!(

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::view;
+use crate::http::answers;
 use crate::http::command::{self, Body, Done, Stored};
 use crate::http::edge::RequestId;
 use crate::http::error::ApiError;
@@ -236,12 +237,8 @@ pub async fn list(
     uri: Uri,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
-    let progress = state.progress();
     let read = read_page(&scope, params);
-    progress
-        .answers()
-        .answer(&scope, &uri, progress.live(), read)
-        .await
+    answers::kept_or_read(&state, &scope, &uri, read).await
 }
 
 async fn read_page(scope: &AgencyScope, params: ListParams) -> Result<Response, ApiError> {
@@ -280,12 +277,8 @@ pub async fn get(
     uri: Uri,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let progress = state.progress();
     let read = async { Ok(Json(view::read(&scope, id).await?).into_response()) };
-    progress
-        .answers()
-        .answer(&scope, &uri, progress.live(), read)
-        .await
+    answers::kept_or_read(&state, &scope, &uri, read).await
 }
 
 #[derive(Deserialize)]

@@ -164,12 +164,8 @@ pub async fn series(
     ApiPath(id): ApiPath<Uuid>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let progress = state.progress();
     let read = read_series(&scope, &state, id, &uri);
-    progress
-        .answers()
-        .answer(&scope, &uri, progress.live(), read)
-        .await
+    crate::http::answers::kept_or_read(&state, &scope, &uri, read).await
 }
 
 async fn read_series(
