@@ -41,8 +41,9 @@ use crate::http::error::ApiError;
 use crate::http::AgencyScope;
 use crate::state::AppState;
 
-/// Bodies larger than this are answered but not kept (a long series): one answer never
-/// takes more than a sixteenth of the memory.
+/// One answer (its body and its request's path and query) takes at most this share of the
+/// memory given, or is answered but not kept: a long series, or a hostile megabyte of query
+/// string, never pushes out everything else.
 const LARGEST_SHARE: u64 = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -143,7 +144,7 @@ impl Answers {
         let body = axum::body::to_bytes(body, usize::MAX)
             .await
             .map_err(ApiError::internal)?;
-        if (body.len() as u64) <= self.max_body
+        if ((body.len() + ticket.key.target.len()) as u64) <= self.max_body
             && self.generation.load(Ordering::Acquire) == ticket.generation
         {
             self.kept.insert(
@@ -342,13 +343,29 @@ mod tests {
         let answered = answers.keep(ticket, not_found, now).await.unwrap();
         assert_eq!(answered.status(), StatusCode::NOT_FOUND);
         assert!(answers.kept(agency, "/missing", now).is_err());
-        // A sixteenth of the memory at most (100 bytes here).
-        let large: &'static str = Box::leak("x".repeat(101).into_boxed_str());
-        assert!(!ask(&answers, agency, "/large", now, large).await.1);
-        assert!(!ask(&answers, agency, "/large", now, large).await.1);
-        let fits: &'static str = Box::leak("x".repeat(100).into_boxed_str());
-        assert!(!ask(&answers, agency, "/fits", now, fits).await.1);
-        assert!(ask(&answers, agency, "/fits", now, fits).await.1);
+        // A sixteenth of the memory at most (100 bytes here), body and target together.
+        let body: &'static str = Box::leak("x".repeat(95).into_boxed_str());
+        assert!(!ask(&answers, agency, "/large", now, body).await.1);
+        assert!(!ask(&answers, agency, "/large", now, body).await.1);
+        assert!(!ask(&answers, agency, "/fits", now, body).await.1);
+        assert!(ask(&answers, agency, "/fits", now, body).await.1);
+    }
+
+    #[tokio::test]
+    async fn a_megabyte_of_query_string_is_answered_and_not_kept() {
+        let answers = Answers::new(SECOND, 1 << 20);
+        let agency = Uuid::now_v7();
+        let now = Instant::now();
+        let hostile = format!("/d?q={}", "%00\r\n".repeat(1 << 18));
+        assert_eq!(
+            ask(&answers, agency, &hostile, now, "a").await,
+            ("a".into(), false)
+        );
+        assert_eq!(
+            ask(&answers, agency, &hostile, now, "b").await,
+            ("b".into(), false)
+        );
+        assert_eq!(answers.kept.weight(), 0);
     }
 
     #[tokio::test]
