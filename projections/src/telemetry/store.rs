@@ -42,7 +42,18 @@ pub async fn rows(
     }
     // A key repeated within the group (an MQTT redelivery in the same group) is written
     // once, the first time, as ON CONFLICT DO NOTHING would keep it.
-    let firsts = first_of_each_key(rows);
+    let mut firsts = first_of_each_key(rows);
+    // In the natural key's order, so that consecutive insertions land on the same pages of
+    // its index (a group holds a few rows of each of many keys, interleaved as the devices
+    // sent them), and two groups meet each other's keys in the same order.
+    firsts.sort_unstable_by(|a, b| {
+        (a.device_id, &a.function_id, &a.attribute, a.time).cmp(&(
+            b.device_id,
+            &b.function_id,
+            &b.attribute,
+            b.time,
+        ))
+    });
     copy_into(tx, "telemetry_staging", &firsts).await?;
     let written = sqlx::query(&format!(
         "INSERT INTO telemetry ({cols}) SELECT {cols} FROM telemetry_staging{skip}",

@@ -3,19 +3,35 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use eriop_projections::retention::{BATCH, KEYS};
+use eriop_projections::telemetry::store::{self, Insert};
+use eriop_projections::telemetry::Row;
 use eriop_tests::{wait, TestApp, TestDb};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
-async fn sample(app: &TestApp, agency: &str, days_ago: i32) {
-    sqlx::query(
-        "INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_double)
-         VALUES (now() - make_interval(days => $2), $1::uuid, gen_random_uuid(), 'lampMonitor001', 'activePower', 1)",
-    )
-    .bind(agency)
-    .bind(days_ago)
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+/// Samples stored as the projector stores them (`store::rows`: the rows with their keys'
+/// latest values and the rollup's marks, which the job relies on).
+async fn store(app: &TestApp, rows: Vec<Row>) {
+    let mut tx = eriop_projections::begin_all_agencies(&app.db.pool)
+        .await
+        .unwrap();
+    store::rows(&mut tx, &rows, Insert::New).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+fn sample(agency: &str, device: Uuid, attribute: &str, time: DateTime<Utc>) -> Row {
+    Row {
+        time,
+        agency_id: agency.parse().unwrap(),
+        device_id: device,
+        function_id: "lampMonitor001".to_owned(),
+        attribute: attribute.to_owned(),
+        value_double: Some(1.0),
+        value_text: None,
+        value_json: None,
+    }
 }
 
 #[tokio::test]
@@ -32,9 +48,18 @@ async fn an_agencys_telemetry_past_its_retention_is_deleted_and_no_one_elses() {
         .as_str()
         .unwrap()
         .to_owned();
-    for (agency, days_ago) in [(&kept, 40), (&kept, 40), (&kept, 1), (&other, 40)] {
-        sample(&app, agency, days_ago).await;
-    }
+    let days_ago = |days: i64| Utc::now() - chrono::Duration::days(days);
+    let light = Uuid::now_v7();
+    store(
+        &app,
+        vec![
+            sample(&kept, light, "activePower", days_ago(40)),
+            sample(&kept, light, "lampVoltage", days_ago(40)),
+            sample(&kept, light, "activePower", days_ago(1)),
+            sample(&other, Uuid::now_v7(), "activePower", days_ago(40)),
+        ],
+    )
+    .await;
     let count = |agency: &str, older_than_days: i32| {
         format!(
             "SELECT count(*) FROM telemetry WHERE agency_id = '{agency}' AND time < now() - make_interval(days => {older_than_days})"
@@ -117,51 +142,46 @@ async fn the_retention_cutoff_is_exclusive_and_time_is_an_input() {
         200
     );
     let now: chrono::DateTime<chrono::Utc> = "2026-06-11T00:00:00Z".parse().unwrap();
-    for time in [
+    // Stored as the projector stores them: each minute's mark and each key's latest value
+    // with the rows, so the rollup and the job find them.
+    let rows = [
         "2026-06-01T00:00:00Z",
         "2026-05-31T23:59:59Z",
         "2026-06-05T00:00:00Z",
-    ] {
-        sqlx::query(
-            "INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_double)
-             VALUES ($2::timestamptz, $1::uuid, gen_random_uuid(), 'f', 'a', 1)",
-        )
-        .bind(&agency)
-        .bind(time)
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
-    }
-    // Rolled up, as the projections would have: the rollup's minutes go with their samples.
-    // The projector writes each minute's mark and each attribute's latest value with its
-    // rows; so does this test.
-    for written_with_the_rows in [
-        "INSERT INTO telemetry_touched (agency_id, minute, device_ids)
-         SELECT agency_id, date_bin('1 minute', time, TIMESTAMPTZ '2000-01-03'), array_agg(device_id)
-           FROM telemetry WHERE agency_id = $1::uuid GROUP BY 1, 2",
-        "INSERT INTO device_latest (device_id, function_id, attribute, agency_id, time, value_double)
-         SELECT DISTINCT ON (device_id, function_id, attribute)
-                device_id, function_id, attribute, agency_id, time, value_double
-           FROM telemetry WHERE agency_id = $1::uuid
-          ORDER BY device_id, function_id, attribute, time DESC",
-    ] {
-        sqlx::query(written_with_the_rows)
-            .bind(&agency)
-            .execute(&app.db.pool)
-            .await
-            .unwrap();
-    }
+    ]
+    .map(|time| sample(&agency, Uuid::now_v7(), "a", time.parse().unwrap()));
+    store(&app, rows.to_vec()).await;
     assert_eq!(
         eriop_projections::telemetry::rollup::roll(&app.db.pool, now)
             .await
             .unwrap(),
         3
     );
+    // One pass goes key by key, a page of keys and a batch of rows at a time: more old keys
+    // than a page holds, and one key with more old samples than a batch, all in one pass.
+    let long_ago: DateTime<Utc> = "2026-05-01T00:00:00Z".parse().unwrap();
+    let mut old: Vec<Row> = (0..KEYS + 20)
+        .map(|_| sample(&agency, Uuid::now_v7(), "a", long_ago))
+        .collect();
+    let busy = Uuid::now_v7();
+    old.extend((0..BATCH + 5).map(|n| {
+        sample(
+            &agency,
+            busy,
+            "b",
+            long_ago + chrono::Duration::milliseconds(n),
+        )
+    }));
+    store(&app, old).await;
     let purged = eriop_projections::retention::purge(&app.db.pool, &app.db.pool, now)
         .await
         .unwrap();
     assert_eq!(purged.len(), 1);
-    assert_eq!(purged[0].1, 1, "only the sample before the cutoff");
+    assert_eq!(
+        purged[0].1,
+        1 + (KEYS + 20) as u64 + (BATCH + 5) as u64,
+        "every sample before the cutoff, and only those"
+    );
     let rolled_up = app
         .db
         .count(&format!(
