@@ -22,7 +22,10 @@ use clap::Parser;
 #[command(version, about, long_about)]
 struct Cli {}
 
-#[tokio::main]
+// One thread: its work is I/O-bound waits (broker, JetStream, PostgreSQL) and takes a fraction
+// of a core at saturation, while a multi-threaded runtime woke its other worker for nearly
+// every message, a context switch each (docs/BENCHMARKS.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     Cli::parse();
     let Some(settings) = eriop_nats::start_service("eriop-bridge") else {
