@@ -16,7 +16,8 @@
 //! one by agency and time cost ingest a third of its insert time, for this job alone
 //! (migration 0032). So the job goes key by key: the agency's keys come from
 //! `device_latest`, which the ingest writes in the same transaction as the rows (every
-//! stored key has its row there, as the rollup also relies on), [`KEYS`] at a time, and each
+//! stored key has its row there, as the rollup also relies on; migration 0033 gave samples
+//! stored before 0012 theirs), [`KEYS`] at a time, and each
 //! key's old samples are one range of the natural key's index.
 
 use std::time::Duration;

@@ -308,3 +308,69 @@ async fn migration_0013_assigns_the_registries_of_existing_devices_to_their_agen
             .unwrap();
     assert_eq!(queued, 2);
 }
+
+/// Samples stored before the ingest wrote each key's latest value (migration 0012) get one
+/// from migration 0033, so the retention job, which goes key by key from `device_latest`
+/// (0032), deletes them when they are past their agency's retention. A key that has its
+/// row keeps it.
+#[tokio::test]
+async fn migration_0033_gives_every_stored_key_its_latest_value_so_retention_reaches_it() {
+    let db = TestDb::empty().await;
+    migrator_before(33).run(&db.pool).await.unwrap();
+    let (agency, old_light, new_light) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    for (device, day, value) in [
+        (old_light, "2026-01-01", 1.0),
+        (old_light, "2026-01-02", 2.0),
+        (new_light, "2026-01-01", 3.0),
+    ] {
+        sqlx::query(
+            "INSERT INTO telemetry (time, agency_id, device_id, function_id, attribute, value_double)
+             VALUES ($1::date, $2, $3, 'lampMonitor001', 'activePower', $4)",
+        )
+        .bind(day)
+        .bind(agency)
+        .bind(device)
+        .bind(value)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    // The newer light's key has its row already (written by the ingest): it stays as it is.
+    sqlx::query(
+        "INSERT INTO device_latest (device_id, function_id, attribute, agency_id, time, value_double)
+         VALUES ($1, 'lampMonitor001', 'activePower', $2, '2026-01-01', 30)",
+    )
+    .bind(new_light)
+    .bind(agency)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO agencies (id, name, status, created_at, updated_at, version, telemetry_retention_days) VALUES ($1, 'Amos', 'active', now(), now(), 1, 10)")
+        .bind(agency)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    eriop_migrations::up(&db.pool).await.unwrap();
+    let latest: Vec<(uuid::Uuid, f64)> =
+        sqlx::query_as("SELECT device_id, value_double FROM device_latest ORDER BY device_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(latest, vec![(old_light, 2.0), (new_light, 30.0)]);
+
+    let now: chrono::DateTime<chrono::Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
+    let purged = eriop_projections::retention::purge(&db.pool, &db.pool, now)
+        .await
+        .unwrap();
+    assert_eq!(purged, vec![(agency, 3)]);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM telemetry")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
