@@ -385,7 +385,18 @@ pub async fn run(
         run.percentile(0.99),
         run.percentile(1.0)
     );
+    eprintln!("ingest {}: {}", run.label, usage_line(&run.usage));
     run
+}
+
+/// Each process's cores and peak memory, on one line: what a partial run (`--only`) shows
+/// of the table the report holds.
+fn usage_line(usage: &BTreeMap<String, Usage>) -> String {
+    usage
+        .iter()
+        .map(|(name, u)| format!("{name} {:.2} cores {:.0} MiB", u.cores, u.peak_mib))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The telemetry projector's JetStream consumer, read while a run goes.

@@ -97,6 +97,9 @@ pub fn resident_mib(w: &Watched) -> f64 {
     kib_total as f64 / 1024.0
 }
 
+/// How often a run reads PostgreSQL's proportional set size (see [`Meter::start`]).
+const PSS_EVERY: Duration = Duration::from_secs(5);
+
 /// Measures the watched processes from [`Meter::start`] to [`Meter::stop`].
 pub struct Meter {
     watched: Vec<Watched>,
@@ -125,9 +128,12 @@ impl Meter {
         let sampled = peaks.clone();
         // Reading a tree's proportional set size walks the page tables of each of its
         // processes (PostgreSQL's shared buffers in every backend): tens of milliseconds of
-        // kernel time. So once a second, on a blocking thread: never on the runtime whose
-        // workers publish the load, where it would delay the lights (seen in a profile as
-        // `smaps_account`, 3% of the machine at 10,000 messages a second).
+        // kernel time. So on a blocking thread: never on the runtime whose workers publish
+        // the load, where it would delay the lights (seen in a profile as `smaps_account`,
+        // 3% of the machine at 10,000 messages a second). And every [`PSS_EVERY`], not every
+        // second: once a second it was still 2.4% of the machine in a profile of the
+        // 10,000/s run, CPU the system under test did not have. PostgreSQL's memory grows
+        // as its buffers fill, slowly; `stop` reads it once more at the end.
         let sampler = tokio::spawn(async move {
             loop {
                 let trees = trees.clone();
@@ -142,7 +148,7 @@ impl Meter {
                     }
                 })
                 .await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(PSS_EVERY).await;
             }
         });
         Self {
@@ -166,10 +172,8 @@ impl Meter {
                 let before = self.ticks.get(&w.name).copied().unwrap_or(0);
                 let used = tree_ticks(w).saturating_sub(before) as f64 / hz;
                 let peak_mib = if w.tree {
-                    peaks
-                        .get(&w.name)
-                        .copied()
-                        .unwrap_or_else(|| resident_mib(w))
+                    let sampled = peaks.get(&w.name).copied().unwrap_or(0.0);
+                    f64::max(sampled, resident_mib(w))
                 } else {
                     kib(&format!("/proc/{}/status", w.pid), "VmHWM:").unwrap_or(0) as f64 / 1024.0
                 };
