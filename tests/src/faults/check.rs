@@ -252,12 +252,7 @@ async fn look(
         } else {
             row.stored.device_commands += 1;
         }
-        let again = u64::from(receipts.saturating_sub(1));
-        if broker_killed {
-            row.redelivered += again;
-        } else {
-            row.duplicates.device_commands += again;
-        }
+        count_deliveries(&mut row, receipts, broker_killed);
     }
     if not_issued + not_received + not_settled > 0 {
         row.problems.push(format!(
@@ -267,4 +262,38 @@ async fn look(
 
     row.lost = row.sent.total() - row.stored.total();
     Ok(row)
+}
+
+/// Counts a device command's deliveries beyond the first: redelivered when the fault killed
+/// the broker (MQTT QoS 1, see [`Row::redelivered`]), duplicated otherwise.
+fn count_deliveries(row: &mut Row, receipts: u32, broker_killed: bool) {
+    let again = u64::from(receipts.saturating_sub(1));
+    if broker_killed {
+        row.redelivered += again;
+    } else {
+        row.duplicates.device_commands += again;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_delivery_fails_the_row_unless_the_broker_itself_was_killed() {
+        let mut bridge_killed = Row::default();
+        count_deliveries(&mut bridge_killed, 1, false);
+        assert!(bridge_killed.passed(), "one delivery is what is expected");
+        count_deliveries(&mut bridge_killed, 2, false);
+        assert_eq!(bridge_killed.duplicates.device_commands, 1);
+        assert!(!bridge_killed.passed(), "ERIOP sent a command twice");
+
+        let mut broker_killed = Row::default();
+        count_deliveries(&mut broker_killed, 3, true);
+        assert_eq!(broker_killed.redelivered, 2);
+        assert!(
+            broker_killed.passed(),
+            "QoS 1 redelivery after the broker's crash"
+        );
+    }
 }
