@@ -159,8 +159,8 @@ pub async fn apply_page(
     let mut applied = 0;
     for (group, plan) in groups.iter().zip(plans) {
         let Some(start) = plan else {
-            let each = group.events.iter().map(|d| d.event);
-            applied += crate::page::one_by_one(crate::ReadModel::Agencies, conn, each).await?;
+            let each: Vec<&StoredEvent> = group.events.iter().map(|d| d.event).collect();
+            applied += crate::page::one_by_one(crate::ReadModel::Agencies, conn, &each).await?;
             continue;
         };
         if start == 1 && inserted.contains(&group.id) {
@@ -173,8 +173,8 @@ pub async fn apply_page(
         if updated.contains(&group.id) {
             applied += rest.len() as u64;
         } else {
-            let each = rest.iter().map(|d| d.event);
-            applied += crate::page::one_by_one(crate::ReadModel::Agencies, conn, each).await?;
+            let each: Vec<&StoredEvent> = rest.iter().map(|d| d.event).collect();
+            applied += crate::page::one_by_one(crate::ReadModel::Agencies, conn, &each).await?;
         }
     }
     Ok(applied)

@@ -283,7 +283,7 @@ pub async fn apply_page(
         }
     }
     commands.write(conn).await?;
-    applied += crate::page::one_by_one(crate::ReadModel::Devices, conn, one_by_one).await?;
+    applied += crate::page::one_by_one(crate::ReadModel::Devices, conn, &one_by_one).await?;
     Ok(applied)
 }
 

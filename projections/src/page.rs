@@ -57,14 +57,16 @@ pub(crate) fn groups<'a, E: serde::de::DeserializeOwned>(
     Ok(groups)
 }
 
-/// Applies events one at a time; answers how many changed the read model.
-pub(crate) async fn one_by_one<'a>(
+/// Applies events one at a time; answers how many changed the read model. (A slice, not
+/// any iterator: an iterator adapter held across an await would keep the caller's future
+/// from being `Send` for every lifetime, which `tokio::spawn` asks of the rebuild's lanes.)
+pub(crate) async fn one_by_one(
     model: ReadModel,
     conn: &mut PgConnection,
-    events: impl IntoIterator<Item = &'a StoredEvent>,
+    events: &[&StoredEvent],
 ) -> Result<u64, ProjectionError> {
     let mut applied = 0;
-    for event in events {
+    for &event in events {
         if model.apply(&mut *conn, event).await? == Outcome::Applied {
             applied += 1;
         }

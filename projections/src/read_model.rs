@@ -90,7 +90,7 @@ impl ReadModel {
         match self {
             Self::Agencies => agencies::apply_page(conn, events).await,
             Self::Devices => devices::apply_page(conn, events).await,
-            _ => crate::page::one_by_one(self, conn, events.iter().copied()).await,
+            _ => crate::page::one_by_one(self, conn, events).await,
         }
     }
 }

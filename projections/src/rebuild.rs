@@ -1,14 +1,18 @@
 //! Rebuild, while the platform runs (issue 15, item 7).
 //!
 //! 1. **Shadow tables.** Each table of the rebuilt read models is made anew, empty, in the
-//!    schema `eriop_rebuild` (migration 0022), shaped like the real one. (Unlogged shadows
-//!    with asynchronous commits were tried: no difference measurable on a million events,
-//!    so they stay ordinary tables.)
-//! 2. **Replay into them**, in store order and in short transactions of [`PAGE`] events (each
-//!    page applied with a few statements per model, [`ReadModel::apply_page`], while the
-//!    next page is read on another connection) whose
-//!    `search_path` puts `eriop_rebuild` first, so the projections' own code (unqualified table
-//!    names) writes the shadows. Only events below the store-order horizon are read
+//!    schema `eriop_rebuild` (migration 0022), shaped like the real one, with half of each
+//!    page left free (`fillfactor`): a replay mostly updates rows it has just inserted, and
+//!    an update that finds room on its row's page is a heap-only tuple, which adds no entry
+//!    to any index. On full pages every update wrote each index again and PostgreSQL spent
+//!    a fifth of its time there and in cleaning the entries up. (Unlogged shadows with
+//!    asynchronous commits were tried: no difference measurable on a million events, so
+//!    they stay ordinary tables.)
+//! 2. **Replay into them**, in store order and in short transactions (pages of [`PAGE`]
+//!    events, dealt out by aggregate to [`LANES`] connections that apply them at once, each
+//!    part with a few statements per model, [`ReadModel::apply_page`]) whose `search_path`
+//!    puts `eriop_rebuild` first, so the projections' own code (unqualified table names)
+//!    writes the shadows. Only events below the store-order horizon are read
 //!    (`eriop_nats::db::store_horizon`), so every event left for later sorts after the cursor.
 //!    Readers and the live consumers keep using the real tables meanwhile; no lock is held.
 //! 3. **Swap**, in one transaction: lock the real tables in EXCLUSIVE mode (readers go on
@@ -38,6 +42,8 @@ pub enum RebuildError {
     Database(#[from] sqlx::Error),
     #[error("another rebuild is running: wait for it to finish")]
     Busy,
+    #[error("a replay lane stopped: {0}")]
+    Lane(#[from] tokio::task::JoinError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,7 +67,7 @@ pub async fn rebuild(
     let mut tx = pool.begin().await?;
     for table in &tables {
         sqlx::raw_sql(&format!(
-            "DROP TABLE IF EXISTS {SHADOW}.{table}; CREATE TABLE {SHADOW}.{table} (LIKE public.{table} INCLUDING ALL)"
+            "DROP TABLE IF EXISTS {SHADOW}.{table}; CREATE TABLE {SHADOW}.{table} (LIKE public.{table} INCLUDING ALL) WITH (fillfactor = 50)"
         ))
         .execute(&mut *tx)
         .await?;
@@ -74,39 +80,8 @@ pub async fn rebuild(
             .await?;
     let total = u64::try_from(total).unwrap_or(0);
 
-    let mut report = RebuildReport::default();
-    let mut after = (-1_i64, -1_i64);
-    // While a page is applied, the next is read on another connection: the read (about a
-    // third of a page's time) does not depend on the shadows.
-    let mut page = next_page(pool, &types, after).await?;
-    loop {
-        if let Some((_, transaction_id, position)) = page.last() {
-            after = (*transaction_id, *position);
-        }
-        let full = page.len() as u64 == PAGE as u64;
-        let following = async {
-            if full {
-                next_page(pool, &types, after).await
-            } else {
-                Ok(Vec::new())
-            }
-        };
-        let [one, other] = halves(page);
-        let (one, other, following) = tokio::join!(
-            apply_apart(pool, models, &one),
-            apply_apart(pool, models, &other),
-            following
-        );
-        for half in [one?, other?] {
-            report.events += half.events;
-            report.applied += half.applied;
-        }
-        progress(report.events, total);
-        if !full {
-            break;
-        }
-        page = following?;
-    }
+    let (mut report, mut after) =
+        replay_in_lanes(pool, models, &types, total, &mut progress).await?;
 
     let mut tx = shadowed(pool).await?;
     for table in &tables {
@@ -143,37 +118,117 @@ async fn shadowed(
     Ok(tx)
 }
 
-/// A page of events: each envelope with its place in store order.
-type Page = Vec<(Json<StoredEvent>, i64, i64)>;
+/// A page of events: each with its place in store order.
+type Page = Vec<(StoredEvent, i64, i64)>;
 
-/// A page split in two by aggregate, each half in store order: every aggregate's events
-/// are in one half.
+/// Connections applying pages at once, each to its own share of the aggregates.
+pub const LANES: usize = 4;
+
+/// Replays into the shadows every event below the store-order horizon; answers what it
+/// counted and where it stopped.
 ///
-/// Why: applying a page is PostgreSQL's work, one backend per connection, so one
-/// connection used one of the two cores. The halves are applied on two connections at once
-/// and each commits on its own. They cannot see each other's rows, and need not: a model
-/// reads and writes only its own aggregate's rows (`page.rs`), and every key of a rebuilt
+/// One reader reads the pages in store order and deals each page's events out to [`LANES`]
+/// lanes by aggregate ([`parts`]); each lane applies its parts in their order, one
+/// transaction each, on a connection of its own. Applying is PostgreSQL's work, one backend
+/// a connection: a lane waiting on its commit's flush or on the next page leaves the
+/// cores to the others, and no lane waits for another's part of the same page (a join per
+/// page left both cores idle while the slower half finished). Each lane holds at most two
+/// parts not yet applied, so the reader runs a few pages ahead and no further.
+///
+/// Why lanes may commit apart: every aggregate's events are in one lane, in store order, and
+/// a model reads and writes only its own aggregate's rows (`page.rs`); every key of a rebuilt
 /// table is its aggregate's (the reservations of serials and registry names are not read
 /// models, and are not rebuilt). The shadows are invisible until the swap, and a rebuild
-/// that stops starts again from nothing, so two commits per page instead of one change
-/// nothing a reader or a restart sees.
-fn halves(page: Page) -> [Page; 2] {
-    let mut halves = [Vec::with_capacity(page.len() / 2 + 1), Vec::new()];
-    for entry in page {
-        let half = usize::from(aggregate_half(&entry.0.aggregate_id));
-        halves[half].push(entry);
+/// that stops starts again from nothing, so how the pages were committed changes nothing a
+/// reader or a restart sees.
+async fn replay_in_lanes(
+    pool: &PgPool,
+    models: &[ReadModel],
+    types: &[&str],
+    total: u64,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<(RebuildReport, (i64, i64)), RebuildError> {
+    use tokio::sync::mpsc;
+
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..LANES).map(|_| mpsc::channel::<Page>(2)).unzip();
+    let (applied, mut counted) = mpsc::unbounded_channel::<RebuildReport>();
+    let reader = async move {
+        let mut after = (-1_i64, -1_i64);
+        loop {
+            let page = next_page(pool, types, after).await?;
+            if let Some((_, transaction_id, position)) = page.last() {
+                after = (*transaction_id, *position);
+            }
+            let full = page.len() as u64 == PAGE as u64;
+            for (lane, part) in senders.iter().zip(parts(page, LANES)) {
+                // A lane stops taking parts only when it failed: its error ends the replay.
+                if !part.is_empty() && lane.send(part).await.is_err() {
+                    return Ok(after);
+                }
+            }
+            if !full {
+                // Dropping the senders tells each lane that no part is coming.
+                return Ok::<_, RebuildError>(after);
+            }
+        }
+    };
+    // Each lane a task of its own, so that lanes decode and encode on every core; dropped
+    // on an early return, the set stops them.
+    let mut lanes = tokio::task::JoinSet::new();
+    for mut parts in receivers {
+        let (pool, models, applied) = (pool.clone(), models.to_vec(), applied.clone());
+        lanes.spawn(async move {
+            while let Some(part) = parts.recv().await {
+                let report = apply_apart(&pool, &models, &part).await?;
+                // The tally below outlives every lane.
+                let _ = applied.send(report);
+            }
+            Ok::<_, RebuildError>(())
+        });
     }
-    halves
+    drop(applied);
+    let tally = async {
+        let mut report = RebuildReport::default();
+        while let Some(part) = counted.recv().await {
+            report.events += part.events;
+            report.applied += part.applied;
+            progress(report.events, total);
+        }
+        Ok::<_, RebuildError>(report)
+    };
+    let lanes = async {
+        while let Some(lane) = lanes.join_next().await {
+            lane??;
+        }
+        Ok::<_, RebuildError>(())
+    };
+    let (after, (), report) = tokio::try_join!(reader, lanes, tally)?;
+    Ok((report, after))
 }
 
-/// Which half an aggregate's events go to: a stable hash of its id (FNV-1a).
-fn aggregate_half(aggregate_id: &str) -> bool {
+/// A page dealt out to `lanes` lanes by aggregate, each part in store order: every
+/// aggregate's events are in one part, the same part for every page.
+fn parts(page: Page, lanes: usize) -> Vec<Page> {
+    let mut parts: Vec<Page> = (0..lanes)
+        .map(|_| Vec::with_capacity(page.len() / lanes + 1))
+        .collect();
+    for entry in page {
+        let lane = lane_of(&entry.0.aggregate_id, lanes);
+        parts[lane].push(entry);
+    }
+    parts
+}
+
+/// Which lane an aggregate's events go to: a stable hash of its id (FNV-1a).
+fn lane_of(aggregate_id: &str, lanes: usize) -> usize {
     let hash = aggregate_id
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-    hash & 1 == 1
+    // Below `lanes`, so it fits a usize.
+    usize::try_from(hash % lanes.max(1) as u64).unwrap_or(0)
 }
 
 /// Applies (part of) a page in a transaction of its own, committed at once; answers what it
@@ -207,13 +262,16 @@ async fn read(
     after: (i64, i64),
     horizon: Option<i64>,
 ) -> Result<Page, sqlx::Error> {
-    sqlx::query_as(
-        // Straight off the store-order index (migration 0023), no join back to `events`.
-        "SELECT s.envelope, s.transaction_id, s.position
-           FROM public.stored_events s
-          WHERE s.aggregate_type = ANY($1) AND (s.transaction_id, s.position) > ($2, $3)
-            AND ($4::bigint IS NULL OR s.transaction_id < $4)
-          ORDER BY s.transaction_id, s.position
+    let rows: Vec<StoreRow> = sqlx::query_as(
+        // Straight off the store-order index (migration 0023). The store's columns, not the
+        // `stored_events` view's envelope: building and sending a JSON document a row was a
+        // fifth of PostgreSQL's time in a rebuild, which is PostgreSQL-bound.
+        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
+                metadata, recorded_at, hash, transaction_id, position
+           FROM public.events
+          WHERE aggregate_type = ANY($1) AND (transaction_id, position) > ($2, $3)
+            AND ($4::bigint IS NULL OR transaction_id < $4)
+          ORDER BY transaction_id, position
           LIMIT $5",
     )
     .bind(types)
@@ -222,7 +280,46 @@ async fn read(
     .bind(horizon)
     .bind(PAGE)
     .fetch_all(&mut *conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(StoreRow::into_entry).collect())
+}
+
+/// A row of the store, as [`read`] selects it.
+#[derive(sqlx::FromRow)]
+struct StoreRow {
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: Json<serde_json::Value>,
+    metadata: Json<std::collections::HashMap<String, String>>,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+    hash: Vec<u8>,
+    transaction_id: i64,
+    position: i64,
+}
+
+impl StoreRow {
+    /// The event as the `stored_events` view's envelope has it (migration 0023: the time in
+    /// UTC to the microsecond, the hash in hex), with its place in store order.
+    fn into_entry(self) -> (StoredEvent, i64, i64) {
+        let event = StoredEvent {
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            payload: self.payload.0,
+            metadata: self.metadata.0,
+            recorded_at: self
+                .recorded_at
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string(),
+            hash: hex::encode(self.hash),
+        };
+        (event, self.transaction_id, self.position)
+    }
 }
 
 /// Applies a page to the models its events belong to.
@@ -237,7 +334,7 @@ async fn apply(
     for model in models {
         let events: Vec<&StoredEvent> = page
             .iter()
-            .map(|(Json(event), _, _)| event)
+            .map(|(event, _, _)| event)
             .filter(|event| event.aggregate_type == model.aggregate_type())
             .collect();
         if !events.is_empty() {
@@ -283,27 +380,64 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_store_row_reads_as_the_envelope_of_the_view() {
+        let at = chrono::DateTime::from_timestamp(1_796_636_288, 123_456_000).unwrap();
+        let row = |recorded_at| StoreRow {
+            aggregate_type: "agency".to_owned(),
+            aggregate_id: "a".to_owned(),
+            sequence: 3,
+            event_type: "AgencyRenamed".to_owned(),
+            event_version: "1.0".to_owned(),
+            payload: Json(serde_json::json!({"AgencyRenamed": {"name": "b"}})),
+            metadata: Json([("request_id".to_owned(), "r".to_owned())].into()),
+            recorded_at,
+            hash: vec![0x0a, 0xff, 0x00],
+            transaction_id: 7,
+            position: 2,
+        };
+        let (event, transaction_id, position) = row(at).into_entry();
+        assert_eq!((transaction_id, position), (7, 2));
+        // As `to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')` and
+        // `encode(hash, 'hex')` write them.
+        assert_eq!(event.recorded_at, "2026-12-07T09:38:08.123456Z");
+        assert_eq!(event.hash, "0aff00");
+        assert_eq!(event.sequence, 3);
+        assert_eq!(event.metadata["request_id"], "r");
+        let whole = chrono::DateTime::from_timestamp(1_796_636_288, 0).unwrap();
+        assert_eq!(
+            row(whole).into_entry().0.recorded_at,
+            "2026-12-07T09:38:08.000000Z"
+        );
+    }
+
     proptest! {
-        /// Whatever the page, its halves hold every event once, each aggregate's events in
-        /// one half only, and each half in store order.
+        /// Whatever the page and the number of lanes, its parts hold every event once, each
+        /// aggregate's events in one part only, and each part in store order.
         #[test]
-        fn halves_keep_every_event_and_each_aggregate_whole(
-            aggregates in proptest::collection::vec(0_u8..40, 0..300)
+        fn parts_keep_every_event_and_each_aggregate_whole(
+            aggregates in proptest::collection::vec(0_u8..40, 0..300),
+            lanes in 1_usize..6,
         ) {
             let page: Page = aggregates
                 .iter()
                 .enumerate()
-                .map(|(i, a)| (Json(event(*a, i as i64)), 1, i as i64))
+                .map(|(i, a)| (event(*a, i as i64), 1, i as i64))
                 .collect();
-            let [one, other] = halves(page.clone());
-            prop_assert_eq!(one.len() + other.len(), page.len());
-            for half in [&one, &other] {
-                prop_assert!(half.windows(2).all(|w| w[0].2 < w[1].2));
+            let parts = parts(page.clone(), lanes);
+            prop_assert_eq!(parts.len(), lanes);
+            prop_assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), page.len());
+            for part in &parts {
+                prop_assert!(part.windows(2).all(|w| w[0].2 < w[1].2));
             }
-            let ids = |half: &Page| -> std::collections::HashSet<String> {
-                half.iter().map(|e| e.0.aggregate_id.clone()).collect()
+            let ids = |part: &Page| -> std::collections::HashSet<String> {
+                part.iter().map(|e| e.0.aggregate_id.clone()).collect()
             };
-            prop_assert!(ids(&one).is_disjoint(&ids(&other)));
+            for (i, one) in parts.iter().enumerate() {
+                for other in &parts[i + 1..] {
+                    prop_assert!(ids(one).is_disjoint(&ids(other)));
+                }
+            }
         }
     }
 }
