@@ -84,6 +84,7 @@ impl App {
                 in_flight: 2,
                 rows: metrics.telemetry_rows.clone(),
                 careful: Default::default(),
+                way_in: Default::default(),
             },
             consumers: ReadModel::ALL
                 .into_iter()

@@ -32,7 +32,7 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
-use super::store::{self, Insert};
+use super::store::{self, Insert, WayIn};
 use super::{Row, NAME};
 use crate::consumer::{nats, ConsumerError};
 
@@ -53,6 +53,8 @@ pub struct TelemetryConsumer {
     pub rows: prometheus_client::metrics::counter::Counter,
     /// Whether groups skip stored keys for now (after a conflict).
     pub careful: Careful,
+    /// How new rows reach the table, once found (see [`store::WayIn`]).
+    pub way_in: Known<WayIn>,
 }
 
 /// How long groups are written skipping stored keys after one met a key already stored.
@@ -76,6 +78,35 @@ impl Careful {
 
     fn for_a_while(&self) {
         *self.until() = Some(Instant::now() + CAREFUL_FOR);
+    }
+}
+
+/// A value found once and kept, until an error says it may have changed.
+pub struct Known<T>(Mutex<Option<T>>);
+
+impl<T> Default for Known<T> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
+    }
+}
+
+impl<T: Clone> Known<T> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<T>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get(&self) -> Option<T> {
+        self.slot().clone()
+    }
+
+    fn set(&self, value: T) {
+        *self.slot() = Some(value);
+    }
+
+    fn forget(&self) {
+        *self.slot() = None;
     }
 }
 
@@ -244,7 +275,25 @@ impl TelemetryConsumer {
         insert: Insert,
     ) -> Result<u64, ConsumerError> {
         let mut tx = crate::begin_all_agencies(&self.pool).await?;
-        let written = store::rows(&mut tx, rows, insert).await?;
+        let way = match self.way_in.get() {
+            Some(way) => way,
+            None => {
+                let way = store::way_in(&mut tx).await?;
+                tracing::info!(projection = NAME, way = ?way, "how new telemetry rows are written");
+                self.way_in.set(way.clone());
+                way
+            }
+        };
+        let written = match store::rows(&mut tx, rows, insert, &way).await {
+            Ok(written) => written,
+            Err(ConsumerError::Database(e)) if !unique_violation(&e) => {
+                // A role or a grant taken away, row-level security turned on: the way is
+                // found again for the next group (this one is nakked and comes back).
+                self.way_in.forget();
+                return Err(ConsumerError::Database(e));
+            }
+            Err(e) => return Err(e),
+        };
         crate::checkpoint::save(&mut tx, NAME, last_sequence).await?;
         tx.commit().await?;
         Ok(written)

@@ -2,10 +2,11 @@
 //! batches with binary COPY (DESIGN.md, "Telemetry model"), and keeps each attribute's
 //! latest value and a rollup by minute ([`rollup`]).
 //!
-//! Exactly once, by construction: rows go through a staging table and one insert that skips
-//! every natural key (device, function, attribute, device time) already stored; rows and the
-//! stream checkpoint commit in one transaction, and only then are the messages acked. A NATS
-//! redelivery, or an MQTT redelivery that the bridge published twice, lands once.
+//! Exactly once, by construction: the natural key (device, function, attribute, device
+//! time) is unique, new rows are copied in and a stored key fails the copy, and the group is
+//! then written again skipping stored keys ([`store`]); rows and the stream checkpoint commit
+//! in one transaction, and only then are the messages acked. A NATS redelivery, or an MQTT
+//! redelivery that the bridge published twice, lands once.
 
 mod consumer;
 mod copy;

@@ -17,7 +17,10 @@ async fn store(app: &TestApp, rows: Vec<Row>) {
     let mut tx = eriop_projections::begin_all_agencies(&app.db.pool)
         .await
         .unwrap();
-    store::rows(&mut tx, &rows, Insert::New).await.unwrap();
+    let way = store::way_in(&mut tx).await.unwrap();
+    store::rows(&mut tx, &rows, Insert::New, &way)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 

@@ -176,7 +176,8 @@ async fn store(pool: &PgPool, rows: &[Row]) {
 
 async fn store_as(pool: &PgPool, rows: &[Row], insert: Insert) {
     let mut tx = eriop_projections::begin_all_agencies(pool).await.unwrap();
-    store::rows(&mut tx, rows, insert).await.unwrap();
+    let way = store::way_in(&mut tx).await.unwrap();
+    store::rows(&mut tx, rows, insert, &way).await.unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -393,18 +394,17 @@ async fn a_series_through_the_rollup_is_the_series_of_its_raw_samples() {
     store(&db.pool, &second).await;
     let mut again: Vec<Row> = second.iter().step_by(3).cloned().collect();
     again.extend(burst(&mut rng, 4 * HOUR - 300_000_000, 1));
-    assert!(
-        store::rows(
-            &mut eriop_projections::begin_all_agencies(&db.pool)
-                .await
-                .unwrap(),
-            &again,
-            Insert::New
-        )
+    let mut tx = eriop_projections::begin_all_agencies(&db.pool)
         .await
-        .is_err(),
+        .unwrap();
+    let way = store::way_in(&mut tx).await.unwrap();
+    assert!(
+        store::rows(&mut tx, &again, Insert::New, &way)
+            .await
+            .is_err(),
         "a plain insert of stored keys fails (and the projector writes the group again)"
     );
+    drop(tx);
     store_as(&db.pool, &again, Insert::SkippingStored).await;
     assert!(db.count("SELECT count(*) FROM telemetry_touched").await > 0);
     compared += compare_with_raw(&db.pool, (agency, device), start, &mut rng).await;
@@ -831,6 +831,17 @@ async fn repeated_and_redelivered_samples_are_stored_once_and_new_ones_beside_th
         })
         .count();
     assert_eq!(rewritten, 1, "only the redelivered group met a stored key");
+    // On plain PostgreSQL the projector copies new rows in as the telemetry writer.
+    let ways: Vec<String> = captured
+        .lines_of("eriop_projections::telemetry::consumer")
+        .into_iter()
+        .filter(|l| l["message"] == "how new telemetry rows are written")
+        .map(|l| l["way"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        !ways.is_empty() && ways.iter().all(|w| w.starts_with("CopyAsWriter")),
+        "{ways:?}"
+    );
     assert!(app.dead_letter_reasons().await.is_empty());
     let stream = js
         .get_stream(app.topology.stream_name(eriop_nats::Stream::Telemetry))
@@ -849,6 +860,142 @@ async fn repeated_and_redelivered_samples_are_stored_once_and_new_ones_beside_th
         },
     )
     .await;
+}
+
+/// New rows go in by `COPY` as `eriop_telemetry_writer` on plain PostgreSQL (whose
+/// `telemetry` is under row-level security), and through the staging table where that role
+/// is missing or may not insert; either way a stored key fails the plain insert, and the
+/// group goes in skipping it. The writer can read nothing, and the services' role still
+/// cannot `COPY` past the policies.
+#[tokio::test]
+async fn new_rows_are_copied_in_by_a_writer_that_reads_nothing_or_staged_without_it() {
+    let db = TestDb::migrated().await;
+    // As the services connect (docker-compose.yml): a login role that is neither superuser
+    // nor the owner, a member of eriop_app, acting as eriop_app.
+    let login = format!("eriop_test_login_{}", Uuid::new_v4().simple());
+    db.pool
+        .execute(
+            format!("CREATE ROLE {login} LOGIN NOSUPERUSER NOBYPASSRLS IN ROLE eriop_app").as_str(),
+        )
+        .await
+        .unwrap();
+    let app_pool = eriop_nats::db::act_as(PgPoolOptions::new().max_connections(2), "eriop_app")
+        .connect_with(
+            db.url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .unwrap()
+                .username(&login),
+        )
+        .await
+        .unwrap();
+    let agency = Uuid::new_v4();
+    let at = Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap();
+    let rows_of = |device: Uuid, seconds: std::ops::Range<i64>| -> Vec<Row> {
+        seconds
+            .map(|s| {
+                let time = at + chrono::Duration::seconds(s);
+                row(
+                    agency,
+                    device,
+                    "activePower",
+                    time,
+                    Some(s as f64),
+                    None,
+                    None,
+                )
+            })
+            .collect()
+    };
+    let way_of = |pool: PgPool| async move {
+        let mut tx = eriop_projections::begin_all_agencies(&pool).await.unwrap();
+        store::way_in(&mut tx).await.unwrap()
+    };
+    let copied = way_of(app_pool.clone()).await;
+    assert_eq!(
+        copied,
+        store::WayIn::CopyAsWriter {
+            back: "eriop_app".to_owned()
+        }
+    );
+    for (n, way) in [copied, store::WayIn::Staged].into_iter().enumerate() {
+        let device = Uuid::new_v4();
+        let write = |rows: Vec<Row>, insert: Insert| {
+            let (pool, way) = (app_pool.clone(), way.clone());
+            async move {
+                let mut tx = eriop_projections::begin_all_agencies(&pool).await.unwrap();
+                let written = store::rows(&mut tx, &rows, insert, &way).await?;
+                // Back to the services' role for the rest of the transaction.
+                let role: String = sqlx::query_scalar("SELECT current_user::text")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                assert_eq!(role, "eriop_app", "{way:?}");
+                tx.commit().await?;
+                Ok::<u64, eriop_projections::consumer::ConsumerError>(written)
+            }
+        };
+        assert_eq!(
+            write(rows_of(device, 0..10), Insert::New).await.unwrap(),
+            10
+        );
+        let refused = write(rows_of(device, 5..15), Insert::New).await;
+        assert!(
+            matches!(&refused, Err(eriop_projections::consumer::ConsumerError::Database(sqlx::Error::Database(e))) if e.code().as_deref() == Some("23505")),
+            "way {n}: {refused:?}"
+        );
+        assert_eq!(
+            write(rows_of(device, 5..15), Insert::SkippingStored)
+                .await
+                .unwrap(),
+            5
+        );
+        let stored: Vec<f64> = sqlx::query_scalar(
+            "SELECT value_double FROM telemetry WHERE device_id = $1 ORDER BY time",
+        )
+        .bind(device)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            stored,
+            (0..15).map(|s| s as f64).collect::<Vec<_>>(),
+            "way {n}"
+        );
+    }
+    // The writer reads nothing, not even through the table's parent.
+    let mut conn = app_pool.acquire().await.unwrap();
+    conn.execute(format!("SET ROLE {}", store::WRITER).as_str())
+        .await
+        .unwrap();
+    let read = conn.execute("SELECT count(*) FROM telemetry").await;
+    assert!(
+        matches!(&read, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501")),
+        "{read:?}"
+    );
+    conn.execute("SET ROLE eriop_app").await.unwrap();
+    // The services' role is still bound by the policies: no COPY past them.
+    let copy = conn
+        .execute("BEGIN; SELECT set_config('eriop.all_agencies', 'on', true); COPY telemetry (time) FROM STDIN")
+        .await;
+    assert!(
+        matches!(&copy, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("0A000")),
+        "{copy:?}"
+    );
+    conn.execute("ROLLBACK").await.unwrap();
+    drop(conn);
+    // Without the writer's grant the staging table is the way, found again.
+    sqlx::query(&format!(
+        "REVOKE INSERT ON telemetry FROM {}",
+        store::WRITER
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(way_of(app_pool.clone()).await, store::WayIn::Staged);
+    app_pool.close().await;
+    db.pool
+        .execute(format!("DROP ROLE {login}").as_str())
+        .await
+        .unwrap();
 }
 
 /// A device's hostile values (near float8's largest, twice in a bucket) overflow a float8
